@@ -1,0 +1,1 @@
+//! Zendesk Sell v2 wire types: envelopes, errors and resource DTOs.

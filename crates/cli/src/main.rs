@@ -1,0 +1,39 @@
+//! `sellsync`: the command-line entry point.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Offline-first sync for Zendesk Sell.
+#[derive(Debug, Parser)]
+#[command(name = "sellsync", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tell the whole story on the embedded simulator, in one process.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo => {
+            println!("demo: not yet");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! A local Zendesk Sell v2 simulator.
