@@ -195,11 +195,11 @@ impl Store {
             None => {
                 let mut tx = self.db.begin_write()?;
                 tx.set_durability(Durability::Immediate)?;
+                crate::write::create_tables(&tx)?;
                 {
                     let mut meta = tx.open_table(META)?;
                     meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
                     meta.insert(META_FEED_SEQ, 0u64.to_le_bytes().as_slice())?;
-                    crate::write::create_tables(&tx)?;
                 }
                 tx.commit()?;
                 Ok(0)
