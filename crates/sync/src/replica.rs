@@ -1,0 +1,144 @@
+//! The seam between the protocol and the documents: the [`Replica`] trait.
+//!
+//! The session never touches documents or storage itself. It asks the replica, in batches, so a
+//! store can answer each call with one transaction however many documents a flight carries.
+
+use automerge::sync;
+use sellsync_model::{DeviceId, RecordId, UserId};
+
+use crate::frame::Role;
+
+/// Who is on the other end, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's node id (as proved by its token, not merely as claimed).
+    pub node: DeviceId,
+    /// The peer's role.
+    pub role: Role,
+    /// The user whose access bounds what this side may exchange with the peer. `None` for a hub,
+    /// which may hold every document.
+    pub user: Option<UserId>,
+}
+
+/// What a verified token proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The node the token was issued to.
+    pub node: DeviceId,
+    /// The role the token was issued for.
+    pub role: Role,
+    /// The user the node acts for; `None` only for a hub.
+    pub user: Option<UserId>,
+}
+
+/// A slice of a change feed: the documents with a change numbered in `(since, upto]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FeedSlice {
+    /// Each document once, in any order.
+    pub docs: Vec<RecordId>,
+    /// The feed's head when the slice was taken.
+    pub upto: u64,
+}
+
+/// Whether a user may see a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// The replica holds the document and the user may see it.
+    Visible,
+    /// The replica holds the document and the user may not see it.
+    Hidden,
+    /// The replica does not hold the document, so it cannot tell yet (a document the peer
+    /// created). The replica decides on receipt, once the content is known.
+    Unknown,
+}
+
+/// One incoming sync message, with the live sync state it updates.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    /// The document.
+    pub doc: &'a RecordId,
+    /// The live sync state of this document with this peer.
+    pub state: &'a mut sync::State,
+    /// The decoded automerge sync message.
+    pub message: sync::Message,
+}
+
+/// What became of one incoming sync message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Applied; `changed` says whether the document's heads moved.
+    Applied {
+        /// The document now has new changes (it must be persisted and re-projected).
+        changed: bool,
+    },
+    /// Not applied: once its content was known, the document turned out to be one the peer's user
+    /// (or this node's user) may not see. Nothing of it was kept.
+    Denied,
+    /// Not applied: automerge rejected the message (for example a corrupt change). Nothing of it
+    /// was kept.
+    Rejected,
+}
+
+/// A token the replica refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token refused: {0}")]
+pub struct TokenRefused(pub String);
+
+/// The documents, the change feed, the sync states and the access rules of one node.
+///
+/// Contracts:
+/// - Every method may fail with `Self::Error` (storage trouble). The session then closes the
+///   connection; a failed call must have changed nothing.
+/// - [`Replica::receive`] applies a whole batch atomically or not at all, persists the
+///   documents and the sync states' persistent part (`State::encode`, the shared heads) for this
+///   peer, and appends the changed documents to the change feed.
+/// - Sync states are per peer and per document. The live ones belong to the session (one
+///   connection); [`Replica::load_states`] gives their persisted form.
+pub trait Replica {
+    /// Storage failure.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Checks a presented token against the node and role it claims. Expired, revoked, unknown
+    /// or mismatched tokens are refused.
+    fn verify_token(
+        &self,
+        token: &[u8],
+        claimed_node: &DeviceId,
+        claimed_role: Role,
+    ) -> Result<Result<Principal, TokenRefused>, Self::Error>;
+
+    /// The checkpoint this node holds for `peer`'s change feed (0 if none).
+    fn checkpoint(&self, peer: &DeviceId) -> Result<u64, Self::Error>;
+
+    /// The documents of this node's change feed changed after `since`.
+    fn changed_since(&self, since: u64) -> Result<FeedSlice, Self::Error>;
+
+    /// Whether `user` may see `doc`, for each document in `docs` (same order).
+    fn visibility(&self, user: UserId, docs: &[RecordId]) -> Result<Vec<Visibility>, Self::Error>;
+
+    /// Documents `peer` once received but `user` may no longer see. The replica forgets its
+    /// sync states for them with that peer once reported, so each is reported once.
+    fn revoked(&mut self, peer: &DeviceId, user: UserId) -> Result<Vec<RecordId>, Self::Error>;
+
+    /// The persisted sync states with `peer` for `docs` (same order); `State::new()` where none.
+    fn load_states(
+        &self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<Vec<sync::State>, Self::Error>;
+
+    /// Generates the next sync message for each document (same order); `None` where there is
+    /// nothing to say. A document this node does not hold is treated as empty.
+    fn generate(
+        &self,
+        docs: &mut [(&RecordId, &mut sync::State)],
+    ) -> Result<Vec<Option<sync::Message>>, Self::Error>;
+
+    /// Applies a batch of incoming messages from `peer` (see the trait contract). A document
+    /// not held yet is created only if `peer.user` (when set) and this node's user may see it.
+    fn receive(
+        &mut self,
+        peer: &Peer,
+        batch: Vec<Incoming<'_>>,
+    ) -> Result<Vec<Received>, Self::Error>;
+}

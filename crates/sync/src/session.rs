@@ -1,0 +1,1039 @@
+//! One side of one connection: events in, effects out.
+//!
+//! The exchange (see `docs/protocol.md`):
+//!
+//! ```text
+//! dialer                                   acceptor
+//!   hello(node, role, token, cp_d) ───────►  verify token
+//!                                 ◄───────  welcome(node, role, user, cp_a)
+//!                                           [access-revoked] announce(since cp_d)… batch…(last)
+//!   announce(since cp_a)… batch…(last) ───►
+//!                                 ◄───────  batch…(last)
+//!   …flights alternate until a side, after receiving a whole flight, has nothing to send…
+//!   done(cp) ─────────────────────────────►  (either side may be the one to send it)
+//! ```
+//!
+//! A flight is every frame one side sends before it waits: in its first flight the announce
+//! frames come first, then sync-batch frames, the last one flagged `last`. After a whole flight
+//! arrives, the receiver applies it and generates the next messages for every document in the
+//! session (the union of both announces, minus what access rules exclude). If it has nothing to
+//! send, both sides are quiet: it sends done and both record the other's announced feed head as
+//! their new checkpoint.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::sync;
+use sellsync_model::{DeviceId, RecordId};
+
+use crate::frame::{
+    ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Frame,
+    FrameError, Hello, PROTOCOL_VERSION, REVOKED_OVERHEAD, Role, SyncBatch, Welcome,
+    entry_wire_len, id_wire_len,
+};
+use crate::replica::{Incoming, Peer, Received, Replica, Visibility};
+
+/// Size limits of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Hard limit on a frame, sent or received.
+    pub max_frame: usize,
+    /// Size at which outgoing flights are split into the next frame (at most `max_frame`).
+    pub target_frame: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: DEFAULT_MAX_FRAME,
+            target_frame: 1024 * 1024,
+        }
+    }
+}
+
+/// How the dialing side of a connection is set up.
+#[derive(Debug, Clone)]
+pub struct DialConfig {
+    /// This node's id.
+    pub node: DeviceId,
+    /// This node's role.
+    pub role: Role,
+    /// The token this node presents.
+    pub token: Vec<u8>,
+    /// The node this side means to reach; a welcome from another node closes the session.
+    pub peer: DeviceId,
+    /// Verify the acceptor's token through the replica (LAN peers). When false, the acceptor is
+    /// trusted by other means (the hub, behind TLS); a non-hub acceptor is then bounded by this
+    /// node's own user.
+    pub verify_peer_token: bool,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// How the accepting side of a connection is set up.
+#[derive(Debug, Clone)]
+pub struct AcceptConfig {
+    /// This node's id.
+    pub node: DeviceId,
+    /// This node's role.
+    pub role: Role,
+    /// The token this node shows to dialers that check it (LAN peers); empty for a hub.
+    pub token: Vec<u8>,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+/// Something that happened to the connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// The transport is connected (the dialer then sends its hello).
+    Opened,
+    /// One whole frame arrived.
+    Received(&'a [u8]),
+    /// The transport closed.
+    Closed,
+}
+
+/// Why a session ended early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The peer's token was refused, or the peer refused ours.
+    AuthFailed(String),
+    /// The peer is not the node this side dialed.
+    WrongPeer(DeviceId),
+    /// A frame could not be decoded.
+    Malformed(String),
+    /// A frame arrived where the exchange does not allow it.
+    OutOfOrder(String),
+    /// The peer reported an error and closed.
+    PeerError {
+        /// The peer's error code.
+        code: ErrorCode,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// This side's replica failed (storage).
+    Storage(String),
+    /// The transport closed before the exchange was done.
+    ConnectionLost,
+}
+
+/// Why a document was left out of the exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IgnoreReason {
+    /// The peer's user may not see it (the peer announced it, or sent a message for it).
+    PeerMayNotSee,
+    /// Once its content was known, the replica refused it (see [`Received::Denied`]).
+    Denied,
+    /// Automerge rejected the peer's message for it.
+    Rejected,
+    /// Its sync message is larger than a frame may be; it is retried next session.
+    TooLarge(usize),
+    /// A node that is not a hub reported it revoked; only a hub's word counts.
+    RevocationFromNonHub,
+}
+
+/// One effect for the caller to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The peer proved who it is.
+    Authenticated(Peer),
+    /// These documents received changes from the peer; the replica has persisted them. Re-project
+    /// or notify as needed.
+    DocumentsChanged(Vec<RecordId>),
+    /// The hub says this node's user may no longer see these documents.
+    AccessRevoked(Vec<RecordId>),
+    /// A document was left out, with the reason (for the log).
+    Ignored {
+        /// The document.
+        doc: RecordId,
+        /// Why.
+        reason: IgnoreReason,
+    },
+    /// Persist this checkpoint for the peer's change feed.
+    CheckpointAdvanced {
+        /// The peer.
+        peer: DeviceId,
+        /// The peer's feed sequence number this node is now in sync with.
+        checkpoint: u64,
+    },
+    /// The exchange is complete; the connection may be closed.
+    Finished,
+    /// Close the connection now (after sending any frames in this batch).
+    Close(CloseReason),
+}
+
+/// What a call to [`Session::handle`] asks the caller to do, in order: send the frames, then
+/// carry out the effects.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects {
+    /// Encoded frames to send, in order.
+    pub send: Vec<Vec<u8>>,
+    /// Effects, in order.
+    pub effects: Vec<Effect>,
+}
+
+impl Effects {
+    /// True when the session has ended (finished or closed) during this call.
+    pub fn ended(&self) -> bool {
+        self.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Finished | Effect::Close(_)))
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Dialer before `Opened`.
+    Idle,
+    /// Dialer: hello sent.
+    AwaitWelcome,
+    /// Acceptor: waiting for the hello.
+    AwaitHello,
+    /// Authenticated; flights alternate.
+    Exchange(Box<Exchange>),
+    /// Done or closed; further events are ignored.
+    Ended,
+}
+
+/// The state of an authenticated exchange.
+#[derive(Debug)]
+struct Exchange {
+    peer: Peer,
+    /// This node's checkpoint for the peer's feed, sent in hello or welcome; the peer's announce
+    /// must start there.
+    peer_since: u64,
+    /// The checkpoint the peer holds for this node's feed; this node's announce starts there.
+    my_since: u64,
+    /// Whether this node has sent its announce.
+    announced: bool,
+    /// The peer's feed head from its announce, once its last announce frame arrived.
+    peer_upto: Option<u64>,
+    /// Whether some sync-batch frames of the peer's current flight arrived but not its last one
+    /// (a done may not interrupt a flight).
+    mid_batch: bool,
+    /// Live sync states of the documents in this session. Invariant: every document here may be
+    /// exchanged with the peer as far as this node knows.
+    docs: BTreeMap<RecordId, sync::State>,
+    /// Documents left out for access reasons; messages for them are dropped silently.
+    ignored: BTreeSet<RecordId>,
+    /// Something was skipped that must be retried; the checkpoint must not advance.
+    incomplete: bool,
+}
+
+/// One side of one connection. See the module docs for the exchange.
+#[derive(Debug)]
+pub struct Session {
+    node: DeviceId,
+    role: Role,
+    token: Vec<u8>,
+    limits: Limits,
+    /// `Some` on the dialing side.
+    dial: Option<(DeviceId, bool)>,
+    phase: Phase,
+}
+
+/// A failure inside the state machine: it closes the session with this reason, after sending
+/// the error frame when there is one.
+struct Abort {
+    reason: CloseReason,
+    code: Option<ErrorCode>,
+}
+
+impl Abort {
+    fn out_of_order(what: impl Into<String>) -> Self {
+        Abort {
+            reason: CloseReason::OutOfOrder(what.into()),
+            code: Some(ErrorCode::OutOfOrder),
+        }
+    }
+
+    fn malformed(what: impl Into<String>) -> Self {
+        Abort {
+            reason: CloseReason::Malformed(what.into()),
+            code: Some(ErrorCode::Malformed),
+        }
+    }
+
+    fn storage(e: impl std::fmt::Display) -> Self {
+        Abort {
+            reason: CloseReason::Storage(e.to_string()),
+            code: Some(ErrorCode::Internal),
+        }
+    }
+
+    fn frame(e: FrameError) -> Self {
+        let code = match e {
+            FrameError::UnknownVersion(_) => ErrorCode::UnsupportedVersion,
+            FrameError::Oversized { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::Malformed,
+        };
+        Abort {
+            reason: CloseReason::Malformed(e.to_string()),
+            code: Some(code),
+        }
+    }
+}
+
+impl Session {
+    /// The dialing side. Call [`Session::handle`] with [`Event::Opened`] once connected.
+    pub fn dial(config: DialConfig) -> Self {
+        Session {
+            node: config.node,
+            role: config.role,
+            token: config.token,
+            limits: config.limits,
+            dial: Some((config.peer, config.verify_peer_token)),
+            phase: Phase::Idle,
+        }
+    }
+
+    /// The accepting side; it waits for the dialer's hello.
+    pub fn accept(config: AcceptConfig) -> Self {
+        Session {
+            node: config.node,
+            role: config.role,
+            token: config.token,
+            limits: config.limits,
+            dial: None,
+            phase: Phase::AwaitHello,
+        }
+    }
+
+    /// True once the session has finished or closed.
+    pub fn is_ended(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+    }
+
+    /// The authenticated peer, once known.
+    pub fn peer(&self) -> Option<&Peer> {
+        match &self.phase {
+            Phase::Exchange(x) => Some(&x.peer),
+            _ => None,
+        }
+    }
+
+    /// Handles one event. Nothing from a rejected frame is applied.
+    pub fn handle<R: Replica>(&mut self, replica: &mut R, event: Event<'_>) -> Effects {
+        let mut out = Effects::default();
+        if self.is_ended() {
+            return out;
+        }
+        let result = match event {
+            Event::Opened => self.on_opened(replica, &mut out),
+            Event::Closed => {
+                self.phase = Phase::Ended;
+                out.effects.push(Effect::Close(CloseReason::ConnectionLost));
+                return out;
+            }
+            Event::Received(bytes) => match Frame::decode(bytes, self.limits.max_frame) {
+                Ok(frame) => self.on_frame(replica, frame, &mut out),
+                Err(e) => Err(Abort::frame(e)),
+            },
+        };
+        if let Err(abort) = result {
+            self.abort(abort, &mut out);
+        }
+        out
+    }
+
+    /// Tells the peer (a device, from a hub) that its user may no longer see `docs`, and drops
+    /// them from this session. Does nothing before authentication or after the end.
+    pub fn revoke(&mut self, docs: Vec<RecordId>) -> Effects {
+        let mut out = Effects::default();
+        let Phase::Exchange(x) = &mut self.phase else {
+            return out;
+        };
+        for d in &docs {
+            x.docs.remove(d);
+            x.ignored.insert(d.clone());
+        }
+        if let Err(abort) = push_revoked(&self.limits, docs, &mut out) {
+            self.abort(abort, &mut out);
+        }
+        out
+    }
+
+    fn abort(&mut self, abort: Abort, out: &mut Effects) {
+        if let Some(code) = abort.code {
+            let reason = reason_text(&abort.reason);
+            let frame = Frame::Error(ErrorFrame { code, reason });
+            if let Ok(bytes) = frame.encode(self.limits.max_frame) {
+                out.send.push(bytes);
+            }
+        }
+        out.effects.push(Effect::Close(abort.reason));
+        self.phase = Phase::Ended;
+    }
+
+    fn on_opened<R: Replica>(&mut self, replica: &mut R, out: &mut Effects) -> Result<(), Abort> {
+        let Some((peer, _)) = &self.dial else {
+            return Ok(());
+        };
+        if !matches!(self.phase, Phase::Idle) {
+            return Ok(());
+        }
+        let checkpoint = replica.checkpoint(peer).map_err(Abort::storage)?;
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            node: self.node.clone(),
+            role: self.role,
+            checkpoint,
+            token: self.token.clone(),
+        });
+        out.send
+            .push(hello.encode(self.limits.max_frame).map_err(Abort::frame)?);
+        self.phase = Phase::AwaitWelcome;
+        Ok(())
+    }
+
+    fn on_frame<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        frame: Frame,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        if let Frame::Error(e) = frame {
+            self.phase = Phase::Ended;
+            out.effects.push(Effect::Close(CloseReason::PeerError {
+                code: e.code,
+                reason: e.reason,
+            }));
+            return Ok(());
+        }
+        match std::mem::replace(&mut self.phase, Phase::Ended) {
+            Phase::AwaitHello => match frame {
+                Frame::Hello(h) => self.on_hello(replica, h, out),
+                f => Err(Abort::out_of_order(format!("{} before hello", f.name()))),
+            },
+            Phase::AwaitWelcome => match frame {
+                Frame::Welcome(w) => self.on_welcome(replica, w, out),
+                f => Err(Abort::out_of_order(format!("{} before welcome", f.name()))),
+            },
+            Phase::Exchange(mut x) => {
+                let finished = self.on_exchange_frame(replica, &mut x, frame, out)?;
+                if !finished {
+                    self.phase = Phase::Exchange(x);
+                }
+                Ok(())
+            }
+            Phase::Idle => Err(Abort::out_of_order("frame before the connection opened")),
+            Phase::Ended => Ok(()),
+        }
+    }
+
+    fn on_hello<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        hello: Hello,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let principal = match replica
+            .verify_token(&hello.token, &hello.node, hello.role)
+            .map_err(Abort::storage)?
+        {
+            Ok(p) if p.node == hello.node && p.role == hello.role => p,
+            Ok(_) => return Err(auth_failed("token was issued to another node or role")),
+            Err(refused) => return Err(auth_failed(refused.0)),
+        };
+        let user = match principal.role {
+            Role::Hub => None,
+            Role::Device => match principal.user {
+                Some(u) => Some(u),
+                None => return Err(auth_failed("device token without a user")),
+            },
+        };
+        let peer = Peer {
+            node: principal.node,
+            role: principal.role,
+            user,
+        };
+        let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
+        let welcome = Frame::Welcome(Welcome {
+            node: self.node.clone(),
+            role: self.role,
+            user,
+            token: self.token.clone(),
+            checkpoint: peer_since,
+        });
+        out.send.push(
+            welcome
+                .encode(self.limits.max_frame)
+                .map_err(Abort::frame)?,
+        );
+        out.effects.push(Effect::Authenticated(peer.clone()));
+        let mut x = Box::new(Exchange::new(peer, peer_since, hello.checkpoint));
+        if let Some(u) = x.peer.user {
+            let revoked = replica.revoked(&x.peer.node, u).map_err(Abort::storage)?;
+            if !revoked.is_empty() {
+                x.ignored.extend(revoked.iter().cloned());
+                push_revoked(&self.limits, revoked, out)?;
+            }
+        }
+        // The acceptor's first flight: its announce and its first messages. It may not end the
+        // exchange yet: the dialer's announce is still to come.
+        self.announce(replica, &mut x, out)?;
+        let generated = self.generate(replica, &mut x, out)?;
+        self.push_batches(generated, out)?;
+        self.phase = Phase::Exchange(x);
+        Ok(())
+    }
+
+    fn on_welcome<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        welcome: Welcome,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        // Only the dialer reaches this phase.
+        let Some((expected, verify)) = self.dial.clone() else {
+            return Err(Abort::out_of_order("welcome on the accepting side"));
+        };
+        if welcome.node != expected {
+            return Err(Abort {
+                reason: CloseReason::WrongPeer(welcome.node),
+                code: Some(ErrorCode::WrongPeer),
+            });
+        }
+        let user = if verify {
+            match replica
+                .verify_token(&welcome.token, &welcome.node, welcome.role)
+                .map_err(Abort::storage)?
+            {
+                Ok(p) if p.node == welcome.node && p.role == welcome.role => match p.role {
+                    Role::Hub => None,
+                    Role::Device => match p.user {
+                        Some(u) => Some(u),
+                        None => return Err(auth_failed("peer device token without a user")),
+                    },
+                },
+                Ok(_) => return Err(auth_failed("peer token was issued to another node or role")),
+                Err(refused) => return Err(auth_failed(refused.0)),
+            }
+        } else {
+            match welcome.role {
+                Role::Hub => None,
+                // An unverified device is bounded by this node's own user.
+                Role::Device => welcome.user,
+            }
+        };
+        if welcome.role == Role::Device && user.is_none() {
+            return Err(auth_failed(
+                "cannot bound an unverified device peer by any user",
+            ));
+        }
+        let peer = Peer {
+            node: welcome.node,
+            role: welcome.role,
+            user,
+        };
+        out.effects.push(Effect::Authenticated(peer.clone()));
+        let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
+        self.phase = Phase::Exchange(Box::new(Exchange::new(
+            peer,
+            peer_since,
+            welcome.checkpoint,
+        )));
+        Ok(())
+    }
+
+    /// Returns true when the exchange finished.
+    fn on_exchange_frame<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        frame: Frame,
+        out: &mut Effects,
+    ) -> Result<bool, Abort> {
+        match frame {
+            Frame::Announce(a) => {
+                if x.peer_upto.is_some() {
+                    return Err(Abort::out_of_order("a second announce"));
+                }
+                if a.since != x.peer_since {
+                    return Err(Abort::malformed(format!(
+                        "announce since {} but this side's checkpoint is {}",
+                        a.since, x.peer_since
+                    )));
+                }
+                self.admit_peer_docs(replica, x, a.docs, out)?;
+                if a.last {
+                    x.peer_upto = Some(a.upto);
+                }
+                Ok(false)
+            }
+            Frame::SyncBatch(b) => {
+                if x.peer_upto.is_none() {
+                    return Err(Abort::out_of_order("sync batch before the peer's announce"));
+                }
+                x.mid_batch = true;
+                self.apply_batch(replica, x, b.entries, out)?;
+                if !b.last {
+                    return Ok(false);
+                }
+                x.mid_batch = false;
+                self.reply(replica, x, out)
+            }
+            Frame::Done { .. } => {
+                if x.peer_upto.is_none() || !x.announced || x.mid_batch {
+                    return Err(Abort::out_of_order(
+                        "done before both announces or mid-flight",
+                    ));
+                }
+                self.finish(x, out);
+                Ok(true)
+            }
+            Frame::AccessRevoked(docs) => {
+                if x.peer.role != Role::Hub {
+                    for doc in docs {
+                        out.effects.push(Effect::Ignored {
+                            doc,
+                            reason: IgnoreReason::RevocationFromNonHub,
+                        });
+                    }
+                    return Ok(false);
+                }
+                for d in &docs {
+                    x.docs.remove(d);
+                    x.ignored.insert(d.clone());
+                }
+                out.effects.push(Effect::AccessRevoked(docs));
+                Ok(false)
+            }
+            f @ (Frame::Hello(_) | Frame::Welcome(_)) => Err(Abort::out_of_order(format!(
+                "{} during the exchange",
+                f.name()
+            ))),
+            // Handled before the phase match.
+            Frame::Error(_) => Ok(true),
+        }
+    }
+
+    /// After a whole flight from the peer: send the next flight, or done when quiet.
+    fn reply<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        out: &mut Effects,
+    ) -> Result<bool, Abort> {
+        if !x.announced {
+            self.announce(replica, x, out)?;
+        }
+        let generated = self.generate(replica, x, out)?;
+        if generated.is_empty() {
+            let checkpoint = self.finish(x, out);
+            let done = Frame::Done { checkpoint };
+            out.send
+                .push(done.encode(self.limits.max_frame).map_err(Abort::frame)?);
+            return Ok(true);
+        }
+        self.push_batches(generated, out)?;
+        Ok(false)
+    }
+
+    /// Records the end of a quiet exchange. Returns the checkpoint now held for the peer.
+    fn finish(&mut self, x: &mut Exchange, out: &mut Effects) -> u64 {
+        let checkpoint = match (x.incomplete, x.peer_upto) {
+            (false, Some(upto)) => {
+                out.effects.push(Effect::CheckpointAdvanced {
+                    peer: x.peer.node.clone(),
+                    checkpoint: upto,
+                });
+                upto
+            }
+            _ => x.peer_since,
+        };
+        out.effects.push(Effect::Finished);
+        checkpoint
+    }
+
+    /// Sends this node's announce: its feed since the peer's checkpoint, only what the peer may
+    /// see, and adds those documents to the session.
+    fn announce<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let slice = replica.changed_since(x.my_since).map_err(Abort::storage)?;
+        let docs = match x.peer.user {
+            None => slice.docs,
+            Some(u) => {
+                let vis = replica.visibility(u, &slice.docs).map_err(Abort::storage)?;
+                if vis.len() != slice.docs.len() {
+                    return Err(Abort::storage(
+                        "replica returned a visibility list of another length",
+                    ));
+                }
+                slice
+                    .docs
+                    .into_iter()
+                    .zip(vis)
+                    .filter_map(|(d, v)| (v == Visibility::Visible).then_some(d))
+                    .collect()
+            }
+        };
+        let docs: Vec<RecordId> = docs
+            .into_iter()
+            .filter(|d| !x.ignored.contains(d))
+            .collect();
+        self.add_docs(replica, x, &docs)?;
+        let budget = self.limits.target_frame.min(self.limits.max_frame);
+        let mut chunk = Vec::new();
+        let mut size = ANNOUNCE_OVERHEAD;
+        let mut frames = Vec::new();
+        for d in docs {
+            let len = id_wire_len(&d);
+            if !chunk.is_empty() && size + len > budget {
+                frames.push(std::mem::take(&mut chunk));
+                size = ANNOUNCE_OVERHEAD;
+            }
+            size += len;
+            chunk.push(d);
+        }
+        frames.push(chunk);
+        let n = frames.len();
+        for (i, docs) in frames.into_iter().enumerate() {
+            let a = Frame::Announce(Announce {
+                last: i + 1 == n,
+                since: x.my_since,
+                upto: slice.upto,
+                docs,
+            });
+            out.send
+                .push(a.encode(self.limits.max_frame).map_err(Abort::frame)?);
+        }
+        x.announced = true;
+        Ok(())
+    }
+
+    /// Adds documents the peer announced, minus those its user may not see.
+    fn admit_peer_docs<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        docs: Vec<RecordId>,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let docs: Vec<RecordId> = docs
+            .into_iter()
+            .filter(|d| !x.docs.contains_key(d) && !x.ignored.contains(d))
+            .collect();
+        let docs = match x.peer.user {
+            None => docs,
+            Some(u) => {
+                let vis = replica.visibility(u, &docs).map_err(Abort::storage)?;
+                if vis.len() != docs.len() {
+                    return Err(Abort::storage(
+                        "replica returned a visibility list of another length",
+                    ));
+                }
+                let mut keep = Vec::with_capacity(docs.len());
+                for (d, v) in docs.into_iter().zip(vis) {
+                    if v == Visibility::Hidden {
+                        x.ignored.insert(d.clone());
+                        out.effects.push(Effect::Ignored {
+                            doc: d,
+                            reason: IgnoreReason::PeerMayNotSee,
+                        });
+                    } else {
+                        keep.push(d);
+                    }
+                }
+                keep
+            }
+        };
+        self.add_docs(replica, x, &docs)
+    }
+
+    /// Loads the persisted sync states of new session documents and primes them (see
+    /// [`prime`]).
+    fn add_docs<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        docs: &[RecordId],
+    ) -> Result<(), Abort> {
+        let fresh: Vec<RecordId> = docs
+            .iter()
+            .filter(|d| !x.docs.contains_key(*d))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let states = replica
+            .load_states(&x.peer.node, &fresh)
+            .map_err(Abort::storage)?;
+        if states.len() != fresh.len() {
+            return Err(Abort::storage(
+                "replica returned a state list of another length",
+            ));
+        }
+        for (d, mut s) in fresh.into_iter().zip(states) {
+            prime(&mut s);
+            x.docs.insert(d, s);
+        }
+        Ok(())
+    }
+
+    /// Decodes and checks a whole batch frame first, then applies it in one replica call.
+    fn apply_batch<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        entries: Vec<(RecordId, Vec<u8>)>,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let mut seen = BTreeSet::new();
+        let mut decoded = Vec::with_capacity(entries.len());
+        for (doc, bytes) in entries {
+            if !seen.insert(doc.clone()) {
+                return Err(Abort::malformed(format!(
+                    "document {doc} twice in one batch"
+                )));
+            }
+            let msg = sync::Message::decode(&bytes)
+                .map_err(|e| Abort::malformed(format!("sync message for {doc}: {e}")))?;
+            if x.ignored.contains(&doc) {
+                continue;
+            }
+            if !x.docs.contains_key(&doc) {
+                return Err(Abort::out_of_order(format!(
+                    "sync message for {doc}, never announced"
+                )));
+            }
+            decoded.push((doc, msg));
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        // Take the states out so that the replica can borrow them mutably; applied ones go
+        // back below.
+        let mut taken: Vec<(RecordId, sync::State)> = Vec::with_capacity(decoded.len());
+        let mut msgs = Vec::with_capacity(decoded.len());
+        for (d, m) in decoded {
+            let s = x.docs.remove(&d).unwrap_or_default();
+            taken.push((d, s));
+            msgs.push(m);
+        }
+        let batch: Vec<Incoming<'_>> = taken
+            .iter_mut()
+            .zip(msgs)
+            .map(|((doc, state), message)| Incoming {
+                doc,
+                state,
+                message,
+            })
+            .collect();
+        let outcomes = match replica.receive(&x.peer, batch) {
+            Ok(o) if o.len() == taken.len() => o,
+            Ok(_) => {
+                return Err(Abort::storage(
+                    "replica returned an outcome list of another length",
+                ));
+            }
+            Err(e) => return Err(Abort::storage(e)),
+        };
+        let mut changed = Vec::new();
+        for ((doc, state), outcome) in taken.into_iter().zip(outcomes) {
+            match outcome {
+                Received::Applied { changed: c } => {
+                    if c {
+                        changed.push(doc.clone());
+                    }
+                    x.docs.insert(doc, state);
+                }
+                Received::Denied => {
+                    x.ignored.insert(doc.clone());
+                    out.effects.push(Effect::Ignored {
+                        doc,
+                        reason: IgnoreReason::Denied,
+                    });
+                }
+                Received::Rejected => {
+                    x.incomplete = true;
+                    x.ignored.insert(doc.clone());
+                    out.effects.push(Effect::Ignored {
+                        doc,
+                        reason: IgnoreReason::Rejected,
+                    });
+                }
+            }
+        }
+        if !changed.is_empty() {
+            out.effects.push(Effect::DocumentsChanged(changed));
+        }
+        Ok(())
+    }
+
+    /// Generates the next message of every session document, in one replica call.
+    fn generate<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+        out: &mut Effects,
+    ) -> Result<Vec<(RecordId, Vec<u8>)>, Abort> {
+        if x.docs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pairs: Vec<(&RecordId, &mut sync::State)> = x.docs.iter_mut().collect();
+        let msgs = replica.generate(&mut pairs).map_err(Abort::storage)?;
+        if msgs.len() != pairs.len() {
+            return Err(Abort::storage(
+                "replica returned a message list of another length",
+            ));
+        }
+        let room = self.limits.max_frame.saturating_sub(BATCH_OVERHEAD);
+        let mut generated = Vec::new();
+        let mut too_large = Vec::new();
+        for ((doc, _), msg) in pairs.into_iter().zip(msgs) {
+            let Some(msg) = msg else { continue };
+            let bytes = msg.encode();
+            if entry_wire_len(doc, &bytes) > room {
+                too_large.push((doc.clone(), bytes.len()));
+            } else {
+                generated.push((doc.clone(), bytes));
+            }
+        }
+        for (doc, len) in too_large {
+            // Retried next session: the checkpoint stays where it was.
+            x.incomplete = true;
+            x.docs.remove(&doc);
+            x.ignored.insert(doc.clone());
+            out.effects.push(Effect::Ignored {
+                doc,
+                reason: IgnoreReason::TooLarge(len),
+            });
+        }
+        Ok(generated)
+    }
+
+    /// Splits a flight's messages into frames under the limits; the last one is flagged.
+    fn push_batches(
+        &mut self,
+        generated: Vec<(RecordId, Vec<u8>)>,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let budget = self.limits.target_frame.min(self.limits.max_frame);
+        let mut frames: Vec<Vec<(RecordId, Vec<u8>)>> = Vec::new();
+        let mut chunk = Vec::new();
+        let mut size = BATCH_OVERHEAD;
+        for (doc, msg) in generated {
+            let len = entry_wire_len(&doc, &msg);
+            if !chunk.is_empty() && size + len > budget {
+                frames.push(std::mem::take(&mut chunk));
+                size = BATCH_OVERHEAD;
+            }
+            size += len;
+            chunk.push((doc, msg));
+        }
+        frames.push(chunk);
+        let n = frames.len();
+        for (i, entries) in frames.into_iter().enumerate() {
+            let b = Frame::SyncBatch(SyncBatch {
+                last: i + 1 == n,
+                entries,
+            });
+            out.send
+                .push(b.encode(self.limits.max_frame).map_err(Abort::frame)?);
+        }
+        Ok(())
+    }
+}
+
+impl Exchange {
+    fn new(peer: Peer, peer_since: u64, my_since: u64) -> Self {
+        Exchange {
+            peer,
+            peer_since,
+            my_since,
+            announced: false,
+            peer_upto: None,
+            mid_batch: false,
+            docs: BTreeMap::new(),
+            ignored: BTreeSet::new(),
+            incomplete: false,
+        }
+    }
+}
+
+/// Primes a sync state restored from storage so that the first message already carries the
+/// changes made since the last sync.
+///
+/// Automerge's first message in a session only advertises heads and a bloom filter; changes
+/// follow once the peer has answered. When this node has synced the document with this peer
+/// before (non-empty shared heads), the peer holds at least those heads, so this side assumes
+/// the peer "has" exactly them and sends everything after them at once, saving a round trip. If
+/// the assumption is wrong (the peer lost data), the peer's answer carries its real state and
+/// automerge's usual exchange takes over; nothing is lost, only some bytes may be resent.
+fn prime(state: &mut sync::State) {
+    if state.shared_heads.is_empty() || state.their_have.is_some() {
+        return;
+    }
+    state.their_have = Some(vec![sync::Have {
+        last_sync: state.shared_heads.clone(),
+        bloom: sync::BloomFilter::default(),
+    }]);
+    state.their_need = Some(Vec::new());
+}
+
+fn auth_failed(reason: impl Into<String>) -> Abort {
+    Abort {
+        reason: CloseReason::AuthFailed(reason.into()),
+        code: Some(ErrorCode::AuthFailed),
+    }
+}
+
+fn reason_text(reason: &CloseReason) -> String {
+    let text = match reason {
+        CloseReason::AuthFailed(r) => format!("authentication failed: {r}"),
+        CloseReason::WrongPeer(n) => format!("this is not node {n}"),
+        CloseReason::Malformed(r) => format!("malformed frame: {r}"),
+        CloseReason::OutOfOrder(r) => format!("out of order: {r}"),
+        CloseReason::PeerError { reason, .. } => reason.clone(),
+        // The peer did nothing wrong; keep storage details local.
+        CloseReason::Storage(_) => "internal error".to_owned(),
+        CloseReason::ConnectionLost => "connection lost".to_owned(),
+    };
+    truncate_utf8(text, crate::frame::MAX_REASON_LEN)
+}
+
+fn truncate_utf8(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn push_revoked(limits: &Limits, docs: Vec<RecordId>, out: &mut Effects) -> Result<(), Abort> {
+    let budget = limits.target_frame.min(limits.max_frame);
+    let mut chunk = Vec::new();
+    let mut size = REVOKED_OVERHEAD;
+    let mut frames = Vec::new();
+    for d in docs {
+        let len = id_wire_len(&d);
+        if !chunk.is_empty() && size + len > budget {
+            frames.push(std::mem::take(&mut chunk));
+            size = REVOKED_OVERHEAD;
+        }
+        size += len;
+        chunk.push(d);
+    }
+    if !chunk.is_empty() {
+        frames.push(chunk);
+    }
+    for docs in frames {
+        out.send.push(
+            Frame::AccessRevoked(docs)
+                .encode(limits.max_frame)
+                .map_err(Abort::frame)?,
+        );
+    }
+    Ok(())
+}
