@@ -176,10 +176,11 @@ pub enum Frame {
     Announce(Announce),
     /// Kind 4: a batch of sync messages.
     SyncBatch(SyncBatch),
-    /// Kind 5: the sender saw both sides quiet; carries the checkpoint it recorded for the
-    /// receiver's feed.
+    /// Kind 5: the sender found both sides quiet. Each side sends one; the first is answered by
+    /// the second.
     Done {
-        /// The receiver's feed sequence number the sender is now in sync with.
+        /// The checkpoint the receiver may record for the sender's feed: the receiver has every
+        /// change of the sender's feed up to it.
         checkpoint: u64,
     },
     /// Kind 6: documents the receiver's user may no longer see.

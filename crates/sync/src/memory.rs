@@ -263,6 +263,10 @@ impl Replica for MemReplica {
             .collect())
     }
 
+    fn heads(&self, docs: &[RecordId]) -> Result<Vec<Option<Vec<ChangeHash>>>, Infallible> {
+        Ok(docs.iter().map(|d| self.heads(d)).collect())
+    }
+
     fn generate(
         &self,
         docs: &mut [(&RecordId, &mut sync::State)],

@@ -3,7 +3,7 @@
 //! The session never touches documents or storage itself. It asks the replica, in batches, so a
 //! store can answer each call with one transaction however many documents a flight carries.
 
-use automerge::sync;
+use automerge::{ChangeHash, sync};
 use sellsync_model::{DeviceId, RecordId, UserId};
 
 use crate::frame::Role;
@@ -126,6 +126,9 @@ pub trait Replica {
         peer: &DeviceId,
         docs: &[RecordId],
     ) -> Result<Vec<sync::State>, Self::Error>;
+
+    /// The current heads of each document (same order); `None` where not held.
+    fn heads(&self, docs: &[RecordId]) -> Result<Vec<Option<Vec<ChangeHash>>>, Self::Error>;
 
     /// Generates the next sync message for each document (same order); `None` where there is
     /// nothing to say. A document this node does not hold is treated as empty.

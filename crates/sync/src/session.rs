@@ -218,8 +218,15 @@ struct Exchange {
     docs: BTreeMap<RecordId, sync::State>,
     /// Documents left out for access reasons; messages for them are dropped silently.
     ignored: BTreeSet<RecordId>,
-    /// Something was skipped that must be retried; the checkpoint must not advance.
-    incomplete: bool,
+    /// This node's feed head as announced, once announced.
+    my_upto: Option<u64>,
+    /// This node left out a message it should have sent (too large): its done then offers no
+    /// progress, so the peer re-asks next session.
+    skipped_send: bool,
+    /// A peer message was rejected: this node does not record progress on the peer's feed.
+    failed_receive: bool,
+    /// This node sent its done and waits for the peer's.
+    done_sent: bool,
 }
 
 /// One side of one connection. See the module docs for the exchange.
@@ -546,6 +553,12 @@ impl Session {
         frame: Frame,
         out: &mut Effects,
     ) -> Result<bool, Abort> {
+        if x.done_sent && !matches!(frame, Frame::Done { .. }) {
+            return Err(Abort::out_of_order(format!(
+                "{} after this side's done",
+                frame.name()
+            )));
+        }
         match frame {
             Frame::Announce(a) => {
                 if x.peer_upto.is_some() {
@@ -575,13 +588,21 @@ impl Session {
                 x.mid_batch = false;
                 self.reply(replica, x, out)
             }
-            Frame::Done { .. } => {
+            Frame::Done { checkpoint } => {
                 if x.peer_upto.is_none() || !x.announced || x.mid_batch {
                     return Err(Abort::out_of_order(
                         "done before both announces or mid-flight",
                     ));
                 }
-                self.finish(x, out);
+                if !x.done_sent {
+                    // The peer is quiet and so is this side (its last flight had nothing the
+                    // peer answered): confirm with this side's own done.
+                    let mine = self.offered_checkpoint(replica, x)?;
+                    let done = Frame::Done { checkpoint: mine };
+                    out.send
+                        .push(done.encode(self.limits.max_frame).map_err(Abort::frame)?);
+                }
+                self.finish(x, checkpoint, out);
                 Ok(true)
             }
             Frame::AccessRevoked(docs) => {
@@ -622,30 +643,73 @@ impl Session {
         }
         let generated = self.generate(replica, x, out)?;
         if generated.is_empty() {
-            let checkpoint = self.finish(x, out);
+            let checkpoint = self.offered_checkpoint(replica, x)?;
             let done = Frame::Done { checkpoint };
             out.send
                 .push(done.encode(self.limits.max_frame).map_err(Abort::frame)?);
-            return Ok(true);
+            x.done_sent = true;
+            return Ok(false);
         }
         self.push_batches(generated, out)?;
         Ok(false)
     }
 
-    /// Records the end of a quiet exchange. Returns the checkpoint now held for the peer.
-    fn finish(&mut self, x: &mut Exchange, out: &mut Effects) -> u64 {
-        let checkpoint = match (x.incomplete, x.peer_upto) {
-            (false, Some(upto)) => {
-                out.effects.push(Effect::CheckpointAdvanced {
-                    peer: x.peer.node.clone(),
-                    checkpoint: upto,
-                });
-                upto
-            }
-            _ => x.peer_since,
+    /// The checkpoint this node offers the peer for its own feed at the end of a quiet
+    /// exchange.
+    ///
+    /// At least the announced head. Beyond it, the feed also holds changes made during the
+    /// session, mostly the peer's own changes applied here; offering the current head skips
+    /// re-announcing those next time. That is safe only if the peer already has every such
+    /// document as this node has it now: the peer's last advertised heads (`their_heads`) equal
+    /// this node's current heads, or the peer may not see the document at all. Otherwise the
+    /// announced head is offered. After a message was skipped, nothing is offered beyond the
+    /// peer's old checkpoint, so the skipped document is announced again next session.
+    fn offered_checkpoint<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        x: &mut Exchange,
+    ) -> Result<u64, Abort> {
+        let Some(announced) = x.my_upto else {
+            return Ok(x.my_since);
         };
+        if x.skipped_send {
+            return Ok(x.my_since);
+        }
+        let slice = replica.changed_since(announced).map_err(Abort::storage)?;
+        if slice.docs.is_empty() || slice.upto <= announced {
+            return Ok(announced);
+        }
+        let visible = match x.peer.user {
+            None => vec![Visibility::Visible; slice.docs.len()],
+            Some(u) => replica.visibility(u, &slice.docs).map_err(Abort::storage)?,
+        };
+        let heads = replica.heads(&slice.docs).map_err(Abort::storage)?;
+        if visible.len() != slice.docs.len() || heads.len() != slice.docs.len() {
+            return Err(Abort::storage("replica returned a list of another length"));
+        }
+        let all_known = slice
+            .docs
+            .iter()
+            .zip(visible)
+            .zip(heads)
+            .all(|((d, v), h)| {
+                v == Visibility::Hidden
+                    || x.docs
+                        .get(d)
+                        .is_some_and(|s| h.is_some() && s.their_heads == h)
+            });
+        Ok(if all_known { slice.upto } else { announced })
+    }
+
+    /// Records the end of a quiet exchange, with the checkpoint the peer offered for its feed.
+    fn finish(&mut self, x: &mut Exchange, offered: u64, out: &mut Effects) {
+        if !x.failed_receive && offered > x.peer_since {
+            out.effects.push(Effect::CheckpointAdvanced {
+                peer: x.peer.node.clone(),
+                checkpoint: offered,
+            });
+        }
         out.effects.push(Effect::Finished);
-        checkpoint
     }
 
     /// Sends this node's announce: its feed since the peer's checkpoint, only what the peer may
@@ -705,6 +769,7 @@ impl Session {
                 .push(a.encode(self.limits.max_frame).map_err(Abort::frame)?);
         }
         x.announced = true;
+        x.my_upto = Some(slice.upto);
         Ok(())
     }
 
@@ -718,7 +783,7 @@ impl Session {
     ) -> Result<(), Abort> {
         let docs: Vec<RecordId> = docs
             .into_iter()
-            .filter(|d| !x.docs.contains_key(d) && !x.ignored.contains(d))
+            .filter(|d| !x.docs.contains_key(d))
             .collect();
         let docs = match x.peer.user {
             None => docs,
@@ -853,7 +918,7 @@ impl Session {
                     });
                 }
                 Received::Rejected => {
-                    x.incomplete = true;
+                    x.failed_receive = true;
                     x.ignored.insert(doc.clone());
                     out.effects.push(Effect::Ignored {
                         doc,
@@ -899,7 +964,7 @@ impl Session {
         }
         for (doc, len) in too_large {
             // Retried next session: the checkpoint stays where it was.
-            x.incomplete = true;
+            x.skipped_send = true;
             x.docs.remove(&doc);
             x.ignored.insert(doc.clone());
             out.effects.push(Effect::Ignored {
@@ -954,7 +1019,10 @@ impl Exchange {
             mid_batch: false,
             docs: BTreeMap::new(),
             ignored: BTreeSet::new(),
-            incomplete: false,
+            my_upto: None,
+            skipped_send: false,
+            failed_receive: false,
+            done_sent: false,
         }
     }
 }

@@ -117,6 +117,10 @@ fn run_scenario(n_dev: usize, ops: &[Op]) {
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64),
+        // Relative to the crate directory, where `cargo test` runs.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/convergence.txt"),
+        )),
         ..ProptestConfig::default()
     })]
 

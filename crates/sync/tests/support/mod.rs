@@ -162,7 +162,9 @@ impl Net {
     /// Access on the wire: a frame towards a device never names a document that the sender
     /// holds and the device's user may not see.
     fn check_wire_access(&self, from: usize, to: usize, bytes: &[u8]) {
-        let Some(user) = self.nodes[to].user() else { return };
+        let Some(user) = self.nodes[to].user() else {
+            return;
+        };
         let docs: Vec<RecordId> = match Frame::decode(bytes, self.limits.max_frame) {
             Ok(Frame::Announce(a)) => a.docs,
             Ok(Frame::SyncBatch(b)) => b.entries.into_iter().map(|(d, _)| d).collect(),
