@@ -1037,7 +1037,9 @@ impl Exchange {
 /// the assumption is wrong (the peer lost data), the peer's answer carries its real state and
 /// automerge's usual exchange takes over; nothing is lost, only some bytes may be resent.
 fn prime(state: &mut sync::State) {
-    if state.shared_heads.is_empty() || state.their_have.is_some() {
+    // `State::decode` leaves `their_heads` unset (and `their_have` empty): nothing has been
+    // heard from the peer in this session yet.
+    if state.shared_heads.is_empty() || state.their_heads.is_some() {
         return;
     }
     state.their_have = Some(vec![sync::Have {

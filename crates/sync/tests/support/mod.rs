@@ -143,6 +143,29 @@ impl Net {
                 run.frames += 1;
                 run.bytes += frame.len() as u64;
                 self.check_wire_access(from, to, &frame);
+                if std::env::var("SYNC_TRACE").is_ok() {
+                    let f = Frame::decode(&frame, 1 << 30).unwrap();
+                    let desc = match &f {
+                        Frame::SyncBatch(b) => b
+                            .entries
+                            .iter()
+                            .map(|(d, m)| {
+                                let m2 = automerge::sync::Message::decode(m).unwrap();
+                                format!(
+                                    "{d}:{}B/h{}/n{}/hv{}/c{}",
+                                    m.len(),
+                                    m2.heads.len(),
+                                    m2.need.len(),
+                                    m2.have.len(),
+                                    m2.changes.len()
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        other => format!("{other:?}").chars().take(150).collect(),
+                    };
+                    eprintln!("leg {} {from}->{to} {} {}", run.legs, f.name(), desc);
+                }
                 let session = if towards_acceptor { &mut a } else { &mut d };
                 let fx = session.handle(&mut self.nodes[to], Event::Received(&frame));
                 replies.extend(self.absorb(to, from, fx, &mut run));
@@ -256,6 +279,23 @@ pub fn set_field(r: &mut MemReplica, id: &RecordId, field: &str, value: i64) -> 
                 None => tx.put_object(ROOT, "fields", ObjType::Map)?,
             };
             tx.put(&f, field, value)?;
+            Ok(())
+        })
+        .expect("editing a document in memory cannot fail");
+    })
+}
+
+/// Writes several fields of a held deal in one change (one user action).
+pub fn set_fields(r: &mut MemReplica, id: &RecordId, fields: &[(&str, i64)]) -> bool {
+    r.edit(id, |doc| {
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            let f = match tx.get(ROOT, "fields")? {
+                Some((_, id)) => id,
+                None => tx.put_object(ROOT, "fields", ObjType::Map)?,
+            };
+            for (field, value) in fields {
+                tx.put(&f, *field, *value)?;
+            }
             Ok(())
         })
         .expect("editing a document in memory cannot fail");
