@@ -112,12 +112,7 @@ impl Cache {
     /// Evicts least recently used documents until under budget, always keeping `keep`.
     fn shrink(&mut self, keep: &RecordId) {
         while self.used > self.budget {
-            let victim = self
-                .lru
-                .iter()
-                .map(|(_, r)| r)
-                .find(|r| *r != keep)
-                .cloned();
+            let victim = self.lru.values().find(|r| *r != keep).cloned();
             let Some(victim) = victim else { break };
             self.remove(&victim);
             self.stats.evictions += 1;

@@ -43,7 +43,7 @@ pub enum StoreError {
         record: String,
         /// The automerge error.
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     /// A document was written with a kind other than the one it was created with.
     #[error("document {record} is a {stored:?}, not a {given:?}")]

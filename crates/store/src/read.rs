@@ -107,7 +107,7 @@ pub(crate) fn encode_shadow(shadow: &Shadow) -> Vec<u8> {
 pub fn load_automerge(record: &RecordId, bytes: &DocBytes) -> Result<Automerge> {
     let err = |source| StoreError::Document {
         record: record.to_string(),
-        source,
+        source: Box::new(source),
     };
     let mut doc = if bytes.snapshot.is_empty() {
         Automerge::new()

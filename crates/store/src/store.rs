@@ -224,10 +224,11 @@ impl Store {
     pub fn write<R>(&self, f: impl FnOnce(&mut WriteBatch<'_>) -> Result<R>) -> Result<R> {
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate)?;
-        let mut batch = WriteBatch::new(&tx, &self.options);
-        let out = f(&mut batch)?;
-        let seq = batch.feed_seq_written();
-        drop(batch);
+        let (out, seq) = {
+            let mut batch = WriteBatch::new(&tx, &self.options);
+            let out = f(&mut batch)?;
+            (out, batch.feed_seq_written())
+        };
         tx.commit()?;
         if let Some(seq) = seq {
             self.feed_seq.store(seq, Ordering::SeqCst);

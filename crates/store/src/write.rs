@@ -186,7 +186,7 @@ impl<'a> WriteBatch<'a> {
         let existing = self.existing_info(record, kind)?;
         Automerge::load(snapshot).map_err(|source| StoreError::Document {
             record: record.to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let mut info = existing.unwrap_or_else(|| DocInfo::new(kind));
         self.write_snapshot(record, &mut info, snapshot)?;
