@@ -331,21 +331,26 @@ impl Docs {
         self.revalidate_if_stale()?;
         let mut touched = Vec::new();
         let cache = &mut self.cache;
-        let mut start_head = None;
+        let mut heads = None;
         let result = self.store.write(|batch| {
-            start_head = Some(batch.feed_head()?);
+            let start = batch.feed_head()?;
             let mut b = DocBatch {
                 batch,
                 cache,
                 touched: &mut touched,
             };
-            f(&mut b)
+            let out = f(&mut b)?;
+            heads = Some((start, b.batch.feed_head()?));
+            Ok(out)
         });
         match result {
             Ok(out) => {
-                // Only this batch wrote since `known_seq` if the head was unchanged at its start.
-                if start_head == Some(self.cache.known_seq) {
-                    self.cache.known_seq = self.store.cached_feed_seq();
+                // If nobody wrote between `known_seq` and this batch, every cached copy is
+                // current up to the batch's own last write.
+                if let Some((start, end)) = heads
+                    && start == self.cache.known_seq
+                {
+                    self.cache.known_seq = end;
                 }
                 Ok(out)
             }

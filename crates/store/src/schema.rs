@@ -106,6 +106,7 @@ impl DocInfo {
                 "entry shorter than 32 bytes",
             ));
         }
+        // The length was checked above, so each fixed-width slice below has its exact size.
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let kind = std::str::from_utf8(&bytes[DOC_INFO_FIXED..])

@@ -231,7 +231,8 @@ impl Store {
         };
         tx.commit()?;
         if let Some(seq) = seq {
-            self.feed_seq.store(seq, Ordering::SeqCst);
+            // Writers commit one at a time but may publish out of order: keep the maximum.
+            self.feed_seq.fetch_max(seq, Ordering::SeqCst);
         }
         Ok(out)
     }
