@@ -1,5 +1,7 @@
 //! `sellsync`: the command-line entry point.
 
+mod sim_cmd;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +18,8 @@ struct Cli {
 enum Command {
     /// Tell the whole story on the embedded simulator, in one process.
     Demo,
+    /// Run the Zendesk Sell simulator until ctrl-c.
+    Sim(sim_cmd::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +39,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("demo: not yet");
             Ok(())
         }
+        Command::Sim(args) => sim_cmd::run(args),
     }
 }

@@ -214,10 +214,11 @@ impl Sim {
         *r.by_status.entry(status.to_owned()).or_default() += 1;
     }
 
-    /// The accepted tokens and their users, in token order.
+    /// The accepted tokens and their users, by user id then token.
     pub fn tokens(&self) -> Vec<TokenInfo> {
         let w = self.world();
-        w.data
+        let mut out: Vec<TokenInfo> = w
+            .data
             .tokens
             .iter()
             .map(|(token, user_id)| {
@@ -235,7 +236,9 @@ impl Sim {
                     team: text("team_name"),
                 }
             })
-            .collect()
+            .collect();
+        out.sort_by(|a, b| (a.user_id, &a.token).cmp(&(b.user_id, &b.token)));
+        out
     }
 
     /// Adds a token for a user. Fails when the user does not exist.

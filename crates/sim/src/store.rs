@@ -196,9 +196,7 @@ impl SimData {
                 Err(mut e) => errors.append(&mut e),
             }
         }
-        if errors.is_empty() {
-            self.check_record(kind, body, &merged, existing, &mut errors);
-        }
+        self.check_record(kind, body, &merged, existing, &mut errors);
         if errors.is_empty() {
             Ok(merged)
         } else {
