@@ -137,6 +137,7 @@ fn meta_of(info: &DocInfo) -> DocMeta {
         snapshot_bytes: info.snapshot_len,
         chunk_count: info.chunk_count(),
         chunk_bytes: info.chunk_bytes,
+        heads: info.heads.clone(),
     }
 }
 
@@ -210,6 +211,18 @@ pub trait StoreRead: sealed::Tables {
         };
         let doc = load_automerge(record, &bytes)?;
         Ok(Some((bytes.meta, doc)))
+    }
+
+    /// A document's current heads, or `None` if it has never been written. Answered from the
+    /// document record when known (see [`DocMeta::heads`]), else by loading the document.
+    fn doc_heads(&self, record: &RecordId) -> Result<Option<Vec<ChangeHash>>> {
+        let Some(info) = doc_info(self, record)? else {
+            return Ok(None);
+        };
+        if let Some(heads) = info.heads {
+            return Ok(Some(heads));
+        }
+        Ok(self.load_doc(record)?.map(|(_, doc)| doc.get_heads()))
     }
 
     /// Number of documents in the store.

@@ -3,6 +3,7 @@
 //! Every layout here is part of the on-disk format described in `docs/storage.md`: changing one
 //! means bumping [`SCHEMA_VERSION`] and adding a migration in `store.rs`.
 
+use automerge::ChangeHash;
 use redb::TableDefinition;
 
 use crate::error::{Result, StoreError};
@@ -56,10 +57,12 @@ pub(crate) const SHADOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 
 /// What the store keeps about one document besides its bytes.
 ///
-/// Layout (32 bytes + kind): seq u64 LE, snapshot_len u64 LE, chunk_bytes u64 LE,
-/// first_chunk u32 LE, next_chunk u32 LE, kind (UTF-8, the rest).
+/// Layout: seq u64 LE, snapshot_len u64 LE, chunk_bytes u64 LE, first_chunk u32 LE,
+/// next_chunk u32 LE (32 bytes); kind length u8, kind (UTF-8); head count u32 LE
+/// (`u32::MAX`: heads unknown), then 32 bytes per head.
 /// Invariant: the document's chunks are exactly the numbers `first_chunk..next_chunk`, and
-/// `chunk_bytes` is the sum of their lengths.
+/// `chunk_bytes` is the sum of their lengths. `heads`, when known, are the heads of the stored
+/// document (snapshot plus chunks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DocInfo {
     pub(crate) seq: u64,
@@ -68,9 +71,11 @@ pub(crate) struct DocInfo {
     pub(crate) first_chunk: u32,
     pub(crate) next_chunk: u32,
     pub(crate) kind: String,
+    pub(crate) heads: Option<Vec<ChangeHash>>,
 }
 
 const DOC_INFO_FIXED: usize = 32;
+const HEADS_UNKNOWN: u32 = u32::MAX;
 
 impl DocInfo {
     pub(crate) fn new(kind: &str) -> Self {
@@ -81,6 +86,7 @@ impl DocInfo {
             first_chunk: 0,
             next_chunk: 0,
             kind: kind.to_owned(),
+            heads: Some(Vec::new()),
         }
     }
 
@@ -89,28 +95,64 @@ impl DocInfo {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(DOC_INFO_FIXED + self.kind.len());
+        let heads = self.heads.as_deref().unwrap_or(&[]);
+        let mut out =
+            Vec::with_capacity(DOC_INFO_FIXED + 1 + self.kind.len() + 4 + 32 * heads.len());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.snapshot_len.to_le_bytes());
         out.extend_from_slice(&self.chunk_bytes.to_le_bytes());
         out.extend_from_slice(&self.first_chunk.to_le_bytes());
         out.extend_from_slice(&self.next_chunk.to_le_bytes());
+        // Kinds are checked to be 1 to 64 bytes before they reach the store.
+        out.push(self.kind.len() as u8);
         out.extend_from_slice(self.kind.as_bytes());
+        match &self.heads {
+            Some(heads) => {
+                out.extend_from_slice(&(heads.len() as u32).to_le_bytes());
+                for h in heads {
+                    out.extend_from_slice(&h.0);
+                }
+            }
+            None => out.extend_from_slice(&HEADS_UNKNOWN.to_le_bytes()),
+        }
         out
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
-        if bytes.len() < DOC_INFO_FIXED {
-            return Err(StoreError::corrupt(
-                "doc_info",
-                "entry shorter than 32 bytes",
-            ));
+        let bad = |reason: &str| StoreError::corrupt("doc_info", reason);
+        if bytes.len() < DOC_INFO_FIXED + 1 {
+            return Err(bad("entry shorter than 33 bytes"));
         }
         // The length was checked above, so each fixed-width slice below has its exact size.
         let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-        let kind = std::str::from_utf8(&bytes[DOC_INFO_FIXED..])
-            .map_err(|_| StoreError::corrupt("doc_info", "kind is not UTF-8"))?;
+        let kind_len = bytes[DOC_INFO_FIXED] as usize;
+        let kind_end = DOC_INFO_FIXED + 1 + kind_len;
+        let kind = bytes
+            .get(DOC_INFO_FIXED + 1..kind_end)
+            .ok_or_else(|| bad("truncated kind"))?;
+        let kind = std::str::from_utf8(kind).map_err(|_| bad("kind is not UTF-8"))?;
+        let count: [u8; 4] = bytes
+            .get(kind_end..kind_end + 4)
+            .and_then(|c| c.try_into().ok())
+            .ok_or_else(|| bad("truncated head count"))?;
+        let count = u32::from_le_bytes(count);
+        let rest = &bytes[kind_end + 4..];
+        let heads = if count == HEADS_UNKNOWN {
+            if !rest.is_empty() {
+                return Err(bad("trailing bytes"));
+            }
+            None
+        } else {
+            if rest.len() != count as usize * 32 {
+                return Err(bad("head count does not match the entry length"));
+            }
+            let heads = rest
+                .chunks_exact(32)
+                .map(|h| ChangeHash::try_from(h).map_err(|_| bad("bad head")))
+                .collect::<Result<Vec<_>>>()?;
+            Some(heads)
+        };
         let info = DocInfo {
             seq: u64_at(0),
             snapshot_len: u64_at(8),
@@ -118,12 +160,10 @@ impl DocInfo {
             first_chunk: u32_at(24),
             next_chunk: u32_at(28),
             kind: kind.to_owned(),
+            heads,
         };
         if info.first_chunk > info.next_chunk {
-            return Err(StoreError::corrupt(
-                "doc_info",
-                "first chunk after next chunk",
-            ));
+            return Err(bad("first chunk after next chunk"));
         }
         Ok(info)
     }
@@ -164,9 +204,17 @@ mod tests {
             first_chunk: 3,
             next_chunk: 5,
             kind: "deal".into(),
+            heads: Some(vec![ChangeHash([7; 32]), ChangeHash([9; 32])]),
         };
         assert_eq!(DocInfo::decode(&info.encode()).unwrap(), info);
+        let unknown = DocInfo {
+            heads: None,
+            ..info.clone()
+        };
+        assert_eq!(DocInfo::decode(&unknown.encode()).unwrap(), unknown);
         assert!(DocInfo::decode(&[0; 10]).is_err());
+        let encoded = info.encode();
+        assert!(DocInfo::decode(&encoded[..encoded.len() - 1]).is_err());
         let mut bad = info.encode();
         bad[24..28].copy_from_slice(&9u32.to_le_bytes());
         assert!(DocInfo::decode(&bad).is_err());

@@ -17,6 +17,10 @@ pub struct DocMeta {
     pub chunk_count: u32,
     /// Total bytes of those chunks.
     pub chunk_bytes: u64,
+    /// The stored document's heads, when the store knows them without loading it (always after
+    /// writes through [`crate::Docs`], snapshots and compactions; not after raw
+    /// [`crate::WriteBatch::append_doc_changes`]). [`crate::StoreRead::doc_heads`] always answers.
+    pub heads: Option<Vec<ChangeHash>>,
 }
 
 impl DocMeta {

@@ -164,6 +164,7 @@ impl<'a> WriteBatch<'a> {
         }
         info.next_chunk += 1;
         info.chunk_bytes += changes.len() as u64;
+        info.heads = doc.map(|d| d.get_heads());
         info.seq = self.bump_feed(record, info.seq)?;
         if self.needs_compaction(&info) {
             self.compact_with(record, &mut info, doc)?;
@@ -184,11 +185,12 @@ impl<'a> WriteBatch<'a> {
         snapshot: &[u8],
     ) -> Result<u64> {
         let existing = self.existing_info(record, kind)?;
-        Automerge::load(snapshot).map_err(|source| StoreError::Document {
+        let loaded = Automerge::load(snapshot).map_err(|source| StoreError::Document {
             record: record.to_string(),
             source: Box::new(source),
         })?;
         let mut info = existing.unwrap_or_else(|| DocInfo::new(kind));
+        info.heads = Some(loaded.get_heads());
         self.write_snapshot(record, &mut info, snapshot)?;
         info.seq = self.bump_feed(record, info.seq)?;
         self.put_info(record, &info)?;
@@ -217,13 +219,15 @@ impl<'a> WriteBatch<'a> {
         info: &mut DocInfo,
         doc: Option<&Automerge>,
     ) -> Result<()> {
-        let snapshot = match doc {
-            Some(doc) => doc.save(),
+        let (snapshot, heads) = match doc {
+            Some(doc) => (doc.save(), doc.get_heads()),
             None => {
                 let bytes = self.doc_bytes_with(record, info)?;
-                load_automerge(record, &bytes)?.save()
+                let doc = load_automerge(record, &bytes)?;
+                (doc.save(), doc.get_heads())
             }
         };
+        info.heads = Some(heads);
         self.write_snapshot(record, info, &snapshot)
     }
 

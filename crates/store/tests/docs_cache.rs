@@ -107,6 +107,11 @@ fn changes_are_durable_when_with_doc_mut_returns() {
     let (meta, doc) = store.read().unwrap().load_doc(&rid("d")).unwrap().unwrap();
     assert_eq!(meta.kind, "deal");
     assert_eq!(doc.get_heads(), heads);
+    assert_eq!(
+        meta.heads,
+        Some(heads),
+        "writes through the cache record the heads"
+    );
     assert_eq!((get_int(&doc, "a"), get_int(&doc, "b")), (Some(1), Some(2)));
 }
 

@@ -598,3 +598,40 @@ fn a_foreign_redb_file_or_garbage_is_refused() {
     );
     assert_eq!(std::fs::read(&junk).unwrap(), vec![0x5a; 10_000]);
 }
+
+#[test]
+fn document_heads_are_answered_with_or_without_a_load() {
+    let (_dir, store) = open_temp();
+    let id = rid("d");
+    let mut doc = Automerge::new();
+    let bytes = change_bytes(&mut doc, "x", 1);
+    store
+        .write(|w| w.append_doc_changes(&id, "deal", &bytes))
+        .unwrap();
+    let view = store.read().unwrap();
+    assert_eq!(
+        view.doc_meta(&id).unwrap().unwrap().heads,
+        None,
+        "raw chunks: heads unknown"
+    );
+    assert_eq!(view.doc_heads(&id).unwrap(), Some(doc.get_heads()));
+    assert_eq!(view.doc_heads(&rid("none")).unwrap(), None);
+    drop(view);
+    store.write(|w| w.compact_doc(&id)).unwrap();
+    let meta = store.read().unwrap().doc_meta(&id).unwrap().unwrap();
+    assert_eq!(
+        meta.heads,
+        Some(doc.get_heads()),
+        "compaction records the heads"
+    );
+    change_bytes(&mut doc, "x", 2);
+    store
+        .write(|w| w.put_doc_snapshot(&id, "deal", &doc.save()))
+        .unwrap();
+    let meta = store.read().unwrap().doc_meta(&id).unwrap().unwrap();
+    assert_eq!(
+        meta.heads,
+        Some(doc.get_heads()),
+        "a snapshot records the heads"
+    );
+}
