@@ -635,3 +635,12 @@ fn document_heads_are_answered_with_or_without_a_load() {
         "a snapshot records the heads"
     );
 }
+
+#[test]
+fn the_store_and_the_cache_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Store>();
+    send::<sellsync_store::Docs>();
+    send::<sellsync_store::ReadView>();
+}
