@@ -4,8 +4,8 @@
 //! document change kept in the cache but not yet written, or a commit without fsync).
 //!
 //! A child process (this test binary re-run on the ignored `crash_child` test) runs a
-//! write-heavy loop over documents (through the cache, single and batched), the feed, the id
-//! index, sync states and the key-value table, and prints one line per acknowledged write. The
+//! write-heavy loop over documents (through the cache, single and batched, with frequent
+//! compactions), the feed, the id index, sync states and the key-value table, and prints one line per acknowledged write. The
 //! parent kills it with SIGKILL at a random moment, reopens the store, checks that it opens
 //! cleanly and holds every acknowledged write, and starts the next trial on the same file.
 //!
@@ -27,7 +27,7 @@ use common::{get_int, put_int, rid};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sellsync_model::DeviceId;
-use sellsync_store::{CrmId, Docs, Store, StoreRead};
+use sellsync_store::{CrmId, Docs, Store, StoreOptions, StoreRead};
 
 const CHILD_ENV: &str = "SELLSYNC_STORE_CRASH_CHILD";
 const START_ENV: &str = "SELLSYNC_STORE_CRASH_START";
@@ -47,7 +47,12 @@ fn crash_child() {
         return;
     };
     let start: u64 = std::env::var(START_ENV).unwrap().parse().unwrap();
-    let store = Arc::new(Store::open(&path).unwrap());
+    // Compact often, so that kills also land in compactions.
+    let options = StoreOptions {
+        compact_max_chunks: 8,
+        ..StoreOptions::default()
+    };
+    let store = Arc::new(Store::open_with(&path, options).unwrap());
     let mut docs = Docs::new(store.clone(), 256 << 10);
     docs.set_actor(ActorId::from(format!("child-{start}").as_bytes()));
     let peer: DeviceId = "peer".parse().unwrap();
