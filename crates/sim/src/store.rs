@@ -367,7 +367,7 @@ impl SimData {
             }
         };
         if let (Some(r), false) = (field.refs, out.is_null()) {
-            self.check_ref(r, &out).map_err(|why| incorrect(why))?;
+            self.check_ref(r, &out).map_err(incorrect)?;
         }
         Ok(out)
     }
