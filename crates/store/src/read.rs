@@ -159,6 +159,19 @@ pub trait StoreRead: sealed::Tables {
         Ok(doc_info(self, record)?.as_ref().map(meta_of))
     }
 
+    /// [`StoreRead::doc_meta`] for many documents at once, in the order given (one table open).
+    fn doc_metas(&self, records: &[RecordId]) -> Result<Vec<Option<DocMeta>>> {
+        let t = self.table(DOC_INFO)?;
+        records
+            .iter()
+            .map(|r| {
+                let v = t.get(r.as_str())?;
+                v.map(|v| DocInfo::decode(v.value()).map(|i| meta_of(&i)))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// A document's stored bytes, or `None` if it has never been written.
     fn doc_bytes(&self, record: &RecordId) -> Result<Option<DocBytes>> {
         let Some(info) = doc_info(self, record)? else {

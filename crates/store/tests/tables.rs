@@ -616,6 +616,11 @@ fn document_heads_are_answered_with_or_without_a_load() {
     );
     assert_eq!(view.doc_heads(&id).unwrap(), Some(doc.get_heads()));
     assert_eq!(view.doc_heads(&rid("none")).unwrap(), None);
+    let metas = view.doc_metas(&[rid("none"), id.clone()]).unwrap();
+    assert_eq!(
+        (metas[0].is_none(), metas[1].as_ref().map(|m| m.seq)),
+        (true, Some(1))
+    );
     drop(view);
     store.write(|w| w.compact_doc(&id)).unwrap();
     let meta = store.read().unwrap().doc_meta(&id).unwrap().unwrap();
