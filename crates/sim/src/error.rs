@@ -138,7 +138,7 @@ impl ApiError {
     /// The generic envelope for a status produced outside the handlers.
     pub fn from_status(status: StatusCode) -> Self {
         let code = match status.as_u16() {
-            400 => "invalid_payload",
+            400 => "invalid_param",
             401 => "unauthorized",
             403 => "forbidden",
             404 => "incorrect_path",

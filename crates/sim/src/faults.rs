@@ -37,6 +37,9 @@ pub struct FaultRule {
     pub times: Option<u64>,
 }
 
+/// Longest injectable latency: a minute, so that no request is held forever.
+pub(crate) const MAX_LATENCY_MS: u64 = 60_000;
+
 fn one() -> f64 {
     1.0
 }
@@ -109,6 +112,9 @@ impl FaultConfig {
             match r.fault {
                 Fault::Error { status } if !(500..=599).contains(&status) => {
                     return Err(format!("rules[{i}].fault.status must be 500 to 599"));
+                }
+                Fault::Latency { ms } if ms > MAX_LATENCY_MS => {
+                    return Err(format!("rules[{i}].fault.ms must be at most {MAX_LATENCY_MS}"));
                 }
                 Fault::RateLimit { burst: 0 } => {
                     return Err(format!("rules[{i}].fault.burst must be at least 1"));
