@@ -342,6 +342,8 @@ pub struct ActivityPush {
 /// How a slot's registers resolve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    /// Never written.
+    Empty,
     /// One value (a single register, or several with the same value): the index of the latest.
     Value(usize),
     /// Several values; the tier picked the one at this index. Losers go to the audit trail.
@@ -378,7 +380,7 @@ impl SlotAnalysis<'_> {
     pub(crate) fn resolved(&self) -> Option<(&Found, &Result<Value, String>)> {
         match self.outcome {
             Outcome::Value(i) | Outcome::Auto(i) => Some((&self.candidates[i], &self.values[i])),
-            Outcome::Conflict => None,
+            Outcome::Conflict | Outcome::Empty => None,
         }
     }
 
@@ -746,12 +748,25 @@ impl RecordDoc {
         out
     }
 
+    /// Every register currently written for `slot` (one, or several when writes were
+    /// concurrent), oldest first by the LWW order. Empty for a field never written or an unknown
+    /// activity.
+    pub fn field_candidates(&self, catalog: &Catalog, policy: &Policy, slot: &Slot) -> Vec<Candidate> {
+        let scope = match &slot.activity {
+            None => Scope::Record,
+            Some(id) => match self.activity_scope(&self.doc, id) {
+                Some(scope) => scope,
+                None => return Vec::new(),
+            },
+        };
+        self.analyse_slot(&self.doc, catalog, policy, &scope, &slot.field).candidate_views()
+    }
+
     /// The push view of a projection made from this document.
     pub fn push_view(&self, projection: &Projection) -> PushView {
         push_view_of(projection)
     }
 
-    #[allow(dead_code)]
     pub(crate) fn activity_obj<D: ReadDoc>(&self, doc: &D, id: &ActivityId) -> Option<ObjId> {
         map_at(doc, &self.objs.activities, id.as_str())
     }
@@ -785,7 +800,9 @@ pub enum FlagKind {
 }
 
 fn resolve_outcome(tier: Tier, candidates: &[Found]) -> Outcome {
-    let last = candidates.len().saturating_sub(1);
+    let Some(last) = candidates.len().checked_sub(1) else {
+        return Outcome::Empty;
+    };
     let distinct = candidates
         .iter()
         .any(|c| c.reg.value != candidates[last].reg.value);
