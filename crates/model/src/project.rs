@@ -751,7 +751,12 @@ impl RecordDoc {
     /// Every register currently written for `slot` (one, or several when writes were
     /// concurrent), oldest first by the LWW order. Empty for a field never written or an unknown
     /// activity.
-    pub fn field_candidates(&self, catalog: &Catalog, policy: &Policy, slot: &Slot) -> Vec<Candidate> {
+    pub fn field_candidates(
+        &self,
+        catalog: &Catalog,
+        policy: &Policy,
+        slot: &Slot,
+    ) -> Vec<Candidate> {
         let scope = match &slot.activity {
             None => Scope::Record,
             Some(id) => match self.activity_scope(&self.doc, id) {
@@ -759,7 +764,8 @@ impl RecordDoc {
                 None => return Vec::new(),
             },
         };
-        self.analyse_slot(&self.doc, catalog, policy, &scope, &slot.field).candidate_views()
+        self.analyse_slot(&self.doc, catalog, policy, &scope, &slot.field)
+            .candidate_views()
     }
 
     /// The push view of a projection made from this document.

@@ -10,7 +10,6 @@ use crate::project::{AuditEntry, Chosen, Flag, FlagKind, Outcome, RecordState, e
 use crate::register;
 use crate::validate;
 use crate::value::{Scalar, Value};
-use crate::{Author, Catalog, Policy};
 
 /// How a person settles a field conflict.
 #[derive(Debug, Clone, PartialEq)]
@@ -249,11 +248,9 @@ impl RecordDoc {
     /// Returns `None` when there was nothing to record.
     pub fn record_automatic_resolutions(
         &mut self,
-        author: &Author,
-        now_ms: i64,
-        catalog: &Catalog,
-        policy: &Policy,
+        ctx: &EditCtx<'_>,
     ) -> Result<Option<ChangeHash>, automerge::AutomergeError> {
+        let (now_ms, catalog, policy) = (ctx.now_ms, ctx.catalog, ctx.policy);
         let stored = self.stored_audit(&self.doc);
         let pending: Vec<AuditEntry> = self
             .analyse_all(&self.doc, catalog, policy)
@@ -264,7 +261,6 @@ impl RecordDoc {
         if pending.is_empty() {
             return Ok(None);
         }
-        let _ = author;
         let audit = self.objs.audit.clone();
         let message = format!("audit: {} automatic resolution(s)", pending.len());
         let result = self
@@ -286,14 +282,12 @@ impl RecordDoc {
     /// or the flag is cleared.
     pub fn report_rejection(
         &mut self,
-        author: &Author,
-        now_ms: i64,
-        catalog: &Catalog,
-        policy: &Policy,
+        ctx: &EditCtx<'_>,
         slot: Option<&Slot>,
         kind: FlagKind,
         message: &str,
     ) -> Result<ChangeHash, ResolveError> {
+        let (now_ms, catalog, policy) = (ctx.now_ms, ctx.catalog, ctx.policy);
         let against = match slot {
             None => Vec::new(),
             Some(slot) => {
@@ -319,7 +313,6 @@ impl RecordDoc {
         // A flag is plain data; serialising it cannot fail.
         let json = serde_json::to_string(&flag).unwrap_or_default();
         let flags = self.objs.flags.clone();
-        let _ = author;
         self.commit(&format!("crm refused {slot_name}"), now_ms, |tx| {
             tx.put(&flags, key.as_str(), json)
         })

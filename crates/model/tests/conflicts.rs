@@ -7,7 +7,9 @@ use sellsync_model::*;
 
 fn field_conflict<'a>(p: &'a Projection, name: &str) -> Option<&'a Vec<Candidate>> {
     p.conflicts.iter().find_map(|c| match c {
-        Conflict::Field { slot, candidates, .. } if slot.to_string() == name => Some(candidates),
+        Conflict::Field {
+            slot, candidates, ..
+        } if slot.to_string() == name => Some(candidates),
         _ => None,
     })
 }
@@ -24,16 +26,27 @@ fn the_offline_rep_and_the_online_colleague() {
 
         // Offline, the rep changes the value and adds a note.
         phone
-            .apply(&w.ctx(&rita, T0 + 60_000), "value and note", &[
-                Edit::Set(key("value"), money("1500")),
-                Edit::AddNote { id: "n1".parse().unwrap(), content: "Met at the fair; wants 3 seats".into() },
-            ])
+            .apply(
+                &w.ctx(&rita, T0 + 60_000),
+                "value and note",
+                &[
+                    Edit::Set(key("value"), money("1500")),
+                    Edit::AddNote {
+                        id: "n1".parse().unwrap(),
+                        content: "Met at the fair; wants 3 seats".into(),
+                    },
+                ],
+            )
             .unwrap();
         // Online, a colleague changes the stage and the value.
-        web.apply(&w.ctx(&carl, T0 + 120_000), "stage and value", &[
-            Edit::Set(key("stage_id"), Value::Ref(13)),
-            Edit::Set(key("value"), money("1200")),
-        ])
+        web.apply(
+            &w.ctx(&carl, T0 + 120_000),
+            "stage and value",
+            &[
+                Edit::Set(key("stage_id"), Value::Ref(13)),
+                Edit::Set(key("value"), money("1200")),
+            ],
+        )
         .unwrap();
 
         sync(&mut phone, &mut web);
@@ -41,27 +54,52 @@ fn the_offline_rep_and_the_online_colleague() {
         assert_eq!(json(&p), json(&w.project(&web)), "replicas agree");
         // The note is kept, the stage is taken (one writer), the value is a conflict.
         let note = &p.record.activities[0];
-        assert_eq!(note.content.as_deref(), Some("Met at the fair; wants 3 seats"));
+        assert_eq!(
+            note.content.as_deref(),
+            Some("Met at the fair; wants 3 seats")
+        );
         assert_eq!(p.record.fields.get(&key("stage_id")), Some(&Value::Ref(13)));
         assert!(!p.record.fields.contains_key(&key("value")));
         let candidates = field_conflict(&p, "value").expect("value conflict");
-        let shown: Vec<(String, u64, &str)> =
-            candidates.iter().map(|c| (c.value.to_string(), c.by.0, c.device.as_str())).collect();
-        assert_eq!(shown, vec![("1500.00".into(), 2, "rita-phone"), ("1200.00".into(), 3, "carl-web")]);
+        let shown: Vec<(String, u64, &str)> = candidates
+            .iter()
+            .map(|c| (c.value.to_string(), c.by.0, c.device.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("1500.00".into(), 2, "rita-phone"),
+                ("1200.00".into(), 3, "carl-web")
+            ]
+        );
         // The push view leaves the value out and sends the stage.
         let push = phone.push_view(&p);
         assert!(!push.fields.contains_key(&key("value")));
         assert_eq!(push.fields.get(&key("stage_id")), Some(&Value::Ref(13)));
-        assert_eq!(push.held.get("value").map(String::as_str), Some("open conflict"));
+        assert_eq!(
+            push.held.get("value").map(String::as_str),
+            Some("open conflict")
+        );
 
         // The rep resolves: theirs.
         let seen: Vec<String> = candidates.iter().map(|c| c.op.clone()).collect();
-        phone.resolve_field(&w.ctx(&rita, T0 + 180_000), &slot("value"), &seen, Choice::Theirs).unwrap();
+        phone
+            .resolve_field(
+                &w.ctx(&rita, T0 + 180_000),
+                &slot("value"),
+                &seen,
+                Choice::Theirs,
+            )
+            .unwrap();
         sync(&mut phone, &mut web);
         let p = w.project(&web);
         assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
         assert_eq!(p.record.fields.get(&key("value")), Some(&money("1200")));
-        let entry = p.audit.iter().find(|e| e.policy == "manual").expect("audited");
+        let entry = p
+            .audit
+            .iter()
+            .find(|e| e.policy == "manual")
+            .expect("audited");
         assert_eq!(entry.by, Some(UserId(2)));
         assert_eq!(entry.candidates.len(), 2);
         assert_eq!(entry.chosen, Chosen::Value(money("1200")));
@@ -76,8 +114,18 @@ fn lww_takes_the_latest_write_and_audits_the_loser() {
     let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
-    x.apply(&w.ctx(&a, T0 + 2000), "rename", &[Edit::Set(key("name"), text("Later"))]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 1000), "rename", &[Edit::Set(key("name"), text("Earlier"))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 2000),
+        "rename",
+        &[Edit::Set(key("name"), text("Later"))],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 1000),
+        "rename",
+        &[Edit::Set(key("name"), text("Earlier"))],
+    )
+    .unwrap();
     sync(&mut x, &mut y);
     let p = w.project(&x);
     assert_eq!(p.record.fields[&key("name")], text("Later"));
@@ -87,9 +135,21 @@ fn lww_takes_the_latest_write_and_audits_the_loser() {
     assert_eq!(e.by, None, "automatic");
     assert!(e.candidates.iter().any(|c| c.value == text("Earlier")));
     // Recorded once, replicated, and converging when both replicas record it.
-    assert!(x.record_automatic_resolutions(&a, T0 + 3000, &w.catalog, &w.policy).unwrap().is_some());
-    assert!(y.record_automatic_resolutions(&b, T0 + 3000, &w.catalog, &w.policy).unwrap().is_some());
-    assert!(x.record_automatic_resolutions(&a, T0 + 3000, &w.catalog, &w.policy).unwrap().is_none());
+    assert!(
+        x.record_automatic_resolutions(&w.ctx(&a, T0 + 3000))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        y.record_automatic_resolutions(&w.ctx(&b, T0 + 3000))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        x.record_automatic_resolutions(&w.ctx(&a, T0 + 3000))
+            .unwrap()
+            .is_none()
+    );
     sync(&mut x, &mut y);
     assert_eq!(json(&w.project(&x)), json(&w.project(&y)));
     assert_eq!(w.project(&x).audit.len(), 1);
@@ -103,11 +163,24 @@ fn notify_tells_the_author_whose_value_lost() {
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
     let d = |s: &str| Value::Date(s.parse().unwrap());
-    x.apply(&w.ctx(&a, T0 + 1000), "close", &[Edit::Set(key("estimated_close_date"), d("2026-12-01"))]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 2000), "close", &[Edit::Set(key("estimated_close_date"), d("2027-01-15"))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 1000),
+        "close",
+        &[Edit::Set(key("estimated_close_date"), d("2026-12-01"))],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 2000),
+        "close",
+        &[Edit::Set(key("estimated_close_date"), d("2027-01-15"))],
+    )
+    .unwrap();
     sync(&mut x, &mut y);
     let p = w.project(&x);
-    assert_eq!(p.record.fields[&key("estimated_close_date")], d("2027-01-15"));
+    assert_eq!(
+        p.record.fields[&key("estimated_close_date")],
+        d("2027-01-15")
+    );
     assert_eq!(p.notifications.len(), 1);
     let n = &p.notifications[0];
     assert_eq!((n.to, n.kept_by), (UserId(2), UserId(3)));
@@ -117,12 +190,30 @@ fn notify_tells_the_author_whose_value_lost() {
 #[test]
 fn keep_server_lets_the_crm_win_over_a_later_device_write() {
     let w = World::new();
-    let (rep, crm) = (author(2, "phone"), Author { user: UserId(1), device: DeviceId::crm() });
+    let (rep, crm) = (
+        author(2, "phone"),
+        Author {
+            user: UserId(1),
+            device: DeviceId::crm(),
+        },
+    );
     let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
     let mut phone = base.fork(&rep.device);
     let mut bridge = base.fork(&crm.device);
-    bridge.apply(&w.ctx(&crm, T0 + 1000), "crm", &[Edit::Set(key("source_id"), Value::Ref(1))]).unwrap();
-    phone.apply(&w.ctx(&rep, T0 + 5000), "source", &[Edit::Set(key("source_id"), Value::Ref(2))]).unwrap();
+    bridge
+        .apply(
+            &w.ctx(&crm, T0 + 1000),
+            "crm",
+            &[Edit::Set(key("source_id"), Value::Ref(1))],
+        )
+        .unwrap();
+    phone
+        .apply(
+            &w.ctx(&rep, T0 + 5000),
+            "source",
+            &[Edit::Set(key("source_id"), Value::Ref(2))],
+        )
+        .unwrap();
     sync(&mut phone, &mut bridge);
     let p = w.project(&phone);
     assert_eq!(p.record.fields[&key("source_id")], Value::Ref(1));
@@ -139,20 +230,48 @@ fn a_manual_conflict_reopens_when_a_write_races_the_resolution() {
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
     let mut z = base.fork(&c.device);
-    x.apply(&w.ctx(&a, T0 + 1), "v", &[Edit::Set(key("value"), money("1"))]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 2), "v", &[Edit::Set(key("value"), money("2"))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "v",
+        &[Edit::Set(key("value"), money("1"))],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 2),
+        "v",
+        &[Edit::Set(key("value"), money("2"))],
+    )
+    .unwrap();
     sync(&mut x, &mut y);
-    let seen: Vec<String> = field_conflict(&w.project(&x), "value").unwrap().iter().map(|c| c.op.clone()).collect();
+    let seen: Vec<String> = field_conflict(&w.project(&x), "value")
+        .unwrap()
+        .iter()
+        .map(|c| c.op.clone())
+        .collect();
     // Editing a conflicted manual field is refused; resolving is the way.
-    let err = x.apply(&w.ctx(&a, T0 + 3), "v", &[Edit::Set(key("value"), money("3"))]).unwrap_err();
+    let err = x
+        .apply(
+            &w.ctx(&a, T0 + 3),
+            "v",
+            &[Edit::Set(key("value"), money("3"))],
+        )
+        .unwrap_err();
     assert!(matches!(err, EditError::InConflict { .. }), "{err}");
     // A stale view is refused.
-    let err = x.resolve_field(&w.ctx(&a, T0 + 3), &slot("value"), &seen[..1], Choice::Mine).unwrap_err();
+    let err = x
+        .resolve_field(&w.ctx(&a, T0 + 3), &slot("value"), &seen[..1], Choice::Mine)
+        .unwrap_err();
     assert!(matches!(err, ResolveError::Changed(_)));
-    x.resolve_field(&w.ctx(&a, T0 + 3), &slot("value"), &seen, Choice::Mine).unwrap();
+    x.resolve_field(&w.ctx(&a, T0 + 3), &slot("value"), &seen, Choice::Mine)
+        .unwrap();
     assert!(w.project(&x).conflicts.is_empty());
     // Meanwhile someone who never saw the conflict writes the value: it is shown again.
-    z.apply(&w.ctx(&c, T0 + 4), "v", &[Edit::Set(key("value"), money("4"))]).unwrap();
+    z.apply(
+        &w.ctx(&c, T0 + 4),
+        "v",
+        &[Edit::Set(key("value"), money("4"))],
+    )
+    .unwrap();
     sync(&mut x, &mut z);
     let p = w.project(&x);
     let again = field_conflict(&p, "value").expect("re-opened");
@@ -168,11 +287,24 @@ fn every_way_to_resolve_a_field() {
         let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
         let mut x = base.fork(&a.device);
         let mut y = base.fork(&b.device);
-        x.apply(&w.ctx(&a, T0 + 1), "s", &[Edit::Set(key("stage_id"), Value::Ref(13))]).unwrap();
-        y.apply(&w.ctx(&b, T0 + 2), "s", &[Edit::Set(key("stage_id"), Value::Ref(14))]).unwrap();
+        x.apply(
+            &w.ctx(&a, T0 + 1),
+            "s",
+            &[Edit::Set(key("stage_id"), Value::Ref(13))],
+        )
+        .unwrap();
+        y.apply(
+            &w.ctx(&b, T0 + 2),
+            "s",
+            &[Edit::Set(key("stage_id"), Value::Ref(14))],
+        )
+        .unwrap();
         sync(&mut x, &mut y);
-        let seen: Vec<String> =
-            field_conflict(&w.project(&x), "stage_id").unwrap().iter().map(|c| c.op.clone()).collect();
+        let seen: Vec<String> = field_conflict(&w.project(&x), "stage_id")
+            .unwrap()
+            .iter()
+            .map(|c| c.op.clone())
+            .collect();
         (x, seen)
     };
     let cases = [
@@ -183,20 +315,47 @@ fn every_way_to_resolve_a_field() {
     ];
     for (choice, expected) in cases {
         let (mut x, seen) = setup();
-        x.resolve_field(&w.ctx(&a, T0 + 10), &slot("stage_id"), &seen, choice).unwrap();
+        x.resolve_field(&w.ctx(&a, T0 + 10), &slot("stage_id"), &seen, choice)
+            .unwrap();
         let p = w.project(&x);
         assert_eq!(p.record.fields[&key("stage_id")], expected);
-        assert!(p.audit.iter().any(|e| e.chosen == Chosen::Value(expected.clone()) && e.policy == "manual"));
+        assert!(
+            p.audit
+                .iter()
+                .any(|e| e.chosen == Chosen::Value(expected.clone()) && e.policy == "manual")
+        );
     }
     let (mut x, seen) = setup();
     let heads = x.heads();
     let ctx = w.ctx(&a, T0 + 10);
-    assert!(matches!(x.resolve_field(&ctx, &slot("stage_id"), &seen, Choice::Pick(3)), Err(ResolveError::BadPick { n: 3, count: 2, .. })));
-    assert!(matches!(x.resolve_field(&ctx, &slot("stage_id"), &seen, Choice::Value(Value::Ref(99))), Err(ResolveError::Invalid { .. })));
-    assert!(matches!(x.resolve_field(&ctx, &slot("name"), &[], Choice::Mine), Err(ResolveError::NoConflict(_))));
+    assert!(matches!(
+        x.resolve_field(&ctx, &slot("stage_id"), &seen, Choice::Pick(3)),
+        Err(ResolveError::BadPick { n: 3, count: 2, .. })
+    ));
+    assert!(matches!(
+        x.resolve_field(
+            &ctx,
+            &slot("stage_id"),
+            &seen,
+            Choice::Value(Value::Ref(99))
+        ),
+        Err(ResolveError::Invalid { .. })
+    ));
+    assert!(matches!(
+        x.resolve_field(&ctx, &slot("name"), &[], Choice::Mine),
+        Err(ResolveError::NoConflict(_))
+    ));
     assert_eq!(x.heads(), heads, "refused resolutions write nothing");
     let stranger = author(1, "elsewhere");
-    assert!(matches!(x.resolve_field(&w.ctx(&stranger, T0), &slot("stage_id"), &seen, Choice::Mine), Err(ResolveError::NoMine(_))));
+    assert!(matches!(
+        x.resolve_field(
+            &w.ctx(&stranger, T0),
+            &slot("stage_id"),
+            &seen,
+            Choice::Mine
+        ),
+        Err(ResolveError::NoMine(_))
+    ));
 }
 
 #[test]
@@ -207,19 +366,39 @@ fn delete_against_edit_is_a_record_conflict_with_both_resolutions() {
         let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
         let mut x = base.fork(&a.device);
         let mut y = base.fork(&b.device);
-        x.apply(&w.ctx(&a, T0 + 1), "delete", &[Edit::DeleteRecord]).unwrap();
-        y.apply(&w.ctx(&b, T0 + 2), "note", &[Edit::AddNote { id: "n1".parse().unwrap(), content: "call back".into() }])
+        x.apply(&w.ctx(&a, T0 + 1), "delete", &[Edit::DeleteRecord])
             .unwrap();
+        y.apply(
+            &w.ctx(&b, T0 + 2),
+            "note",
+            &[Edit::AddNote {
+                id: "n1".parse().unwrap(),
+                content: "call back".into(),
+            }],
+        )
+        .unwrap();
         sync(&mut x, &mut y);
         let p = w.project(&x);
         assert_eq!(p.record.state, RecordState::InConflict);
-        let Some(Conflict::Record { deleted_by, unseen_edits, held_activities, .. }) = p.conflicts.first() else {
+        let Some(Conflict::Record {
+            deleted_by,
+            unseen_edits,
+            held_activities,
+            ..
+        }) = p.conflicts.first()
+        else {
             panic!("{:?}", p.conflicts)
         };
         assert_eq!((deleted_by.len(), *unseen_edits), (1, 1));
         assert_eq!(held_activities[0].as_str(), "n1");
         assert_eq!(x.push_view(&p).action, PushAction::Hold);
-        let err = x.apply(&w.ctx(&a, T0 + 3), "e", &[Edit::Set(key("name"), text("x"))]).unwrap_err();
+        let err = x
+            .apply(
+                &w.ctx(&a, T0 + 3),
+                "e",
+                &[Edit::Set(key("name"), text("x"))],
+            )
+            .unwrap_err();
         assert!(matches!(err, EditError::Deleted { in_conflict: true }));
 
         let seen = vec![deleted_by[0].op.clone()];
@@ -233,7 +412,11 @@ fn delete_against_edit_is_a_record_conflict_with_both_resolutions() {
         };
         assert_eq!(p.record.state, state);
         assert_eq!(y.push_view(&p).action, action);
-        assert_eq!(p.record.activities.len(), 1, "the note stays in the document either way");
+        assert_eq!(
+            p.record.activities.len(),
+            1,
+            "the note stays in the document either way"
+        );
         assert!(p.audit.iter().any(|e| e.policy == "record"));
     }
 }
@@ -242,9 +425,17 @@ fn delete_against_edit_is_a_record_conflict_with_both_resolutions() {
 fn a_delete_that_saw_every_edit_is_no_conflict() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
-    x.apply(&w.ctx(&a, T0 + 1), "e", &[Edit::Set(key("hot"), Value::Bool(true))]).unwrap();
-    x.apply(&w.ctx(&a, T0 + 2), "d", &[Edit::DeleteRecord]).unwrap();
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "e",
+        &[Edit::Set(key("hot"), Value::Bool(true))],
+    )
+    .unwrap();
+    x.apply(&w.ctx(&a, T0 + 2), "d", &[Edit::DeleteRecord])
+        .unwrap();
     let p = w.project(&x);
     assert_eq!(p.record.state, RecordState::Deleted);
     assert!(p.conflicts.is_empty());
@@ -264,10 +455,26 @@ impl Directory for Gone {
 fn a_reference_to_a_deleted_contact_is_a_relationship_conflict() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
-    x.apply(&w.ctx(&a, T0 + 1), "c", &[Edit::Set(key("contact_id"), Value::Record(RecordRef::Crm(55)))]).unwrap();
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "c",
+        &[Edit::Set(
+            key("contact_id"),
+            Value::Record(RecordRef::Crm(55)),
+        )],
+    )
+    .unwrap();
     let p = w.project_with(&x, &Gone);
-    assert!(p.conflicts.iter().any(|c| matches!(c, Conflict::Relationship { status: RefStatus::Deleted, .. })));
+    assert!(p.conflicts.iter().any(|c| matches!(
+        c,
+        Conflict::Relationship {
+            status: RefStatus::Deleted,
+            ..
+        }
+    )));
     assert!(!x.push_view(&p).fields.contains_key(&key("contact_id")));
 }
 
@@ -275,9 +482,17 @@ fn a_reference_to_a_deleted_contact_is_a_relationship_conflict() {
 fn values_the_catalog_no_longer_accepts_are_validation_conflicts() {
     let mut w = World::new();
     let a = author(2, "a");
-    let x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
+    let x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
     w.catalog.stages.remove(&12);
-    w.catalog.custom_fields.get_mut(&RecordKind::Deal).unwrap().get_mut("Seats").unwrap().required = true;
+    w.catalog
+        .custom_fields
+        .get_mut(&RecordKind::Deal)
+        .unwrap()
+        .get_mut("Seats")
+        .unwrap()
+        .required = true;
     let p = w.project(&x);
     let messages: Vec<String> = p
         .conflicts
@@ -287,7 +502,13 @@ fn values_the_catalog_no_longer_accepts_are_validation_conflicts() {
             _ => None,
         })
         .collect();
-    assert_eq!(messages, vec!["stage_id: there is no stage #12", "custom_fields.Seats: custom_fields.Seats is required"]);
+    assert_eq!(
+        messages,
+        vec![
+            "stage_id: there is no stage #12",
+            "custom_fields.Seats: custom_fields.Seats is required"
+        ]
+    );
     let push = x.push_view(&p);
     assert!(!push.fields.contains_key(&key("stage_id")));
     assert!(push.fields.contains_key(&key("value")));
@@ -297,23 +518,63 @@ fn values_the_catalog_no_longer_accepts_are_validation_conflicts() {
 fn the_edit_api_refuses_bad_input_and_changes_nothing() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
     let heads = x.heads();
     let ctx = w.ctx(&a, T0 + 1);
     let bad: Vec<(Edit, &str)> = vec![
-        (Edit::Set(key("valu"), money("1")), "deal has no field \"valu\""),
-        (Edit::Set(key("value"), text("lots")), "value: expected an amount with at most two decimals, got lots"),
-        (Edit::Set(key("value"), money("-5")), "value: -5.00 is negative; an amount cannot be"),
-        (Edit::Set(key("stage_id"), Value::Ref(99)), "stage_id: there is no stage #99"),
-        (Edit::Set(key("currency"), text("ABC")), "currency: \"ABC\" is not an ISO 4217 currency code"),
-        (Edit::Set(key("custom_fields.Region"), text("Mars")), "custom_fields.Region: \"Mars\" is not one of the choices: EMEA, APAC, Americas"),
-        (Edit::Set(key("custom_fields.Nope"), text("x")), "deal has no field \"custom_fields.Nope\""),
-        (Edit::AddTag(" padded".into()), "bad tag \" padded\": 1 to 128 characters, no control characters"),
-        (Edit::SpliceNote { id: "n9".parse().unwrap(), pos: 0, delete: 0, insert: "x".into() }, "no activity n9"),
+        (
+            Edit::Set(key("valu"), money("1")),
+            "deal has no field \"valu\"",
+        ),
+        (
+            Edit::Set(key("value"), text("lots")),
+            "value: expected an amount with at most two decimals, got lots",
+        ),
+        (
+            Edit::Set(key("value"), money("-5")),
+            "value: -5.00 is negative; an amount cannot be",
+        ),
+        (
+            Edit::Set(key("stage_id"), Value::Ref(99)),
+            "stage_id: there is no stage #99",
+        ),
+        (
+            Edit::Set(key("currency"), text("ABC")),
+            "currency: \"ABC\" is not an ISO 4217 currency code",
+        ),
+        (
+            Edit::Set(key("custom_fields.Region"), text("Mars")),
+            "custom_fields.Region: \"Mars\" is not one of the choices: EMEA, APAC, Americas",
+        ),
+        (
+            Edit::Set(key("custom_fields.Nope"), text("x")),
+            "deal has no field \"custom_fields.Nope\"",
+        ),
+        (
+            Edit::AddTag(" padded".into()),
+            "bad tag \" padded\": 1 to 128 characters, no control characters",
+        ),
+        (
+            Edit::SpliceNote {
+                id: "n9".parse().unwrap(),
+                pos: 0,
+                delete: 0,
+                insert: "x".into(),
+            },
+            "no activity n9",
+        ),
     ];
     for (edit, message) in bad {
         // A valid edit next to the bad one is not written either.
-        let err = x.apply(&ctx, "bad", &[Edit::Set(key("hot"), Value::Bool(true)), edit]).unwrap_err();
+        let err = x
+            .apply(
+                &ctx,
+                "bad",
+                &[Edit::Set(key("hot"), Value::Bool(true)), edit],
+            )
+            .unwrap_err();
         assert_eq!(err.to_string(), message);
         assert_eq!(x.heads(), heads);
     }
@@ -321,16 +582,28 @@ fn the_edit_api_refuses_bad_input_and_changes_nothing() {
         parse_input(&w.catalog, RecordKind::Deal, None, &key("value"), "12.345"),
         Err(EditError::Invalid { .. })
     ));
-    assert_eq!(parse_input(&w.catalog, RecordKind::Deal, None, &key("currency"), "usd").unwrap(), text("USD"));
+    assert_eq!(
+        parse_input(&w.catalog, RecordKind::Deal, None, &key("currency"), "usd").unwrap(),
+        text("USD")
+    );
 }
 
 #[test]
 fn an_unchanged_value_is_never_written() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
     let heads = x.heads();
-    let r = x.apply(&w.ctx(&a, T0 + 1), "same", &[Edit::Set(key("value"), money("1000.00")), Edit::RemoveTag("absent".into())]);
+    let r = x.apply(
+        &w.ctx(&a, T0 + 1),
+        "same",
+        &[
+            Edit::Set(key("value"), money("1000.00")),
+            Edit::RemoveTag("absent".into()),
+        ],
+    );
     assert_eq!(r.unwrap(), None);
     assert_eq!(x.heads(), heads);
 }
@@ -340,12 +613,28 @@ fn tags_merge_and_an_add_wins_over_a_concurrent_remove() {
     let w = World::new();
     let (a, b) = (author(2, "a"), author(3, "b"));
     let mut base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    base.apply(&w.ctx(&author(1, "hub"), T0 + 1), "t", &[Edit::AddTag("vip".into())]).unwrap();
+    base.apply(
+        &w.ctx(&author(1, "hub"), T0 + 1),
+        "t",
+        &[Edit::AddTag("vip".into())],
+    )
+    .unwrap();
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
-    x.apply(&w.ctx(&a, T0 + 2), "t", &[Edit::RemoveTag("vip".into()), Edit::AddTag("fair".into())]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 3), "t", &[Edit::RemoveTag("vip".into()), Edit::AddTag("vip2".into())]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 4), "t", &[Edit::AddTag("vip".into())]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 2),
+        "t",
+        &[Edit::RemoveTag("vip".into()), Edit::AddTag("fair".into())],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 3),
+        "t",
+        &[Edit::RemoveTag("vip".into()), Edit::AddTag("vip2".into())],
+    )
+    .unwrap();
+    y.apply(&w.ctx(&b, T0 + 4), "t", &[Edit::AddTag("vip".into())])
+        .unwrap();
     sync(&mut x, &mut y);
     let tags: Vec<String> = w.project(&x).record.tags.into_iter().collect();
     assert_eq!(tags, vec!["fair", "vip", "vip2"]);
@@ -357,14 +646,56 @@ fn concurrent_edits_of_one_note_merge() {
     let (a, b) = (author(2, "a"), author(3, "b"));
     let mut base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
     let n: ActivityId = "n1".parse().unwrap();
-    base.apply(&w.ctx(&author(1, "hub"), T0), "n", &[Edit::AddNote { id: n.clone(), content: "Hello world".into() }]).unwrap();
+    base.apply(
+        &w.ctx(&author(1, "hub"), T0),
+        "n",
+        &[Edit::AddNote {
+            id: n.clone(),
+            content: "Hello world".into(),
+        }],
+    )
+    .unwrap();
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
-    x.apply(&w.ctx(&a, T0 + 1), "n", &[Edit::SpliceNote { id: n.clone(), pos: 5, delete: 0, insert: " brave".into() }]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 2), "n", &[Edit::SpliceNote { id: n.clone(), pos: 11, delete: 0, insert: "!".into() }]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "n",
+        &[Edit::SpliceNote {
+            id: n.clone(),
+            pos: 5,
+            delete: 0,
+            insert: " brave".into(),
+        }],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 2),
+        "n",
+        &[Edit::SpliceNote {
+            id: n.clone(),
+            pos: 11,
+            delete: 0,
+            insert: "!".into(),
+        }],
+    )
+    .unwrap();
     sync(&mut x, &mut y);
-    assert_eq!(w.project(&x).record.activities[0].content.as_deref(), Some("Hello brave world!"));
-    let err = x.apply(&w.ctx(&a, T0 + 3), "n", &[Edit::SpliceNote { id: n, pos: 10, delete: 50, insert: String::new() }]).unwrap_err();
+    assert_eq!(
+        w.project(&x).record.activities[0].content.as_deref(),
+        Some("Hello brave world!")
+    );
+    let err = x
+        .apply(
+            &w.ctx(&a, T0 + 3),
+            "n",
+            &[Edit::SpliceNote {
+                id: n,
+                pos: 10,
+                delete: 50,
+                insert: String::new(),
+            }],
+        )
+        .unwrap_err();
     assert!(matches!(err, EditError::OutOfBounds { len: 18, .. }));
 }
 
@@ -372,22 +703,60 @@ fn concurrent_edits_of_one_note_merge() {
 fn tasks_and_calls_keep_their_fields_and_tiers() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
     let t: ActivityId = "t1".parse().unwrap();
-    x.apply(&w.ctx(&a, T0 + 1), "task", &[Edit::AddActivity {
-        id: t.clone(),
-        kind: ActivityKind::Task,
-        fields: vec![(key("content"), text("Send quote")), (key("completed"), Value::Bool(false))],
-    }])
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "task",
+        &[Edit::AddActivity {
+            id: t.clone(),
+            kind: ActivityKind::Task,
+            fields: vec![
+                (key("content"), text("Send quote")),
+                (key("completed"), Value::Bool(false)),
+            ],
+        }],
+    )
     .unwrap();
-    x.apply(&w.ctx(&a, T0 + 2), "done", &[Edit::SetActivity { id: t.clone(), field: key("completed"), value: Value::Bool(true) }]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 2),
+        "done",
+        &[Edit::SetActivity {
+            id: t.clone(),
+            field: key("completed"),
+            value: Value::Bool(true),
+        }],
+    )
+    .unwrap();
     let p = w.project(&x);
-    assert_eq!(p.record.activities[0].fields[&key("completed")], Value::Bool(true));
+    assert_eq!(
+        p.record.activities[0].fields[&key("completed")],
+        Value::Bool(true)
+    );
     let err = x
-        .apply(&w.ctx(&a, T0 + 3), "task", &[Edit::AddActivity { id: "t2".parse().unwrap(), kind: ActivityKind::Task, fields: vec![] }])
+        .apply(
+            &w.ctx(&a, T0 + 3),
+            "task",
+            &[Edit::AddActivity {
+                id: "t2".parse().unwrap(),
+                kind: ActivityKind::Task,
+                fields: vec![],
+            }],
+        )
         .unwrap_err();
     assert_eq!(err.to_string(), "content: is required");
-    let err = x.apply(&w.ctx(&a, T0 + 3), "task", &[Edit::AddNote { id: t, content: String::new() }]).unwrap_err();
+    let err = x
+        .apply(
+            &w.ctx(&a, T0 + 3),
+            "task",
+            &[Edit::AddNote {
+                id: t,
+                content: String::new(),
+            }],
+        )
+        .unwrap_err();
     assert!(matches!(err, EditError::ActivityExists(_)));
 }
 
@@ -395,18 +764,47 @@ fn tasks_and_calls_keep_their_fields_and_tiers() {
 fn the_crm_refusals_show_until_the_field_is_written_again() {
     let w = World::new();
     let a = author(2, "a");
-    let bridge = Author { user: UserId(1), device: DeviceId::crm() };
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
-    x.report_rejection(&bridge, T0 + 1, &w.catalog, &w.policy, Some(&slot("name")), FlagKind::Validation, "name is too long").unwrap();
+    let bridge = Author {
+        user: UserId(1),
+        device: DeviceId::crm(),
+    };
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
+    x.report_rejection(
+        &w.ctx(&bridge, T0 + 1),
+        Some(&slot("name")),
+        FlagKind::Validation,
+        "name is too long",
+    )
+    .unwrap();
     let p = w.project(&x);
-    assert!(p.conflicts.iter().any(|c| matches!(c, Conflict::Validation { source, .. } if source == "crm")));
+    assert!(
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Validation { source, .. } if source == "crm"))
+    );
     assert!(!x.push_view(&p).fields.contains_key(&key("name")));
-    x.apply(&w.ctx(&a, T0 + 2), "rename", &[Edit::Set(key("name"), text("Acme"))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 2),
+        "rename",
+        &[Edit::Set(key("name"), text("Acme"))],
+    )
+    .unwrap();
     assert!(w.project(&x).conflicts.is_empty());
 
-    x.report_rejection(&bridge, T0 + 3, &w.catalog, &w.policy, None, FlagKind::Permission, "403: not your deal").unwrap();
+    x.report_rejection(
+        &w.ctx(&bridge, T0 + 3),
+        None,
+        FlagKind::Permission,
+        "403: not your deal",
+    )
+    .unwrap();
     let p = w.project(&x);
-    assert!(matches!(p.conflicts.as_slice(), [Conflict::Permission { slot: None, .. }]));
+    assert!(matches!(
+        p.conflicts.as_slice(),
+        [Conflict::Permission { slot: None, .. }]
+    ));
     assert_eq!(x.push_view(&p).action, PushAction::Hold);
 }
 
@@ -418,8 +816,18 @@ fn a_policy_file_can_make_any_field_manual() {
     let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
     let mut x = base.fork(&a.device);
     let mut y = base.fork(&b.device);
-    x.apply(&w.ctx(&a, T0 + 1), "h", &[Edit::Set(key("hot"), Value::Bool(true))]).unwrap();
-    y.apply(&w.ctx(&b, T0 + 2), "h", &[Edit::Set(key("hot"), Value::Bool(false))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 + 1),
+        "h",
+        &[Edit::Set(key("hot"), Value::Bool(true))],
+    )
+    .unwrap();
+    y.apply(
+        &w.ctx(&b, T0 + 2),
+        "h",
+        &[Edit::Set(key("hot"), Value::Bool(false))],
+    )
+    .unwrap();
     sync(&mut x, &mut y);
     assert!(field_conflict(&w.project(&x), "hot").is_some());
 }
@@ -428,9 +836,16 @@ fn a_policy_file_can_make_any_field_manual() {
 fn a_clock_behind_still_orders_after_what_it_has_seen() {
     let w = World::new();
     let a = author(2, "a");
-    let mut x = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed).fork(&a.device);
+    let mut x = w
+        .deal("d1", &author(1, "hub"), RegisterLayout::Packed)
+        .fork(&a.device);
     // This device's clock is an hour behind the document's.
-    x.apply(&w.ctx(&a, T0 - 3_600_000), "rename", &[Edit::Set(key("name"), text("Behind"))]).unwrap();
+    x.apply(
+        &w.ctx(&a, T0 - 3_600_000),
+        "rename",
+        &[Edit::Set(key("name"), text("Behind"))],
+    )
+    .unwrap();
     let c = x.field_candidates(&w.catalog, &w.policy, &slot("name"));
     assert_eq!(c.len(), 1);
     assert!(c[0].at > T0, "hybrid clock: after the creation it saw");

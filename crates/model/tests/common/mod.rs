@@ -7,7 +7,10 @@ use sellsync_model::*;
 pub const T0: i64 = 1_790_000_000_000;
 
 pub fn author(user: u64, device: &str) -> Author {
-    Author { user: UserId(user), device: device.parse().unwrap() }
+    Author {
+        user: UserId(user),
+        device: device.parse().unwrap(),
+    }
 }
 
 pub fn key(s: &str) -> FieldKey {
@@ -33,19 +36,35 @@ pub struct World {
 
 impl World {
     pub fn new() -> World {
-        World { catalog: Catalog::example(), policy: Policy::default() }
+        World {
+            catalog: Catalog::example(),
+            policy: Policy::default(),
+        }
     }
 
     pub fn ctx<'a>(&'a self, author: &'a Author, now_ms: i64) -> EditCtx<'a> {
-        EditCtx { author, now_ms, catalog: &self.catalog, policy: &self.policy }
+        EditCtx {
+            author,
+            now_ms,
+            catalog: &self.catalog,
+            policy: &self.policy,
+        }
     }
 
     pub fn project(&self, doc: &RecordDoc) -> Projection {
-        doc.project(&ProjectCtx { catalog: &self.catalog, policy: &self.policy, directory: &AssumeLive })
+        doc.project(&ProjectCtx {
+            catalog: &self.catalog,
+            policy: &self.policy,
+            directory: &AssumeLive,
+        })
     }
 
     pub fn project_with(&self, doc: &RecordDoc, directory: &dyn Directory) -> Projection {
-        doc.project(&ProjectCtx { catalog: &self.catalog, policy: &self.policy, directory })
+        doc.project(&ProjectCtx {
+            catalog: &self.catalog,
+            policy: &self.policy,
+            directory,
+        })
     }
 
     /// A deal created on `device` with a name, value, currency, stage and owner.
