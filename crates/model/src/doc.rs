@@ -24,7 +24,7 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 
-use crate::register::{self, Found, RegisterLayout, StoredRegister};
+use crate::register::{RegisterLayout, StoredRegister};
 use crate::schema::{ActivityKind, FieldKey, RecordKind};
 use crate::value::Scalar;
 use crate::{ActivityId, DeviceId, RecordId, UserId};
@@ -302,140 +302,6 @@ impl RecordDoc {
         self.doc.merge(&mut other.doc).map(|_| ())
     }
 
-    /// The total of the `edits` counter: how many edit actions all replicas have made, as far as
-    /// this replica knows.
-    pub(crate) fn edits_total<D: ReadDoc>(doc: &D) -> u64 {
-        match doc.get(ROOT, "edits") {
-            Ok(Some((automerge::Value::Scalar(s), _))) => match s.as_ref() {
-                automerge::ScalarValue::Counter(c) => u64::try_from(i64::from(c)).unwrap_or(0),
-                other => other.as_u64().unwrap_or(0),
-            },
-            _ => 0,
-        }
-    }
-
-    /// The map that holds the registers of `scope`, if it exists.
-    pub(crate) fn fields_obj<D: ReadDoc>(
-        &self,
-        doc: &D,
-        scope: &Scope,
-        custom: bool,
-    ) -> Option<ObjId> {
-        match scope {
-            Scope::Record if custom => Some(self.objs.custom.clone()),
-            Scope::Record => Some(self.objs.fields.clone()),
-            Scope::Activity { id, .. } => {
-                let act = map_at(doc, &self.objs.activities, id.as_str())?;
-                map_at(doc, &act, "fields")
-            }
-        }
-    }
-
-    /// Every register written for `slot`, sorted oldest-first by the LWW order.
-    pub(crate) fn candidates<D: ReadDoc>(
-        &self,
-        doc: &D,
-        scope: &Scope,
-        key: &FieldKey,
-    ) -> Vec<Found> {
-        let custom = matches!(key, FieldKey::Custom(_));
-        match self.fields_obj(doc, scope, custom) {
-            Some(obj) => register::read_all(doc, &obj, key.name()),
-            None => Vec::new(),
-        }
-    }
-
-    /// The activities in the document with their kinds, in id order.
-    pub(crate) fn activity_list<D: ReadDoc>(
-        &self,
-        doc: &D,
-    ) -> Vec<(ActivityId, ActivityKind, ObjId)> {
-        let mut out = Vec::new();
-        for item in doc.map_range(&self.objs.activities, ..) {
-            let Ok(id) = item.key.parse::<ActivityId>() else {
-                continue;
-            };
-            let Some(obj) = map_at(doc, &self.objs.activities, id.as_str()) else {
-                continue;
-            };
-            let kind = match doc.get(&obj, "kind") {
-                Ok(Some((v, _))) => v.as_str().and_then(ActivityKind::parse),
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                out.push((id, kind, obj));
-            }
-        }
-        out
-    }
-
-    /// The scope of an activity, if the document has it.
-    pub(crate) fn activity_scope<D: ReadDoc>(&self, doc: &D, id: &ActivityId) -> Option<Scope> {
-        let obj = map_at(doc, &self.objs.activities, id.as_str())?;
-        let kind = match doc.get(&obj, "kind") {
-            Ok(Some((v, _))) => v.as_str().and_then(ActivityKind::parse),
-            _ => None,
-        }?;
-        Some(Scope::Activity {
-            id: id.clone(),
-            kind,
-        })
-    }
-
-    /// Every register slot present in the document, each with its scope.
-    pub(crate) fn slots<D: ReadDoc>(&self, doc: &D) -> Vec<(Scope, FieldKey)> {
-        let mut out: Vec<(Scope, FieldKey)> = Vec::new();
-        for key in doc.keys(&self.objs.fields) {
-            out.push((Scope::Record, FieldKey::Std(key)));
-        }
-        for key in doc.keys(&self.objs.custom) {
-            out.push((Scope::Record, FieldKey::Custom(key)));
-        }
-        for (id, kind, obj) in self.activity_list(doc) {
-            if let Some(fields) = map_at(doc, &obj, "fields") {
-                for key in doc.keys(&fields) {
-                    out.push((
-                        Scope::Activity {
-                            id: id.clone(),
-                            kind,
-                        },
-                        FieldKey::Std(key),
-                    ));
-                }
-            }
-        }
-        out
-    }
-
-    /// The largest register time in the document: the floor of the hybrid clock.
-    pub(crate) fn clock_floor<D: ReadDoc>(&self, doc: &D) -> i64 {
-        let mut max = i64::MIN;
-        let mut see = |found: Vec<Found>| {
-            for f in found {
-                max = max.max(f.reg.at);
-            }
-        };
-        for (scope, key) in self.slots(doc) {
-            see(self.candidates(doc, &scope, &key));
-        }
-        see(register::read_all(doc, &ROOT, "deleted"));
-        for tag in doc.keys(&self.objs.tags) {
-            see(register::read_all(doc, &self.objs.tags, &tag));
-        }
-        for (_, _, obj) in self.activity_list(doc) {
-            see(register::read_all(doc, &obj, "born"));
-            see(register::read_all(doc, &obj, "deleted"));
-        }
-        max
-    }
-
-    /// The time of a new write: the wall clock, unless the document has seen a later time, in
-    /// which case one millisecond after it (a hybrid logical clock). A write therefore always
-    /// sorts after every write its author had seen.
-    pub(crate) fn next_at<D: ReadDoc>(&self, doc: &D, now_ms: i64) -> i64 {
-        now_ms.max(self.clock_floor(doc).saturating_add(1))
-    }
-
     pub(crate) fn stored(&self, value: Scalar, at: i64, author: &Author) -> StoredRegister {
         StoredRegister {
             value,
@@ -443,11 +309,6 @@ impl RecordDoc {
             by: author.user,
             device: author.device.clone(),
         }
-    }
-
-    /// The tags present, sorted.
-    pub(crate) fn tag_list<D: ReadDoc>(&self, doc: &D) -> Vec<String> {
-        doc.keys(&self.objs.tags).collect()
     }
 }
 

@@ -10,6 +10,7 @@ use crate::policy::Policy;
 use crate::project::{AuditEntry, Outcome, RecordState};
 use crate::register::{self, RegisterLayout};
 use crate::schema::{self, ActivityKind, FieldKey, RecordKind};
+use crate::snapshot::Snapshot;
 use crate::validate::{self, FieldDef};
 use crate::value::{Scalar, Value};
 use crate::{ActivityId, RecordId};
@@ -241,11 +242,12 @@ impl RecordDoc {
         edits: &[Edit],
         creating: bool,
     ) -> Result<Option<ChangeHash>, EditError> {
-        let plan = self.plan(ctx, edits, creating)?;
+        let snap = self.snapshot();
+        let plan = self.plan(ctx, &snap, edits, creating)?;
         if plan.is_empty() {
             return Ok(None);
         }
-        let at = self.next_at(&self.doc, ctx.now_ms);
+        let at = snap.next_at(ctx.now_ms);
         let counts_as_edit = plan
             .iter()
             .any(|p| !matches!(p, Planned::Audit(_) | Planned::DeleteRecord { .. }));
@@ -390,11 +392,11 @@ impl RecordDoc {
     fn plan(
         &self,
         ctx: &EditCtx<'_>,
+        snap: &Snapshot,
         edits: &[Edit],
         creating: bool,
     ) -> Result<Vec<Planned>, EditError> {
-        let doc = &self.doc;
-        let deletion = self.analyse_deletion(doc);
+        let deletion = self.analyse_deletion(snap);
         if deletion.state != RecordState::Live {
             return Err(EditError::Deleted {
                 in_conflict: deletion.state == RecordState::InConflict,
@@ -405,12 +407,13 @@ impl RecordDoc {
         }
         let mut plan = Vec::new();
         let mut new_ids: Vec<ActivityId> = Vec::new();
-        let stored_audit = self.stored_audit(doc);
+        let stored_audit = RecordDoc::stored_audit(snap);
         for edit in edits {
             match edit {
                 Edit::Set(key, value) => {
                     self.plan_register(
                         ctx,
+                        snap,
                         &Scope::Record,
                         key,
                         value,
@@ -420,8 +423,8 @@ impl RecordDoc {
                     )?;
                 }
                 Edit::SetActivity { id, field, value } => {
-                    let scope = self
-                        .activity_scope(doc, id)
+                    let scope = snap
+                        .activity_scope(id)
                         .ok_or_else(|| EditError::UnknownActivity(id.clone()))?;
                     if let Scope::Activity {
                         kind: ActivityKind::Note,
@@ -434,11 +437,20 @@ impl RecordDoc {
                             wanted: "task or call",
                         });
                     }
-                    self.plan_register(ctx, &scope, field, value, false, &stored_audit, &mut plan)?;
+                    self.plan_register(
+                        ctx,
+                        snap,
+                        &scope,
+                        field,
+                        value,
+                        false,
+                        &stored_audit,
+                        &mut plan,
+                    )?;
                 }
                 Edit::AddTag(tag) => {
                     check_tag(tag)?;
-                    if !self.tag_list(doc).contains(tag)
+                    if !snap.has_tag(tag)
                         && !plan
                             .iter()
                             .any(|p| matches!(p, Planned::AddTag(t) if t == tag))
@@ -447,12 +459,12 @@ impl RecordDoc {
                     }
                 }
                 Edit::RemoveTag(tag) => {
-                    if self.tag_list(doc).contains(tag) {
+                    if snap.has_tag(tag) {
                         plan.push(Planned::RemoveTag(tag.clone()));
                     }
                 }
                 Edit::AddNote { id, content } => {
-                    self.check_new_activity(id, &new_ids)?;
+                    RecordDoc::check_new_activity(snap, id, &new_ids)?;
                     new_ids.push(id.clone());
                     plan.push(Planned::NewActivity {
                         id: id.clone(),
@@ -469,7 +481,7 @@ impl RecordDoc {
                             wanted: "task or call",
                         });
                     }
-                    self.check_new_activity(id, &new_ids)?;
+                    RecordDoc::check_new_activity(snap, id, &new_ids)?;
                     new_ids.push(id.clone());
                     let scope = Scope::Activity {
                         id: id.clone(),
@@ -509,7 +521,7 @@ impl RecordDoc {
                     delete,
                     insert,
                 } => {
-                    let len = self.note_len(id)?;
+                    let len = RecordDoc::note_len(snap, id)?;
                     if pos.checked_add(*delete).is_none_or(|end| end > len) {
                         return Err(EditError::OutOfBounds {
                             id: id.clone(),
@@ -528,17 +540,19 @@ impl RecordDoc {
                     }
                 }
                 Edit::SetNoteText { id, text } => {
-                    self.note_len(id)?;
+                    RecordDoc::note_len(snap, id)?;
                     plan.push(Planned::SetText {
                         id: id.clone(),
                         text: text.clone(),
                     });
                 }
                 Edit::DeleteActivity(id) => {
-                    let obj = self
-                        .activity_obj(doc, id)
+                    let act = snap
+                        .activities
+                        .get(id)
                         .ok_or_else(|| EditError::UnknownActivity(id.clone()))?;
-                    let deleted = register::read_all(doc, &obj, "deleted")
+                    let deleted = act
+                        .deleted
                         .last()
                         .is_some_and(|f| f.reg.value == Scalar::Bool(true));
                     if !deleted {
@@ -546,7 +560,7 @@ impl RecordDoc {
                     }
                 }
                 Edit::DeleteRecord => {
-                    let seen = i64::try_from(RecordDoc::edits_total(doc)).unwrap_or(i64::MAX);
+                    let seen = i64::try_from(snap.edits).unwrap_or(i64::MAX);
                     plan.push(Planned::DeleteRecord { seen });
                 }
             }
@@ -573,6 +587,7 @@ impl RecordDoc {
     fn plan_register(
         &self,
         ctx: &EditCtx<'_>,
+        snap: &Snapshot,
         scope: &Scope,
         key: &FieldKey,
         value: &Value,
@@ -593,7 +608,7 @@ impl RecordDoc {
             field: key.to_string(),
             reason,
         })?;
-        let a = self.analyse_slot(&self.doc, ctx.catalog, ctx.policy, scope, key);
+        let a = self.analyse_slot(snap, ctx.catalog, ctx.policy, scope, key);
         if a.outcome == Outcome::Conflict {
             return Err(EditError::InConflict { slot: a.slot });
         }
@@ -621,33 +636,34 @@ impl RecordDoc {
         Ok(())
     }
 
-    fn check_new_activity(&self, id: &ActivityId, planned: &[ActivityId]) -> Result<(), EditError> {
-        if planned.contains(id) || self.activity_obj(&self.doc, id).is_some() {
+    fn check_new_activity(
+        snap: &Snapshot,
+        id: &ActivityId,
+        planned: &[ActivityId],
+    ) -> Result<(), EditError> {
+        if planned.contains(id) || snap.activities.contains_key(id) {
             return Err(EditError::ActivityExists(id.clone()));
         }
         Ok(())
     }
 
-    fn note_len(&self, id: &ActivityId) -> Result<usize, EditError> {
-        let doc = &self.doc;
-        let scope = self
-            .activity_scope(doc, id)
+    fn note_len(snap: &Snapshot, id: &ActivityId) -> Result<usize, EditError> {
+        let act = snap
+            .activities
+            .get(id)
             .ok_or_else(|| EditError::UnknownActivity(id.clone()))?;
-        if let Scope::Activity { kind, .. } = scope
-            && kind != ActivityKind::Note
-        {
+        if act.kind != ActivityKind::Note {
             return Err(EditError::WrongActivity {
                 id: id.clone(),
-                kind,
+                kind: act.kind,
                 wanted: "note",
             });
         }
-        let obj = self
-            .activity_obj(doc, id)
+        let text = act
+            .content
+            .as_ref()
             .ok_or_else(|| EditError::UnknownActivity(id.clone()))?;
-        let text =
-            text_at(doc, &obj, "content").ok_or_else(|| EditError::UnknownActivity(id.clone()))?;
-        Ok(doc.text(&text)?.chars().count())
+        Ok(text.chars().count())
     }
 }
 

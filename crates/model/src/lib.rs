@@ -22,6 +22,7 @@ mod project;
 mod register;
 mod resolve;
 mod schema;
+mod snapshot;
 mod validate;
 mod value;
 

@@ -9,15 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{ObjId, ROOT, ReadDoc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::Catalog;
-use crate::doc::{RecordDoc, Scope, Slot, map_at, text_at};
+use crate::doc::{RecordDoc, Scope, Slot};
 use crate::policy::{Policy, Tier};
-use crate::register::{self, Found};
+use crate::register::Found;
 use crate::schema::{ActivityKind, FieldKey, FieldType, RecordKind};
+use crate::snapshot::Snapshot;
 use crate::validate::{self, FieldDef};
 use crate::value::{RecordRef, Repr, Scalar, Value};
 use crate::{ActivityId, DeviceId, RecordId, UserId};
@@ -443,13 +443,13 @@ pub(crate) struct DeletionAnalysis {
 }
 
 impl RecordDoc {
-    pub(crate) fn analyse_deletion<D: ReadDoc>(&self, doc: &D) -> DeletionAnalysis {
-        let found = register::read_all(doc, &ROOT, "deleted");
-        let total = RecordDoc::edits_total(doc);
+    pub(crate) fn analyse_deletion(&self, snap: &Snapshot) -> DeletionAnalysis {
+        let found = &snap.deleted;
+        let total = snap.edits;
         let mut deletes = Vec::new();
         let mut restores = Vec::new();
         let mut max_seen = 0u64;
-        for f in &found {
+        for f in found {
             match &f.reg.value {
                 Scalar::Int(seen) => {
                     max_seen = max_seen.max(u64::try_from(*seen).unwrap_or(0));
@@ -476,15 +476,15 @@ impl RecordDoc {
         }
     }
 
-    pub(crate) fn analyse_slot<'a, D: ReadDoc>(
+    pub(crate) fn analyse_slot<'a>(
         &self,
-        doc: &D,
+        snap: &Snapshot,
         catalog: &'a Catalog,
         policy: &Policy,
         scope: &Scope,
         key: &FieldKey,
     ) -> SlotAnalysis<'a> {
-        let candidates = self.candidates(doc, scope, key);
+        let candidates = snap.candidates(scope, key).to_vec();
         let def = validate::field_def(catalog, self.kind, scope, key);
         let repr = def.map_or(Repr::Any, |d| d.repr());
         let values: Vec<Result<Value, String>> = candidates
@@ -509,40 +509,37 @@ impl RecordDoc {
         }
     }
 
-    pub(crate) fn analyse_all<'a, D: ReadDoc>(
+    pub(crate) fn analyse_all<'a>(
         &self,
-        doc: &D,
+        snap: &Snapshot,
         catalog: &'a Catalog,
         policy: &Policy,
     ) -> Vec<SlotAnalysis<'a>> {
-        self.slots(doc)
+        snap.slots()
             .into_iter()
-            .map(|(scope, key)| self.analyse_slot(doc, catalog, policy, &scope, &key))
+            .map(|(scope, key)| self.analyse_slot(snap, catalog, policy, &scope, &key))
             .filter(|a| !a.candidates.is_empty())
             .collect()
     }
 
-    pub(crate) fn stored_audit<D: ReadDoc>(&self, doc: &D) -> BTreeMap<String, AuditEntry> {
-        let mut out = BTreeMap::new();
-        for item in doc.map_range(&self.objs.audit, ..) {
-            if let Some(entry) = crate::doc::str_of(&item.value)
-                .and_then(|s| serde_json::from_str::<AuditEntry>(s).ok())
-            {
-                out.insert(item.key.into_owned(), entry);
-            }
-        }
-        out
+    pub(crate) fn stored_audit(snap: &Snapshot) -> BTreeMap<String, AuditEntry> {
+        snap.audit
+            .iter()
+            .filter_map(|(k, json)| {
+                Some((k.clone(), serde_json::from_str::<AuditEntry>(json).ok()?))
+            })
+            .collect()
     }
 
     /// Projects the document: the record, its open conflicts, notifications and audit trail.
     pub fn project(&self, ctx: &ProjectCtx<'_>) -> Projection {
-        let doc = &self.doc;
-        let deletion = self.analyse_deletion(doc);
-        let analyses = self.analyse_all(doc, ctx.catalog, ctx.policy);
+        let snap = self.snapshot();
+        let deletion = self.analyse_deletion(&snap);
+        let analyses = self.analyse_all(&snap, ctx.catalog, ctx.policy);
         let mut conflicts = Vec::new();
         let mut fields = BTreeMap::new();
         let mut activity_fields: BTreeMap<ActivityId, BTreeMap<FieldKey, Value>> = BTreeMap::new();
-        let mut audit = self.stored_audit(doc);
+        let mut audit = RecordDoc::stored_audit(&snap);
 
         for a in &analyses {
             if let Some(entry) = a.automatic_entry() {
@@ -621,7 +618,7 @@ impl RecordDoc {
             }
         }
 
-        let activities = self.activity_views(doc, &mut activity_fields);
+        let activities = activity_views(&snap, &mut activity_fields);
         if deletion.state == RecordState::InConflict {
             conflicts.push(Conflict::Record {
                 deleted_by: deletion.deletes.clone(),
@@ -634,7 +631,7 @@ impl RecordDoc {
                     .collect(),
             });
         }
-        conflicts.extend(self.flag_conflicts(doc, &analyses));
+        conflicts.extend(flag_conflicts(&snap, &analyses));
         conflicts.sort_by(|a, b| {
             (a.order(), a.slot())
                 .cmp(&(b.order(), b.slot()))
@@ -653,99 +650,16 @@ impl RecordDoc {
             record: SellRecord {
                 id: self.id.clone(),
                 kind: self.kind,
-                crm_id: self.crm_id(),
+                crm_id: snap.crm_id,
                 state: deletion.state,
                 fields,
-                tags: self.tag_list(doc).into_iter().collect(),
+                tags: snap.tags.keys().cloned().collect(),
                 activities,
             },
             conflicts,
             notifications,
             audit,
         }
-    }
-
-    fn activity_views<D: ReadDoc>(
-        &self,
-        doc: &D,
-        activity_fields: &mut BTreeMap<ActivityId, BTreeMap<FieldKey, Value>>,
-    ) -> Vec<ActivityView> {
-        let mut out = Vec::new();
-        for (id, kind, obj) in self.activity_list(doc) {
-            let born = register::read_all(doc, &obj, "born");
-            let first = born.first();
-            let deleted = register::read_all(doc, &obj, "deleted")
-                .last()
-                .is_some_and(|f| f.reg.value == Scalar::Bool(true));
-            let content = text_at(doc, &obj, "content").and_then(|t| doc.text(&t).ok());
-            let crm_id = match doc.get(&obj, "crm_id") {
-                Ok(Some((automerge::Value::Scalar(s), _))) => s.as_u64(),
-                _ => None,
-            };
-            out.push(ActivityView {
-                fields: activity_fields.remove(&id).unwrap_or_default(),
-                id,
-                kind,
-                crm_id,
-                deleted,
-                created_by: first.map_or(UserId(0), |f| f.reg.by),
-                created_at: first.map_or(0, |f| f.reg.at),
-                content,
-            });
-        }
-        out
-    }
-
-    fn flag_conflicts<D: ReadDoc>(&self, doc: &D, analyses: &[SlotAnalysis<'_>]) -> Vec<Conflict> {
-        let mut out = Vec::new();
-        for item in doc.map_range(&self.objs.flags, ..) {
-            let Some(flag) =
-                crate::doc::str_of(&item.value).and_then(|s| serde_json::from_str::<Flag>(s).ok())
-            else {
-                continue;
-            };
-            // A flag stands while the values it refused are still the current candidates.
-            let current = match &flag.slot {
-                Some(slot) => analyses
-                    .iter()
-                    .find(|a| &a.slot == slot)
-                    .map(SlotAnalysis::ops)
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            };
-            if flag.slot.is_some() && current != flag.against {
-                continue;
-            }
-            out.push(match flag.kind {
-                FlagKind::Permission => Conflict::Permission {
-                    slot: flag.slot,
-                    message: flag.message,
-                    at: flag.at,
-                },
-                FlagKind::Validation => {
-                    let value = flag
-                        .slot
-                        .as_ref()
-                        .and_then(|s| analyses.iter().find(|a| &a.slot == s))
-                        .and_then(|a| a.resolved().map(|(_, v)| value_or_text(v).to_string()))
-                        .unwrap_or_default();
-                    match flag.slot {
-                        Some(slot) => Conflict::Validation {
-                            slot,
-                            value,
-                            message: flag.message,
-                            source: "crm".into(),
-                        },
-                        None => Conflict::Permission {
-                            slot: None,
-                            message: flag.message,
-                            at: flag.at,
-                        },
-                    }
-                }
-            });
-        }
-        out
     }
 
     /// Every register currently written for `slot` (one, or several when writes were
@@ -757,14 +671,15 @@ impl RecordDoc {
         policy: &Policy,
         slot: &Slot,
     ) -> Vec<Candidate> {
+        let snap = self.snapshot();
         let scope = match &slot.activity {
             None => Scope::Record,
-            Some(id) => match self.activity_scope(&self.doc, id) {
+            Some(id) => match snap.activity_scope(id) {
                 Some(scope) => scope,
                 None => return Vec::new(),
             },
         };
-        self.analyse_slot(&self.doc, catalog, policy, &scope, &slot.field)
+        self.analyse_slot(&snap, catalog, policy, &scope, &slot.field)
             .candidate_views()
     }
 
@@ -772,10 +687,73 @@ impl RecordDoc {
     pub fn push_view(&self, projection: &Projection) -> PushView {
         push_view_of(projection)
     }
+}
 
-    pub(crate) fn activity_obj<D: ReadDoc>(&self, doc: &D, id: &ActivityId) -> Option<ObjId> {
-        map_at(doc, &self.objs.activities, id.as_str())
+fn activity_views(
+    snap: &Snapshot,
+    activity_fields: &mut BTreeMap<ActivityId, BTreeMap<FieldKey, Value>>,
+) -> Vec<ActivityView> {
+    snap.activities
+        .iter()
+        .map(|(id, a)| {
+            let first = a.born.first();
+            ActivityView {
+                fields: activity_fields.remove(id).unwrap_or_default(),
+                id: id.clone(),
+                kind: a.kind,
+                crm_id: a.crm_id,
+                deleted: a
+                    .deleted
+                    .last()
+                    .is_some_and(|f| f.reg.value == Scalar::Bool(true)),
+                created_by: first.map_or(UserId(0), |f| f.reg.by),
+                created_at: first.map_or(0, |f| f.reg.at),
+                content: a.content.clone(),
+            }
+        })
+        .collect()
+}
+
+fn flag_conflicts(snap: &Snapshot, analyses: &[SlotAnalysis<'_>]) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for json in snap.flags.values() {
+        let Ok(flag) = serde_json::from_str::<Flag>(json) else {
+            continue;
+        };
+        // A flag stands while the values it refused are still the current candidates.
+        let current = match &flag.slot {
+            Some(slot) => analyses
+                .iter()
+                .find(|a| &a.slot == slot)
+                .map(SlotAnalysis::ops)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if flag.slot.is_some() && current != flag.against {
+            continue;
+        }
+        out.push(match (flag.kind, flag.slot) {
+            (FlagKind::Validation, Some(slot)) => {
+                let value = analyses
+                    .iter()
+                    .find(|a| a.slot == slot)
+                    .and_then(|a| a.resolved().map(|(_, v)| value_or_text(v).to_string()))
+                    .unwrap_or_default();
+                Conflict::Validation {
+                    slot,
+                    value,
+                    message: flag.message,
+                    source: "crm".into(),
+                }
+            }
+            (_, slot) => Conflict::Permission {
+                slot,
+                message: flag.message,
+                at: flag.at,
+            },
+        });
     }
+    out
 }
 
 /// What the CRM refused, reported by the bridge and kept in the document.

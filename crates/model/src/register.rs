@@ -108,7 +108,7 @@ pub(crate) fn read_all<D: ReadDoc>(doc: &D, map: &ObjId, key: &str) -> Vec<Found
     found
 }
 
-fn unpack(s: &str) -> Option<StoredRegister> {
+pub(crate) fn unpack(s: &str) -> Option<StoredRegister> {
     let parts: (serde_json::Value, i64, u64, String) = serde_json::from_str(s).ok()?;
     Some(StoredRegister {
         value: Scalar::from_json(&parts.0)?,
@@ -118,7 +118,7 @@ fn unpack(s: &str) -> Option<StoredRegister> {
     })
 }
 
-fn read_object<D: ReadDoc>(doc: &D, obj: &ObjId) -> Option<StoredRegister> {
+pub(crate) fn read_object<D: ReadDoc>(doc: &D, obj: &ObjId) -> Option<StoredRegister> {
     let scalar = |key: &str| -> Option<automerge::ScalarValue> {
         match doc.get(obj, key).ok()?? {
             (automerge::Value::Scalar(s), _) => Some(s.into_owned()),

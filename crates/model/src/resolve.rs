@@ -90,13 +90,14 @@ impl RecordDoc {
         choice: Choice,
     ) -> Result<ChangeHash, ResolveError> {
         let name = slot.to_string();
+        let snap = self.snapshot();
         let scope = match &slot.activity {
             None => Scope::Record,
-            Some(id) => self
-                .activity_scope(&self.doc, id)
+            Some(id) => snap
+                .activity_scope(id)
                 .ok_or_else(|| ResolveError::UnknownActivity(id.to_string()))?,
         };
-        let a = self.analyse_slot(&self.doc, ctx.catalog, ctx.policy, &scope, &slot.field);
+        let a = self.analyse_slot(&snap, ctx.catalog, ctx.policy, &scope, &slot.field);
         if a.outcome != Outcome::Conflict {
             return Err(ResolveError::NoConflict(name));
         }
@@ -156,7 +157,7 @@ impl RecordDoc {
                 (v, None)
             }
         };
-        let at = self.next_at(&self.doc, ctx.now_ms);
+        let at = snap.next_at(ctx.now_ms);
         let entry = AuditEntry {
             id: entry_id(&[
                 "manual",
@@ -176,9 +177,15 @@ impl RecordDoc {
         };
         let reg = self.stored(value.to_scalar(), at, ctx.author);
         let custom = matches!(slot.field, crate::FieldKey::Custom(_));
-        let obj = self
-            .fields_obj(&self.doc, &scope, custom)
-            .ok_or_else(|| ResolveError::UnknownActivity(name.clone()))?;
+        let obj = match &slot.activity {
+            None if custom => self.objs.custom.clone(),
+            None => self.objs.fields.clone(),
+            Some(id) => snap
+                .activities
+                .get(id)
+                .and_then(|a| a.fields_obj.clone())
+                .ok_or_else(|| ResolveError::UnknownActivity(name.clone()))?,
+        };
         let layout = self.layout;
         let audit = self.objs.audit.clone();
         let key = slot.field.name().to_owned();
@@ -198,15 +205,16 @@ impl RecordDoc {
         seen: &[String],
         choice: RecordChoice,
     ) -> Result<ChangeHash, ResolveError> {
-        let d = self.analyse_deletion(&self.doc);
+        let snap = self.snapshot();
+        let d = self.analyse_deletion(&snap);
         if d.state != RecordState::InConflict {
             return Err(ResolveError::NoConflict("the record".into()));
         }
         if !same_set(&d.ops, seen) {
             return Err(ResolveError::Changed("the record".into()));
         }
-        let total = i64::try_from(RecordDoc::edits_total(&self.doc)).unwrap_or(i64::MAX);
-        let at = self.next_at(&self.doc, ctx.now_ms);
+        let total = i64::try_from(snap.edits).unwrap_or(i64::MAX);
+        let at = snap.next_at(ctx.now_ms);
         let (value, chosen) = match choice {
             RecordChoice::Restore => (Scalar::Null, Chosen::Restore),
             RecordChoice::ConfirmDelete => (Scalar::Int(total), Chosen::Delete),
@@ -251,9 +259,10 @@ impl RecordDoc {
         ctx: &EditCtx<'_>,
     ) -> Result<Option<ChangeHash>, automerge::AutomergeError> {
         let (now_ms, catalog, policy) = (ctx.now_ms, ctx.catalog, ctx.policy);
-        let stored = self.stored_audit(&self.doc);
+        let snap = self.snapshot();
+        let stored = RecordDoc::stored_audit(&snap);
         let pending: Vec<AuditEntry> = self
-            .analyse_all(&self.doc, catalog, policy)
+            .analyse_all(&snap, catalog, policy)
             .iter()
             .filter_map(|a| a.automatic_entry())
             .filter(|e| !stored.contains_key(&e.id))
@@ -291,13 +300,14 @@ impl RecordDoc {
         let against = match slot {
             None => Vec::new(),
             Some(slot) => {
+                let snap = self.snapshot();
                 let scope = match &slot.activity {
                     None => Scope::Record,
-                    Some(id) => self
-                        .activity_scope(&self.doc, id)
+                    Some(id) => snap
+                        .activity_scope(id)
                         .ok_or_else(|| ResolveError::UnknownActivity(id.to_string()))?,
                 };
-                self.analyse_slot(&self.doc, catalog, policy, &scope, &slot.field)
+                self.analyse_slot(&snap, catalog, policy, &scope, &slot.field)
                     .ops()
             }
         };
