@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod demo;
+
 /// Offline-first sync for Zendesk Sell.
 #[derive(Debug, Parser)]
 #[command(name = "sellsync", version, about)]
@@ -36,7 +38,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo => {
-            println!("demo: not yet");
+            print!("{}", demo::run()?);
             Ok(())
         }
         Command::Sim(args) => sim_cmd::run(args),

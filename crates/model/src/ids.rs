@@ -19,7 +19,11 @@ pub struct BadId {
 
 impl BadId {
     fn new(kind: &'static str, reason: &'static str, input: &str) -> Self {
-        BadId { kind, reason, input: input.chars().take(64).collect() }
+        BadId {
+            kind,
+            reason,
+            input: input.chars().take(64).collect(),
+        }
     }
 }
 
@@ -46,8 +50,15 @@ fn check_token(kind: &'static str, s: &str) -> Result<(), BadId> {
     if s.len() > 64 {
         return Err(BadId::new(kind, "longer than 64 characters", s));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(BadId::new(kind, "only letters, digits, '-' and '_' are allowed", s));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(BadId::new(
+            kind,
+            "only letters, digits, '-' and '_' are allowed",
+            s,
+        ));
     }
     Ok(())
 }
@@ -83,6 +94,26 @@ macro_rules! token_id {
 
 token_id!(RecordId, "record id");
 token_id!(DeviceId, "device id");
+token_id!(ActivityId, "activity id");
+
+/// The local id of an activity (note, task, call) inside a record's document, given at birth.
+///
+/// Invariant: same alphabet and length as [`RecordId`]; unique within its record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ActivityId(String);
+
+impl ActivityId {
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A valid id that names no activity, for lookups that need a scope but no activity.
+    pub(crate) fn placeholder() -> ActivityId {
+        ActivityId("_".to_owned())
+    }
+}
 
 /// The id of a device (a phone, a laptop, or the hub's bridge).
 ///
@@ -96,6 +127,17 @@ impl DeviceId {
     /// The id as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The device id under which the bridge writes what the CRM says. The keep-server tier lets
+    /// registers written by it win over concurrent device writes.
+    pub fn crm() -> DeviceId {
+        DeviceId("crm".to_owned())
+    }
+
+    /// Whether this is the CRM's device id.
+    pub fn is_crm(&self) -> bool {
+        self.0 == "crm"
     }
 }
 
@@ -113,7 +155,9 @@ impl fmt::Display for UserId {
 impl FromStr for UserId {
     type Err = BadId;
     fn from_str(s: &str) -> Result<Self, BadId> {
-        s.parse().map(UserId).map_err(|_| BadId::new("user id", "not a positive integer", s))
+        s.parse()
+            .map(UserId)
+            .map_err(|_| BadId::new("user id", "not a positive integer", s))
     }
 }
 
