@@ -12,7 +12,14 @@ use reqwest::Client;
 use sellsync_sim::{Sim, SimConfig};
 use serde_json::json;
 
-async fn phase(client: &Client, url: &str, token: &str, put: bool, secs: u64, conns: usize) -> (u64, u64) {
+async fn phase(
+    client: &Client,
+    url: &str,
+    token: &str,
+    put: bool,
+    secs: u64,
+    conns: usize,
+) -> (u64, u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for c in 0..conns {
@@ -55,7 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let conns: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(8);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = SimConfig { rate_limit_per_hour: 0, ..SimConfig::default() };
+    let config = SimConfig {
+        rate_limit_per_hour: 0,
+        ..SimConfig::default()
+    };
     let sim = Sim::new(sellsync_sim::demo_data(), config);
     let token = sellsync_sim::token_for(2);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -65,12 +75,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = stop_rx.await;
     }));
     let client = Client::builder().pool_max_idle_per_host(conns).build()?;
-    let deal = sim.dump().rows(sellsync_sim::Kind::Deal).next().and_then(|r| r.data["id"].as_u64()).ok_or("no deal")?;
+    let deal = sim
+        .dump()
+        .rows(sellsync_sim::Kind::Deal)
+        .next()
+        .and_then(|r| r.data["id"].as_u64())
+        .ok_or("no deal")?;
     let url = format!("http://{addr}/v2/deals/{deal}");
     println!("simulator load: {conns} connections, {secs} s per phase, deal {deal}");
     for (label, put) in [("GET /v2/deals/{id}", false), ("PUT /v2/deals/{id}", true)] {
         let (ok, failed) = phase(&client, &url, &token, put, secs, conns).await;
-        println!("{label}: {ok} ok, {failed} failed, {:.0} req/s", ok as f64 / secs as f64);
+        println!(
+            "{label}: {ok} ok, {failed} failed, {:.0} req/s",
+            ok as f64 / secs as f64
+        );
     }
     let _ = stop_tx.send(());
     let _ = server.await;

@@ -114,7 +114,9 @@ impl FaultConfig {
                     return Err(format!("rules[{i}].fault.status must be 500 to 599"));
                 }
                 Fault::Latency { ms } if ms > MAX_LATENCY_MS => {
-                    return Err(format!("rules[{i}].fault.ms must be at most {MAX_LATENCY_MS}"));
+                    return Err(format!(
+                        "rules[{i}].fault.ms must be at most {MAX_LATENCY_MS}"
+                    ));
                 }
                 Fault::RateLimit { burst: 0 } => {
                     return Err(format!("rules[{i}].fault.burst must be at least 1"));

@@ -65,9 +65,9 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
 fn next_updated_at(prev: Option<&Value>, now: DateTime<Utc>) -> String {
     let prev = prev.and_then(Value::as_str).and_then(parse_ts);
     match prev {
-        Some(p) if p >= now - chrono::Duration::milliseconds(999) => {
-            ts(p.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(p))
-        }
+        Some(p) if p >= now - chrono::Duration::milliseconds(999) => ts(p
+            .checked_add_signed(chrono::Duration::seconds(1))
+            .unwrap_or(p)),
         _ => ts(now),
     }
 }
