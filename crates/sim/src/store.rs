@@ -818,3 +818,150 @@ fn merge_custom_fields(merged: &mut Map, patch: Value) {
     }
     merged.insert("custom_fields".into(), Value::Object(current));
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::{Map, SimData};
+    use crate::schema::Kind;
+
+    const KINDS: [Kind; 8] = [
+        Kind::Deal,
+        Kind::Contact,
+        Kind::Note,
+        Kind::Task,
+        Kind::Call,
+        Kind::LossReason,
+        Kind::DealSource,
+        Kind::Tag,
+    ];
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (0u64..200).prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop::sample::select(vec![
+                "",
+                " ",
+                "x",
+                "12.5",
+                "12.345",
+                "-1",
+                "USD",
+                "DOGE",
+                "deal",
+                "contact",
+                "lead",
+                "2026-02-30",
+                "2026-02-03",
+                "2026-01-05T10:00:00Z",
+                "+262143-12-31T23:59:59Z",
+                "North",
+                "Mars",
+                "1e400",
+                "NaN",
+            ])
+            .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "Region",
+                        "Seats",
+                        "Referral code",
+                        "city",
+                        "line1",
+                        "zip",
+                        "x"
+                    ]),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn body(kind: Kind) -> impl Strategy<Value = Map> {
+        let mut names: Vec<&'static str> = kind.fields().iter().map(|f| f.name).collect();
+        names.extend(["bogus", "meta"]);
+        prop::collection::btree_map(prop::sample::select(names), value(), 0..6)
+            .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    /// The stored record must read back as the wire DTO the bridge uses.
+    fn reads_as_dto(kind: Kind, data: &Map) -> Result<(), serde_json::Error> {
+        let v = Value::Object(data.clone());
+        match kind {
+            Kind::Deal => serde_json::from_value::<sellsync_api::Deal>(v).map(drop),
+            Kind::Contact => serde_json::from_value::<sellsync_api::Contact>(v).map(drop),
+            Kind::Note => serde_json::from_value::<sellsync_api::Note>(v).map(drop),
+            Kind::Task => serde_json::from_value::<sellsync_api::Task>(v).map(drop),
+            Kind::Call => serde_json::from_value::<sellsync_api::Call>(v).map(drop),
+            Kind::LossReason => serde_json::from_value::<sellsync_api::LossReason>(v).map(drop),
+            Kind::DealSource => serde_json::from_value::<sellsync_api::DealSource>(v).map(drop),
+            _ => serde_json::from_value::<sellsync_api::Tag>(v).map(drop),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any body either is refused with 422-style field errors and nothing changes, or is
+        /// stored as a record that reads back as the wire DTO.
+        #[test]
+        fn any_body_is_refused_cleanly_or_stored_faithfully(k in 0..KINDS.len(), update in any::<bool>(), seed in 0..KINDS.len(), b in body(Kind::Deal), c in body(Kind::Contact), n in body(Kind::Note)) {
+            let kind = KINDS[k];
+            let body = match kind { Kind::Deal => b, Kind::Contact => c, _ => n };
+            let mut data = crate::demo::demo_data();
+            let before = data.clone();
+            let existing = if update {
+                data.rows(kind).nth(seed).map(|r| (r.data.get("id").and_then(Value::as_u64), r.data.clone()))
+            } else {
+                None
+            };
+            let (id, existing) = match existing { Some((id, e)) => (id, Some(e)), None => (None, None) };
+            match data.prepare(kind, &body, existing.as_ref(), 2) {
+                Ok(merged) => {
+                    let row = data.store(kind, id, merged, 2, chrono::Utc::now());
+                    prop_assert!(reads_as_dto(kind, &row.data).is_ok(), "{:?} {}", kind, Value::Object(row.data.clone()));
+                    if kind == Kind::Deal {
+                        prop_assert!(!row.data["value"].is_null());
+                    }
+                }
+                Err(errors) => {
+                    prop_assert!(!errors.is_empty());
+                    for e in &errors {
+                        prop_assert!(e.field.as_deref().is_some_and(|f| f.starts_with("/data/")));
+                    }
+                    prop_assert_eq!(&data, &before);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn demo_records_pass_their_own_validation() {
+        let data: SimData = crate::demo::demo_data();
+        for kind in KINDS {
+            for row in data.rows(kind) {
+                let ok = data.prepare(kind, &Map::new(), Some(&row.data), 2);
+                assert!(ok.is_ok(), "{kind:?} {}", json!(row.data));
+            }
+        }
+    }
+}
