@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use sellsync_api::{ErrorDetail, ErrorEnvelope, ErrorItem, ErrorItemMeta, ErrorsMeta};
 
 /// An error answer: a status and one or more errors. Rendered by the envelope layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {}", self.errors.iter().map(|e| e.code.as_str()).collect::<Vec<_>>().join(", "))]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
