@@ -201,3 +201,50 @@ async fn admin_routes_dump_seed_configure_and_count() {
         400
     );
 }
+
+#[tokio::test]
+async fn without_serve_a_dropped_connection_fault_answers_503() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sim = sellsync_sim::Sim::new(
+        sellsync_sim::demo_data(),
+        sellsync_sim::SimConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = sellsync_sim::app(sim.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    sim.set_faults(sellsync_sim::FaultConfig {
+        seed: 0,
+        rules: vec![sellsync_sim::FaultRule {
+            route: "*".into(),
+            fault: sellsync_sim::Fault::DropBeforeWrite,
+            probability: 1.0,
+            skip: 0,
+            times: Some(1),
+        }],
+    })
+    .expect("valid faults");
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let url = format!("http://{addr}/v2/users/self");
+    let token = sellsync_sim::token_for(ADMIN);
+    let res = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answered");
+    expect_error(res, 503, "temporarily_unavailable").await;
+    let res = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(res.status().as_u16(), 200);
+    server.abort();
+}

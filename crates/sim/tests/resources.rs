@@ -341,3 +341,45 @@ async fn visibility_rule_lets_a_rep_change_own_and_team_records_only() {
         .await;
     assert_eq!(res.status().as_u16(), 200, "everyone reads everything");
 }
+
+#[tokio::test]
+async fn concurrent_writes_are_all_applied_once() {
+    let r = std::sync::Arc::new(start().await);
+    let deal = r.deal_owned_by(ADMIN).await;
+    let version = |r: &Running| {
+        r.sim
+            .dump()
+            .row(sellsync_sim::Kind::Deal, deal)
+            .map(|row| row.version)
+    };
+    let before = version(&r).expect("deal");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for i in 0..10 {
+                let (s, _) = r
+                    .put(
+                        &format!("/v2/deals/{deal}"),
+                        json!({"data": {"name": format!("w{t}-{i}")}}),
+                    )
+                    .await;
+                ok += usize::from(s == 200);
+                let (s, _) = r.get(&format!("/v2/deals/{deal}")).await;
+                ok += usize::from(s == 200);
+            }
+            ok
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += t.await.expect("task");
+    }
+    assert_eq!(ok, 160);
+    assert_eq!(
+        version(&r),
+        Some(before + 80),
+        "every write bumped the version exactly once"
+    );
+}
