@@ -122,8 +122,8 @@ fn big_deal(layout: RegisterLayout, catalog: &Catalog, policy: &Policy) -> Recor
         "customized_win_likelihood",
         "estimated_close_date",
     ];
-    // 2 birth changes + 20 notes + 178 edits + 2 conflicting writes = 202 changes.
-    for step in 1..=178usize {
+    // Edits until the merged history holds about 200 changes.
+    for step in 1..=205usize {
         t += 1000;
         let field = lww[step % lww.len()];
         let value = match field {

@@ -11,7 +11,7 @@ use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, ValueRef};
 
 use crate::ActivityId;
 use crate::doc::{RecordDoc, Scope};
-use crate::register::{self, Found, RegisterLayout};
+use crate::register::{self, Found};
 use crate::schema::{ActivityKind, FieldKey};
 
 /// The registers of one map, by key; each list sorted by the LWW order (winner last).
@@ -63,24 +63,10 @@ fn str_of<'a>(v: &'a ValueRef<'_>) -> Option<&'a str> {
 
 /// Reads every register of `obj`. A key that `map_range` flags as conflicted is read with
 /// `get_all`; the others from the range itself.
-pub(crate) fn read_registers<D: ReadDoc>(
-    doc: &D,
-    layout: RegisterLayout,
-    obj: &ObjId,
-) -> Registers {
+pub(crate) fn read_registers<D: ReadDoc>(doc: &D, obj: &ObjId) -> Registers {
     let mut out = Registers::new();
     for item in doc.map_range(obj, ..) {
-        let found = if item.conflict {
-            register::read_all(doc, obj, &item.key)
-        } else {
-            let reg = match (&item.value, layout) {
-                (ValueRef::Scalar(ScalarValueRef::Str(s)), _) => register::unpack(s),
-                (ValueRef::Object(ObjType::Map), _) => register::read_object(doc, &item.id()),
-                _ => None,
-            };
-            reg.map(|reg| vec![Found { reg, op: item.id() }])
-                .unwrap_or_default()
-        };
+        let found = registers_of(doc, obj, &item);
         if !found.is_empty() {
             out.insert(item.key.into_owned(), found);
         }
@@ -88,30 +74,48 @@ pub(crate) fn read_registers<D: ReadDoc>(
     out
 }
 
+/// The registers under one `map_range` item: the item itself, or all of them (`get_all`) when
+/// the key holds concurrent writes.
+fn registers_of<D: ReadDoc>(
+    doc: &D,
+    obj: &ObjId,
+    item: &automerge::iter::MapRangeItem<'_>,
+) -> Vec<Found> {
+    if item.conflict {
+        return register::read_all(doc, obj, &item.key);
+    }
+    let reg = match &item.value {
+        ValueRef::Scalar(ScalarValueRef::Str(s)) => register::unpack(s),
+        ValueRef::Object(ObjType::Map) => register::read_object(doc, &item.id()),
+        _ => None,
+    };
+    reg.map(|reg| vec![Found { reg, op: item.id() }])
+        .unwrap_or_default()
+}
+
 impl RecordDoc {
     /// Reads the whole document once.
     pub(crate) fn snapshot(&self) -> Snapshot {
         let doc = &self.doc;
-        let layout = self.layout;
         let mut snap = Snapshot::default();
         for item in doc.map_range(ROOT, ..) {
             match item.key.as_ref() {
                 "edits" => snap.edits = u64_of(&item.value).unwrap_or(0),
                 "crm_id" => snap.crm_id = u64_of(&item.value),
-                "deleted" => snap.deleted = register::read_all(doc, &ROOT, "deleted"),
+                "deleted" => snap.deleted = registers_of(doc, &ROOT, &item),
                 _ => {}
             }
         }
-        snap.fields = read_registers(doc, layout, &self.objs.fields);
-        snap.custom = read_registers(doc, layout, &self.objs.custom);
-        snap.tags = read_registers(doc, layout, &self.objs.tags);
+        snap.fields = read_registers(doc, &self.objs.fields);
+        snap.custom = read_registers(doc, &self.objs.custom);
+        snap.tags = read_registers(doc, &self.objs.tags);
         for item in doc.map_range(&self.objs.activities, ..) {
             let (Ok(id), ValueRef::Object(ObjType::Map)) =
                 (item.key.parse::<ActivityId>(), &item.value)
             else {
                 continue;
             };
-            if let Some(act) = read_activity(doc, layout, &item.id()) {
+            if let Some(act) = read_activity(doc, &item.id()) {
                 snap.activities.insert(id, act);
             }
         }
@@ -129,28 +133,34 @@ impl RecordDoc {
     }
 }
 
-fn read_activity<D: ReadDoc>(doc: &D, layout: RegisterLayout, obj: &ObjId) -> Option<ActivitySnap> {
+fn read_activity<D: ReadDoc>(doc: &D, obj: &ObjId) -> Option<ActivitySnap> {
     let mut kind = None;
     let mut crm_id = None;
     let mut fields_obj = None;
     let mut content = None;
+    let mut born = Vec::new();
+    let mut deleted = Vec::new();
     for item in doc.map_range(obj, ..) {
         match (item.key.as_ref(), &item.value) {
             ("kind", v) => kind = str_of(v).and_then(ActivityKind::parse),
             ("crm_id", v) => crm_id = u64_of(v),
+            ("born", _) => born = registers_of(doc, obj, &item),
+            ("deleted", _) => deleted = registers_of(doc, obj, &item),
             ("fields", ValueRef::Object(ObjType::Map)) => fields_obj = Some(item.id()),
             ("content", ValueRef::Object(ObjType::Text)) => content = doc.text(item.id()).ok(),
             _ => {}
         }
     }
-    let fields = fields_obj
-        .as_ref()
-        .map(|f| read_registers(doc, layout, f))
-        .unwrap_or_default();
+    let kind = kind?;
+    // Notes keep their text in `content`; their `fields` map is empty, so skip reading it.
+    let fields = match (&fields_obj, kind) {
+        (Some(f), ActivityKind::Task | ActivityKind::Call) => read_registers(doc, f),
+        _ => Registers::new(),
+    };
     Some(ActivitySnap {
-        kind: kind?,
-        born: register::read_all(doc, obj, "born"),
-        deleted: register::read_all(doc, obj, "deleted"),
+        kind,
+        born,
+        deleted,
         crm_id,
         fields_obj,
         fields,

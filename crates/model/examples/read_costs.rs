@@ -1,3 +1,9 @@
+//! What reading a map costs in automerge 0.12: `get`/`get_all` per key against one `map_range`
+//! over the whole map, on a 30-key map with 200 writes. The numbers explain why the projection
+//! reads each map once (`crates/model/src/snapshot.rs`).
+//!
+//! `cargo run --release -p sellsync-model --example read_costs`
+
 use automerge::{Automerge, ObjType, ROOT, ReadDoc, transaction::Transactable};
 use std::time::Instant;
 fn main() {
