@@ -297,6 +297,24 @@ impl RecordDoc {
         }
     }
 
+    /// A replica of this document as it was at `heads`, writing as `device`. Changes made on it
+    /// are concurrent with every change not reachable from `heads`; merging it back brings them
+    /// together. The caller must make sure `device` has no change outside `heads` in this
+    /// document, or a change made on the fork would reuse a sequence number.
+    pub fn fork_at(
+        &self,
+        heads: &[ChangeHash],
+        device: &DeviceId,
+    ) -> Result<RecordDoc, automerge::AutomergeError> {
+        Ok(RecordDoc {
+            doc: self.doc.fork_at(heads)?.with_actor(actor_of(device)),
+            id: self.id.clone(),
+            kind: self.kind,
+            layout: self.layout,
+            objs: self.objs.clone(),
+        })
+    }
+
     /// Takes in every change `other` has that this replica lacks.
     pub fn merge(&mut self, other: &mut RecordDoc) -> Result<(), automerge::AutomergeError> {
         self.doc.merge(&mut other.doc).map(|_| ())

@@ -4,6 +4,7 @@
 use automerge::transaction::Transactable;
 use automerge::{ChangeHash, ROOT};
 
+use crate::ActivityId;
 use crate::doc::{RecordDoc, Scope, Slot, commit_options};
 use crate::edit::{EditCtx, write_audit};
 use crate::project::{AuditEntry, Chosen, Flag, FlagKind, Outcome, RecordState, entry_id};
@@ -346,6 +347,29 @@ impl RecordDoc {
         result.map(|s| s.hash).map_err(|f| f.error)
     }
 
+    /// Records the CRM's id for a note, task or call. `Ok(None)` when it is recorded already;
+    /// an unknown activity is an error and writes nothing.
+    pub fn set_activity_crm_id(
+        &mut self,
+        now_ms: i64,
+        activity: &ActivityId,
+        crm_id: u64,
+    ) -> Result<Option<ChangeHash>, ResolveError> {
+        let snap = self.snapshot();
+        let Some(found) = snap.activities.get(activity) else {
+            return Err(ResolveError::UnknownActivity(activity.to_string()));
+        };
+        if found.crm_id == Some(crm_id) {
+            return Ok(None);
+        }
+        let obj = crate::doc::map_at(&self.doc, &self.objs.activities, activity.as_str())
+            .ok_or_else(|| ResolveError::UnknownActivity(activity.to_string()))?;
+        self.commit(&format!("crm id of {activity} recorded"), now_ms, |tx| {
+            tx.put(&obj, "crm_id", crm_id)
+        })
+        .map(Some)
+    }
+
     fn commit<F>(&mut self, message: &str, now_ms: i64, f: F) -> Result<ChangeHash, ResolveError>
     where
         F: FnOnce(
@@ -374,4 +398,106 @@ fn same_set(a: &[String], b: &[String]) -> bool {
     a.sort();
     b.sort();
     a == b
+}
+
+#[cfg(test)]
+mod bridge_support_tests {
+    use crate::{
+        ActivityId, Author, Catalog, DeviceId, Edit, EditCtx, FieldKey, Policy, RecordDoc,
+        RecordId, RecordKind, RegisterLayout, UserId, Value,
+    };
+
+    fn doc_with_note() -> (RecordDoc, Author) {
+        let author = Author {
+            user: UserId(2),
+            device: "phone".parse().unwrap(),
+        };
+        let (catalog, policy) = (Catalog::default(), Policy::default());
+        let ctx = EditCtx {
+            author: &author,
+            now_ms: 1_000,
+            catalog: &catalog,
+            policy: &policy,
+        };
+        let id: RecordId = "d1".parse().unwrap();
+        let mut doc = RecordDoc::create(
+            RecordKind::Deal,
+            id,
+            RegisterLayout::Packed,
+            &ctx,
+            vec![(FieldKey::std("name"), Value::Text("D".into()))],
+        )
+        .unwrap();
+        let note: ActivityId = "n1".parse().unwrap();
+        doc.apply(
+            &ctx,
+            "note",
+            &[Edit::AddNote {
+                id: note,
+                content: "hi".into(),
+            }],
+        )
+        .unwrap();
+        (doc, author)
+    }
+
+    #[test]
+    fn activity_crm_id_is_recorded_once_and_unknown_activity_is_refused() {
+        let (mut doc, _) = doc_with_note();
+        let note: ActivityId = "n1".parse().unwrap();
+        assert!(doc.set_activity_crm_id(2_000, &note, 77).unwrap().is_some());
+        assert!(doc.set_activity_crm_id(2_001, &note, 77).unwrap().is_none());
+        let (catalog, policy) = (Catalog::default(), Policy::default());
+        let p = doc.project(&crate::ProjectCtx {
+            catalog: &catalog,
+            policy: &policy,
+            directory: &crate::AssumeLive,
+        });
+        assert_eq!(p.record.activities[0].crm_id, Some(77));
+        let heads = doc.heads();
+        assert!(
+            doc.set_activity_crm_id(3_000, &"nope".parse().unwrap(), 1)
+                .is_err()
+        );
+        assert_eq!(doc.heads(), heads);
+    }
+
+    #[test]
+    fn a_change_on_a_fork_at_old_heads_is_concurrent_with_later_changes() {
+        let (mut doc, author) = doc_with_note();
+        let old = doc.heads();
+        let (catalog, policy) = (Catalog::default(), Policy::default());
+        let ctx = EditCtx {
+            author: &author,
+            now_ms: 5_000,
+            catalog: &catalog,
+            policy: &policy,
+        };
+        doc.apply(
+            &ctx,
+            "hot",
+            &[Edit::Set(FieldKey::std("hot"), Value::Bool(true))],
+        )
+        .unwrap();
+        let later = doc.heads();
+        let mut fork = doc.fork_at(&old, &DeviceId::crm()).unwrap();
+        let crm = Author {
+            user: UserId(3),
+            device: DeviceId::crm(),
+        };
+        let ctx = EditCtx {
+            author: &crm,
+            ..ctx
+        };
+        fork.apply(
+            &ctx,
+            "crm",
+            &[Edit::Set(FieldKey::std("name"), Value::Text("E".into()))],
+        )
+        .unwrap();
+        doc.merge(&mut fork).unwrap();
+        let heads = doc.heads();
+        assert_eq!(heads.len(), 2);
+        assert!(later.iter().all(|h| heads.contains(h)));
+    }
 }
