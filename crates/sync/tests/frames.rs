@@ -142,3 +142,18 @@ fn the_header_alone_reports_an_oversized_frame() {
     ));
     assert_eq!(frame_len(&header[..5], DEFAULT_MAX_FRAME), Ok(None));
 }
+
+/// Inputs that once broke the decoder (or were written to guard a risky path) replay as plain
+/// tests: each must decode to a frame or an error without panicking.
+#[test]
+fn fuzz_crashers_replay_without_panicking() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-crashers");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the crashers directory exists") {
+        let bytes = std::fs::read(entry.expect("readable entry").path()).expect("readable file");
+        let _ = Frame::decode(&bytes, DEFAULT_MAX_FRAME);
+        let _ = frame_len(&bytes, DEFAULT_MAX_FRAME);
+        n += 1;
+    }
+    assert!(n > 0, "no inputs found in {}", dir.display());
+}
