@@ -601,7 +601,7 @@ impl RecordDoc {
 
         // Required fields.
         if deletion.state == RecordState::Live {
-            for key in required_fields(self.kind, ctx.catalog) {
+            for key in required_fields(self.kind, ctx.catalog, &fields) {
                 let missing = fields.get(&key).is_none_or(|v| *v == Value::Null);
                 let conflicted = conflicts.iter().any(|c| {
                     c.slot()
@@ -803,12 +803,26 @@ fn resolve_outcome(tier: Tier, candidates: &[Found]) -> Outcome {
     }
 }
 
-fn required_fields(kind: RecordKind, catalog: &Catalog) -> Vec<FieldKey> {
+fn required_fields(
+    kind: RecordKind,
+    catalog: &Catalog,
+    fields: &BTreeMap<FieldKey, Value>,
+) -> Vec<FieldKey> {
     let mut out: Vec<FieldKey> = crate::schema::record_fields(kind)
         .iter()
         .filter(|s| s.required)
         .map(|s| FieldKey::std(s.name))
         .collect();
+    // Sell requires a name for an organization and a last name for a person.
+    if kind == RecordKind::Contact {
+        let organization =
+            fields.get(&FieldKey::std("is_organization")) == Some(&Value::Bool(true));
+        out.push(FieldKey::std(if organization {
+            "name"
+        } else {
+            "last_name"
+        }));
+    }
     if catalog.loaded
         && let Some(defs) = catalog.custom_fields.get(&kind)
     {

@@ -850,3 +850,46 @@ fn a_clock_behind_still_orders_after_what_it_has_seen() {
     assert_eq!(c.len(), 1);
     assert!(c[0].at > T0, "hybrid clock: after the creation it saw");
 }
+
+#[test]
+fn a_contact_needs_a_last_name_or_an_organization_name() {
+    let w = World::new();
+    let a = author(2, "a");
+    let ctx = w.ctx(&a, T0);
+    let person = RecordDoc::create(
+        RecordKind::Contact,
+        "c1".parse().unwrap(),
+        RegisterLayout::Packed,
+        &ctx,
+        vec![
+            (key("first_name"), text("Jo")),
+            (key("email"), text("jo@example.com")),
+        ],
+    )
+    .unwrap();
+    let p = w.project(&person);
+    assert!(
+        matches!(p.conflicts.as_slice(), [Conflict::Validation { slot, .. }] if slot.to_string() == "last_name")
+    );
+    let org = RecordDoc::create(
+        RecordKind::Contact,
+        "c2".parse().unwrap(),
+        RegisterLayout::Packed,
+        &ctx,
+        vec![
+            (key("is_organization"), Value::Bool(true)),
+            (key("name"), text("Acme")),
+        ],
+    )
+    .unwrap();
+    assert!(w.project(&org).conflicts.is_empty());
+    let mut org = org;
+    let err = org
+        .apply(
+            &ctx,
+            "flip",
+            &[Edit::Set(key("is_organization"), Value::Bool(false))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, EditError::CreateOnly { .. }));
+}
