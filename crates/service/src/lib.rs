@@ -1,0 +1,19 @@
+//! The tokio shell of sellsync: nodes on real stores, talking over WebSockets.
+//!
+//! - [`StoreReplica`]: the sync protocol's [`sellsync_sync::Replica`] over a
+//!   `sellsync_store::Store`, with access from an [`Acl`] file and tokens verified by the store.
+//! - [`Node`]: a replica plus what the node does after receiving changes (automatic
+//!   resolutions recorded, conflict and notification views refreshed) and the user's edits.
+//! - [`net`]: the WebSocket transport: a listener that accepts sessions (hub, or a device's LAN
+//!   peers) and a dialer that runs one session to the end.
+#![deny(missing_docs)]
+
+pub mod acl;
+pub mod net;
+mod node;
+mod replica;
+pub mod token;
+
+pub use acl::{Acl, AclError};
+pub use node::{Node, NodeError};
+pub use replica::{CATALOG_ID, DEFAULT_CACHE_BUDGET, DocAccess, StoreReplica, actor_of, root_kind};

@@ -1,0 +1,319 @@
+//! The WebSocket transport: one protocol [`Session`] per connection, frames as binary messages.
+//!
+//! Invariants:
+//! - Each session event is handled on the blocking pool with the node locked, so the store is
+//!   only touched from blocking code and one session step at a time.
+//! - A frame larger than the session's limit is refused by the WebSocket layer (message and
+//!   frame size caps) before it is buffered whole; a text message, or bytes the session cannot
+//!   decode, end that connection only.
+//! - Every wait on the network is bounded by [`NetConfig::idle_timeout`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sellsync_model::RecordId;
+use sellsync_sync::{CloseReason, Effect, Effects, Event, Limits, Peer, Session};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::node::{Node, NodeError};
+
+/// The clock of the shell, in unix ms (the pure crates take time as an argument).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Transport settings.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    /// The session's frame limits.
+    pub limits: Limits,
+    /// The longest wait for the peer's next message.
+    pub idle_timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl NetConfig {
+    fn ws(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .max_message_size(Some(self.limits.max_frame))
+            .max_frame_size(Some(self.limits.max_frame))
+    }
+}
+
+/// What one connection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The authenticated peer, if the handshake got that far.
+    pub peer: Option<Peer>,
+    /// Documents that received changes from the peer.
+    pub changed: Vec<RecordId>,
+    /// Documents the hub said this node's user may no longer see.
+    pub revoked: Vec<RecordId>,
+    /// Frames sent and received.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Bytes of frames sent.
+    pub bytes_sent: u64,
+    /// Bytes of frames received.
+    pub bytes_received: u64,
+    /// The exchange completed.
+    pub finished: bool,
+    /// Why it ended early, if it did.
+    pub closed: Option<CloseReason>,
+    /// A failure of this node while carrying out effects (storage).
+    pub error: Option<String>,
+}
+
+/// Errors of the transport itself (before a session runs).
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The WebSocket connection could not be made.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL dialed.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The blocking pool failed (the runtime is shutting down).
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// A node shared by the connections of one process.
+pub type SharedNode = Arc<Mutex<Node>>;
+
+fn lock(node: &SharedNode) -> MutexGuard<'_, Node> {
+    // A panic while holding the lock leaves the node in a state every store call still checks.
+    node.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+enum Ev {
+    Opened,
+    Frame(Vec<u8>),
+    Closed,
+}
+
+/// Carries out the effects that touch the node: persists advanced checkpoints, and refreshes
+/// the views of changed documents. Returns the changed documents and the last failure.
+pub fn carry_out(node: &mut Node, fx: &Effects, now_ms: i64) -> (Vec<RecordId>, Option<String>) {
+    let mut err = None;
+    let mut changed = Vec::new();
+    for e in &fx.effects {
+        let r: Result<(), NodeError> = match e {
+            Effect::CheckpointAdvanced { peer, checkpoint } => node
+                .replica_ref()
+                .set_checkpoint(peer, *checkpoint)
+                .map_err(NodeError::from),
+            Effect::DocumentsChanged(ids) => {
+                changed.extend(ids.iter().cloned());
+                node.refresh(ids, now_ms)
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            err = Some(e.to_string());
+        }
+    }
+    (changed, err)
+}
+
+/// Handles one event on the blocking pool and carries out its effects (checkpoints,
+/// refreshed views).
+async fn step(
+    node: &SharedNode,
+    mut session: Session,
+    ev: Ev,
+    out: &mut Outcome,
+) -> Result<(Session, Effects), NetError> {
+    let node = node.clone();
+    let (session, fx, err, changed) = tokio::task::spawn_blocking(move || {
+        let now = now_ms();
+        let mut n = lock(&node);
+        n.replica().set_now(now);
+        let event = match &ev {
+            Ev::Opened => Event::Opened,
+            Ev::Frame(f) => Event::Received(f),
+            Ev::Closed => Event::Closed,
+        };
+        let fx = session.handle(n.replica(), event);
+        let (changed, err) = carry_out(&mut n, &fx, now);
+        (session, fx, err, changed)
+    })
+    .await
+    .map_err(|e| NetError::Runtime(e.to_string()))?;
+    if let Some(e) = err {
+        tracing::warn!("after a sync step: {e}");
+        out.error = Some(e);
+    }
+    out.changed.extend(changed);
+    for e in &fx.effects {
+        match e {
+            Effect::Authenticated(p) => out.peer = Some(p.clone()),
+            Effect::AccessRevoked(ids) => out.revoked.extend(ids.iter().cloned()),
+            Effect::Finished => out.finished = true,
+            Effect::Close(reason) => {
+                tracing::info!("closing connection: {reason:?}");
+                out.closed = Some(reason.clone());
+            }
+            Effect::Ignored { doc, reason } => tracing::debug!("ignored {doc}: {reason:?}"),
+            _ => {}
+        }
+    }
+    Ok((session, fx))
+}
+
+/// Runs `session` over `ws` to its end. The dialer's session is opened here.
+pub async fn run_session<S>(
+    mut ws: WebSocketStream<S>,
+    node: SharedNode,
+    session: Session,
+    dialer: bool,
+    cfg: NetConfig,
+) -> Result<Outcome, NetError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut out = Outcome::default();
+    let mut session = session;
+    let mut ev = if dialer { Some(Ev::Opened) } else { None };
+    loop {
+        if let Some(e) = ev.take() {
+            let (s, fx) = step(&node, session, e, &mut out).await?;
+            session = s;
+            let ended = fx.ended();
+            let mut send_failed = false;
+            for f in fx.send {
+                out.frames_sent += 1;
+                out.bytes_sent += f.len() as u64;
+                if ws.send(Message::Binary(f.into())).await.is_err() {
+                    send_failed = true;
+                    break;
+                }
+            }
+            if ended {
+                let _ = ws.close(None).await;
+                break;
+            }
+            if send_failed {
+                let (s, _) = step(&node, session, Ev::Closed, &mut out).await?;
+                session = s;
+                drop(session);
+                break;
+            }
+        }
+        let next = tokio::time::timeout(cfg.idle_timeout, ws.next()).await;
+        ev = Some(match next {
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                out.frames_received += 1;
+                out.bytes_received += b.len() as u64;
+                Ev::Frame(b.to_vec())
+            }
+            // A text message is not a frame: hand it to the decoder, which refuses it.
+            Ok(Some(Ok(Message::Text(t)))) => Ev::Frame(t.as_bytes().to_vec()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => continue,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Err(_) => Ev::Closed,
+            Ok(Some(Err(e))) => {
+                tracing::info!("connection error: {e}");
+                Ev::Closed
+            }
+        });
+        if matches!(ev, Some(Ev::Closed)) {
+            let (_s, _) = step(&node, session, Ev::Closed, &mut out).await?;
+            if out.closed.is_none() && !out.finished {
+                out.closed = Some(CloseReason::ConnectionLost);
+            }
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Dials `url` and runs one session to its end.
+pub async fn dial(
+    url: &str,
+    node: SharedNode,
+    session: Session,
+    cfg: NetConfig,
+) -> Result<Outcome, NetError> {
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(cfg.ws()), true);
+    let (ws, _) = tokio::time::timeout(cfg.idle_timeout, connect)
+        .await
+        .map_err(|_| NetError::Connect {
+            url: url.to_owned(),
+            reason: "timed out".into(),
+        })?
+        .map_err(|e| NetError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    run_session(ws, node, session, true, cfg).await
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, running one session per
+/// connection built by `make_session`. Each connection's outcome is logged.
+pub async fn serve(
+    listener: TcpListener,
+    node: SharedNode,
+    make_session: impl Fn() -> Session + Send + Sync + 'static,
+    cfg: NetConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let make_session = Arc::new(make_session);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                continue;
+            }
+        };
+        let node = node.clone();
+        let make_session = make_session.clone();
+        tokio::spawn(async move {
+            let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws()));
+            let ws = match tokio::time::timeout(cfg.idle_timeout, handshake).await {
+                Ok(Ok(ws)) => ws,
+                Ok(Err(e)) => {
+                    tracing::info!("{addr}: websocket handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("{addr}: websocket handshake timed out");
+                    return;
+                }
+            };
+            match run_session(ws, node, make_session(), false, cfg).await {
+                Ok(o) => tracing::info!(
+                    "{addr}: session ended: finished={} changed={} closed={:?}",
+                    o.finished,
+                    o.changed.len(),
+                    o.closed
+                ),
+                Err(e) => tracing::warn!("{addr}: {e}"),
+            }
+        });
+    }
+}

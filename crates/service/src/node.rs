@@ -1,0 +1,336 @@
+//! A node: its replica, and what it does with documents besides syncing them.
+
+use std::sync::Arc;
+
+use sellsync_model::{
+    AssumeLive, Author, Catalog, CatalogDoc, DeviceId, Edit, EditCtx, EditError, FieldKey,
+    LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout, UserId,
+    Value,
+};
+use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
+
+use crate::acl::Acl;
+use crate::replica::{CATALOG_ID, StoreReplica};
+
+/// What can go wrong on a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store has no identity: run init first.
+    #[error("this store has no node identity yet (initialise it first)")]
+    NoIdentity,
+    /// A document is not a record or catalog of ours.
+    #[error("document {0}: {1}")]
+    Load(RecordId, Box<LoadError>),
+    /// No such record.
+    #[error("no record {0}")]
+    NoRecord(RecordId),
+    /// The record already exists.
+    #[error("record {0} already exists")]
+    Exists(RecordId),
+    /// An edit was refused.
+    #[error(transparent)]
+    Edit(#[from] Box<EditError>),
+    /// Automerge failed while recording a resolution.
+    #[error("document {0}: {1}")]
+    Automerge(RecordId, Box<automerge::AutomergeError>),
+}
+
+/// A hub or device: its replica plus projection and edit helpers.
+#[derive(Debug)]
+pub struct Node {
+    replica: StoreReplica,
+    identity: NodeIdentity,
+}
+
+fn catalog_id() -> RecordId {
+    // A constant valid id.
+    CATALOG_ID.parse().expect("valid record id")
+}
+
+impl Node {
+    /// Opens the node of an initialised store.
+    pub fn open(store: Arc<Store>, acl: Acl) -> Result<Node, NodeError> {
+        let identity = store.read()?.identity()?.ok_or(NodeError::NoIdentity)?;
+        let user = match identity.role {
+            Role::Hub => None,
+            Role::Device => Some(identity.user_id),
+        };
+        let replica = StoreReplica::new(store, identity.device_id.clone(), user, acl);
+        let mut node = Node { replica, identity };
+        node.reload_catalog()?;
+        Ok(node)
+    }
+
+    /// Writes a node identity into `store` (replacing any).
+    pub fn init(store: &Store, identity: &NodeIdentity) -> Result<(), NodeError> {
+        store.write(|w| w.set_identity(identity))?;
+        Ok(())
+    }
+
+    /// The node's identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The replica, for sessions.
+    pub fn replica(&mut self) -> &mut StoreReplica {
+        &mut self.replica
+    }
+
+    /// The replica, read-only.
+    pub fn replica_ref(&self) -> &StoreReplica {
+        &self.replica
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<Store> {
+        self.replica.store()
+    }
+
+    fn author(&self) -> Author {
+        Author {
+            user: self.identity.user_id,
+            device: self.identity.device_id.clone(),
+        }
+    }
+
+    /// Reads the catalog document into the replica (an empty catalog when there is none).
+    pub fn reload_catalog(&mut self) -> Result<(), NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let bytes = self.replica.docs().with_doc(&id, |d| d.save())?;
+        let catalog = match bytes {
+            None => Catalog::default(),
+            Some(b) => CatalogDoc::load(&b, &node)
+                .and_then(|c| c.read())
+                .map_err(|e| NodeError::Load(id, Box::new(e)))?,
+        };
+        self.replica.set_catalog(catalog);
+        Ok(())
+    }
+
+    /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`.
+    pub fn write_catalog(&mut self, catalog: &Catalog, now_ms: i64) -> Result<(), NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let secs = now_ms.div_euclid(1000);
+        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
+            let mut cdoc = if doc.get_heads().is_empty() {
+                CatalogDoc::new(&node, secs)
+            } else {
+                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
+            };
+            cdoc.write(catalog, secs).map_err(|e| e.to_string())?;
+            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        })?;
+        result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
+        self.reload_catalog()
+    }
+
+    /// Runs `f` on a record document as this node, persists what it wrote and refreshes the
+    /// record's views.
+    fn with_record<R>(
+        &mut self,
+        id: &RecordId,
+        now_ms: i64,
+        f: impl FnOnce(&mut RecordDoc, &EditCtx<'_>) -> Result<R, NodeError>,
+    ) -> Result<R, NodeError> {
+        let kind = self
+            .replica
+            .docs()
+            .kind(id)?
+            .ok_or_else(|| NodeError::NoRecord(id.clone()))?;
+        let author = self.author();
+        let node = self.identity.device_id.clone();
+        let catalog = self.replica.catalog().clone();
+        let policy = self.replica.policy().clone();
+        let out = self.replica.docs().with_doc_mut(id, &kind, |doc| {
+            let taken = std::mem::take(doc);
+            let mut rd = match RecordDoc::from_automerge(taken.clone(), &node) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    *doc = taken;
+                    return Err(NodeError::Load(id.clone(), Box::new(e)));
+                }
+            };
+            let ctx = EditCtx {
+                author: &author,
+                now_ms,
+                catalog: &catalog,
+                policy: &policy,
+            };
+            let out = f(&mut rd, &ctx);
+            // Only a successful action is kept; a failed one leaves the document as it was.
+            *doc = if out.is_ok() {
+                std::mem::take(rd.automerge_mut())
+            } else {
+                taken
+            };
+            out
+        })??;
+        self.refresh(std::slice::from_ref(id), now_ms)?;
+        Ok(out)
+    }
+
+    /// Creates a record with its initial fields.
+    pub fn create(
+        &mut self,
+        kind: RecordKind,
+        id: &RecordId,
+        fields: Vec<(FieldKey, Value)>,
+        now_ms: i64,
+    ) -> Result<(), NodeError> {
+        if self.replica.docs().kind(id)?.is_some() {
+            return Err(NodeError::Exists(id.clone()));
+        }
+        let author = self.author();
+        let ctx = EditCtx {
+            author: &author,
+            now_ms,
+            catalog: self.replica.catalog(),
+            policy: self.replica.policy(),
+        };
+        let mut rd = RecordDoc::create(kind, id.clone(), RegisterLayout::Packed, &ctx, fields)
+            .map_err(Box::new)?;
+        self.replica
+            .docs()
+            .with_doc_mut(id, kind.as_str(), |doc| doc.merge(rd.automerge_mut()))?
+            .map_err(|e| NodeError::Automerge(id.clone(), Box::new(e)))?;
+        self.refresh(std::slice::from_ref(id), now_ms)
+    }
+
+    /// Applies one user action to a record.
+    pub fn apply(
+        &mut self,
+        id: &RecordId,
+        message: &str,
+        edits: &[Edit],
+        now_ms: i64,
+    ) -> Result<(), NodeError> {
+        self.with_record(id, now_ms, |rd, ctx| {
+            rd.apply(ctx, message, edits).map_err(Box::new)?;
+            Ok(())
+        })
+    }
+
+    /// Runs an arbitrary action (a resolution) on a record.
+    pub fn act<R>(
+        &mut self,
+        id: &RecordId,
+        now_ms: i64,
+        f: impl FnOnce(&mut RecordDoc, &EditCtx<'_>) -> Result<R, NodeError>,
+    ) -> Result<R, NodeError> {
+        self.with_record(id, now_ms, f)
+    }
+
+    /// The projection of a record, or `None` if it is not held (or not a record).
+    pub fn project(&mut self, id: &RecordId) -> Result<Option<Projection>, NodeError> {
+        let node = self.identity.device_id.clone();
+        let catalog = self.replica.catalog().clone();
+        let policy = self.replica.policy().clone();
+        let doc = self.replica.docs().with_doc(id, |d| d.clone())?;
+        let Some(doc) = doc else { return Ok(None) };
+        if crate::replica::root_kind(&doc).as_deref() == Some("catalog") {
+            return Ok(None);
+        }
+        let rd = RecordDoc::from_automerge(doc, &node)
+            .map_err(|e| NodeError::Load(id.clone(), Box::new(e)))?;
+        Ok(Some(rd.project(&ProjectCtx {
+            catalog: &catalog,
+            policy: &policy,
+            directory: &AssumeLive,
+        })))
+    }
+
+    /// Every record id held, with its kind (the catalog excluded), in id order.
+    pub fn records(&self) -> Result<Vec<(RecordId, String)>, NodeError> {
+        let mut out: Vec<(RecordId, String)> = self
+            .store()
+            .read()?
+            .changed_since(0, usize::MAX)?
+            .into_iter()
+            .filter(|e| e.kind != "catalog")
+            .map(|e| (e.record, e.kind))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// After documents changed (received from a peer or edited here): reloads the catalog if it
+    /// changed, records automatic resolutions in each record, and rewrites its conflicts view
+    /// and new notifications. Notifications are stored once each (keyed by their stable id).
+    pub fn refresh(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+        let author = self.author();
+        let node = self.identity.device_id.clone();
+        if ids.iter().any(|i| i.as_str() == CATALOG_ID) {
+            self.reload_catalog()?;
+        }
+        let catalog = self.replica.catalog().clone();
+        let policy = self.replica.policy().clone();
+        for id in ids.iter().filter(|i| i.as_str() != CATALOG_ID) {
+            let Some(kind) = self.replica.docs().kind(id)? else {
+                continue;
+            };
+            self.replica.docs().batch(|b| {
+                let projection = b.with_doc_mut(id, &kind, |doc| {
+                    let taken = std::mem::take(doc);
+                    let Ok(mut rd) = RecordDoc::from_automerge(taken.clone(), &node) else {
+                        *doc = taken;
+                        return None;
+                    };
+                    let ctx = EditCtx {
+                        author: &author,
+                        now_ms,
+                        catalog: &catalog,
+                        policy: &policy,
+                    };
+                    // A failed audit write leaves the document as it was; the view is still
+                    // refreshed from the merged content.
+                    if rd.record_automatic_resolutions(&ctx).is_err() {
+                        *rd.automerge_mut() = taken.with_actor(crate::actor_of(&node));
+                    }
+                    let p = rd.project(&ProjectCtx {
+                        catalog: &catalog,
+                        policy: &policy,
+                        directory: &AssumeLive,
+                    });
+                    *doc = std::mem::take(rd.automerge_mut());
+                    Some(p)
+                })?;
+                let Some(p) = projection else { return Ok(()) };
+                let view = if p.conflicts.is_empty() {
+                    None
+                } else {
+                    // Serialising plain data cannot fail.
+                    Some(serde_json::to_vec(&p.conflicts).expect("conflicts serialise"))
+                };
+                let w = b.store();
+                w.set_conflicts(id, view.as_deref())?;
+                for n in &p.notifications {
+                    let key = format!("service/notified/{}", n.id);
+                    if w.kv_get(&key)?.is_none() {
+                        let body = serde_json::to_vec(n).expect("notification serialises");
+                        w.add_notification(n.to, now_ms, &body)?;
+                        w.kv_put(&key, b"")?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// This node's user.
+    pub fn user(&self) -> UserId {
+        self.identity.user_id
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &DeviceId {
+        &self.identity.device_id
+    }
+}

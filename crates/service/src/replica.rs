@@ -1,0 +1,388 @@
+//! The store-backed [`Replica`]: sessions read and write a real `sellsync_store::Store`.
+//!
+//! Invariants:
+//! - Every [`Replica::receive`] batch is one store write transaction: documents, sync states
+//!   and feed entries of the whole batch commit together or not at all.
+//! - A document is stored under the kind its root names (`deal`, `contact`, `catalog`); a new
+//!   document without a valid kind is refused.
+//! - The catalog document (id [`CATALOG_ID`]) is visible to every user; a record is visible
+//!   according to [`Acl`], from the candidates of its `owner_id` field.
+//! - The checkpoint kept for a peer's feed is stored as the peer checkpoint's `theirs` bytes,
+//!   a u64 little-endian.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{ActorId, Automerge, ChangeHash, ROOT, ReadDoc};
+use sellsync_model::{
+    Catalog, DeviceId, FieldKey, Policy, RecordDoc, RecordId, Slot, UserId, Value,
+};
+use sellsync_store::{Docs, Store, StoreError, StoreRead};
+use sellsync_sync::{
+    FeedSlice, Incoming, Peer, Principal, Received, Replica, Role, TokenRefused, Visibility,
+};
+
+use crate::acl::Acl;
+
+/// The record id of the catalog document a hub shares with every device.
+pub const CATALOG_ID: &str = "catalog";
+
+/// Default memory budget of the document cache.
+pub const DEFAULT_CACHE_BUDGET: usize = 256 << 20;
+
+/// The automerge actor of a node's changes (the same bytes the model uses).
+pub fn actor_of(node: &DeviceId) -> ActorId {
+    ActorId::from(node.as_str().as_bytes())
+}
+
+/// The kind a document's root names (`kind` key), if it is a plain string.
+pub fn root_kind(doc: &Automerge) -> Option<String> {
+    match doc.get(ROOT, "kind").ok()?? {
+        (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Who a document is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocAccess {
+    /// Every user (the catalog).
+    Everyone,
+    /// The candidate owners of a record (empty: no owner; admins only).
+    Owners(Vec<UserId>),
+}
+
+/// One node's documents, feed, sync states and access rules, on a store.
+#[derive(Debug)]
+pub struct StoreReplica {
+    /// Interior mutability because [`Replica::generate`] reads through a cache that loads
+    /// documents on demand. Never borrowed across calls.
+    docs: RefCell<Docs>,
+    node: DeviceId,
+    user: Option<UserId>,
+    acl: Acl,
+    /// The time used to check token expiry, set by the caller (the shell reads the clock).
+    now_ms: i64,
+    catalog: Catalog,
+    policy: Policy,
+}
+
+impl StoreReplica {
+    /// A replica of `store` for `node`, acting for `user` (`None` for a hub).
+    pub fn new(store: Arc<Store>, node: DeviceId, user: Option<UserId>, acl: Acl) -> StoreReplica {
+        let mut docs = Docs::new(store, DEFAULT_CACHE_BUDGET);
+        docs.set_actor(actor_of(&node));
+        StoreReplica {
+            docs: RefCell::new(docs),
+            node,
+            user,
+            acl,
+            now_ms: 0,
+            catalog: Catalog::default(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &DeviceId {
+        &self.node
+    }
+
+    /// This node's user (`None` for a hub).
+    pub fn user(&self) -> Option<UserId> {
+        self.user
+    }
+
+    /// The store.
+    pub fn store(&self) -> Arc<Store> {
+        self.docs.borrow().store().clone()
+    }
+
+    /// Sets the time at which tokens are checked.
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The current time as set by the caller.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// Replaces the catalog used to read owners and validate edits.
+    pub fn set_catalog(&mut self, catalog: Catalog) {
+        self.catalog = catalog;
+    }
+
+    /// The catalog in use.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The field policy in use.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The access rules in use.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    /// The document cache, for the node's own edits.
+    pub fn docs(&self) -> std::cell::RefMut<'_, Docs> {
+        self.docs.borrow_mut()
+    }
+
+    /// Records that this node has everything of `peer`'s feed up to `checkpoint`.
+    pub fn set_checkpoint(&self, peer: &DeviceId, checkpoint: u64) -> Result<(), StoreError> {
+        self.store()
+            .write(|w| w.set_peer_theirs(peer, &checkpoint.to_le_bytes()))
+    }
+
+    /// Who may see `doc`.
+    pub fn access_of(&self, doc: &Automerge) -> DocAccess {
+        if root_kind(doc).as_deref() == Some("catalog") {
+            return DocAccess::Everyone;
+        }
+        let Ok(record) = RecordDoc::from_automerge(doc.clone(), &self.node) else {
+            return DocAccess::Owners(Vec::new());
+        };
+        let slot = Slot::record(FieldKey::Std("owner_id".into()));
+        let owners = record
+            .field_candidates(&self.catalog, &self.policy, &slot)
+            .into_iter()
+            .filter_map(|c| match c.value {
+                Value::Ref(u) => Some(UserId(u)),
+                _ => None,
+            })
+            .collect();
+        DocAccess::Owners(owners)
+    }
+
+    /// Whether `user` may see `doc`.
+    pub fn visible_to(&self, user: UserId, doc: &Automerge) -> bool {
+        match self.access_of(doc) {
+            DocAccess::Everyone => true,
+            DocAccess::Owners(o) => self.acl.may_see_any(user, &o),
+        }
+    }
+
+    fn may_hold(&self, peer: &Peer, doc: &Automerge) -> bool {
+        [peer.user, self.user]
+            .into_iter()
+            .flatten()
+            .all(|u| self.visible_to(u, doc))
+    }
+
+    fn receive_existing(
+        &self,
+        b: &mut sellsync_store::DocBatch<'_, '_>,
+        peer: &Peer,
+        kind: &str,
+        inc: Incoming<'_>,
+    ) -> Result<Received, StoreError> {
+        let saved = inc.state.clone();
+        let state = inc.state;
+        let message = inc.message;
+        let (ok, changed) = b.with_doc_mut(inc.doc, kind, |doc| {
+            let before = doc.get_heads();
+            let ok = doc.receive_sync_message(state, message).is_ok();
+            (ok, doc.get_heads() != before)
+        })?;
+        if !ok {
+            *state = saved;
+            return Ok(Received::Rejected);
+        }
+        b.store()
+            .put_sync_state(&peer.node, inc.doc, &state.encode())?;
+        Ok(Received::Applied { changed })
+    }
+
+    fn receive_new(
+        &self,
+        b: &mut sellsync_store::DocBatch<'_, '_>,
+        peer: &Peer,
+        inc: Incoming<'_>,
+    ) -> Result<Received, StoreError> {
+        let saved = inc.state.clone();
+        let mut tmp = Automerge::new();
+        if tmp.receive_sync_message(inc.state, inc.message).is_err() {
+            *inc.state = saved;
+            return Ok(Received::Rejected);
+        }
+        if tmp.get_heads().is_empty() {
+            b.store()
+                .put_sync_state(&peer.node, inc.doc, &inc.state.encode())?;
+            return Ok(Received::Applied { changed: false });
+        }
+        let kind = root_kind(&tmp).filter(|k| !k.is_empty() && k.len() <= 64);
+        let Some(kind) = kind else {
+            *inc.state = saved;
+            return Ok(Received::Denied);
+        };
+        if !self.may_hold(peer, &tmp) {
+            *inc.state = saved;
+            return Ok(Received::Denied);
+        }
+        let merged = b.with_doc_mut(inc.doc, &kind, |doc| doc.merge(&mut tmp).is_ok())?;
+        if !merged {
+            *inc.state = saved;
+            return Ok(Received::Rejected);
+        }
+        b.store()
+            .put_sync_state(&peer.node, inc.doc, &inc.state.encode())?;
+        Ok(Received::Applied { changed: true })
+    }
+}
+
+impl Replica for StoreReplica {
+    type Error = StoreError;
+
+    fn verify_token(
+        &self,
+        token: &[u8],
+        claimed_node: &DeviceId,
+        claimed_role: Role,
+    ) -> Result<Result<Principal, TokenRefused>, StoreError> {
+        let Ok(token) = std::str::from_utf8(token) else {
+            return Ok(Err(TokenRefused("token is not text".into())));
+        };
+        let secret = crate::token::secret_of(token);
+        let info = match self.store().read()?.verify_token(secret, self.now_ms) {
+            Ok(info) => info,
+            Err(StoreError::Token(why)) => return Ok(Err(TokenRefused(why.to_string()))),
+            Err(e) => return Err(e),
+        };
+        if &info.device != claimed_node || claimed_role != Role::Device {
+            return Ok(Err(TokenRefused("token issued to another node".into())));
+        }
+        Ok(Ok(Principal {
+            node: info.device,
+            role: Role::Device,
+            user: Some(info.user),
+        }))
+    }
+
+    fn checkpoint(&self, peer: &DeviceId) -> Result<u64, StoreError> {
+        let cp = self.store().read()?.peer_checkpoint(peer)?;
+        Ok(<[u8; 8]>::try_from(cp.theirs.as_slice()).map_or(0, u64::from_le_bytes))
+    }
+
+    fn changed_since(&self, since: u64) -> Result<FeedSlice, StoreError> {
+        let view = self.store().read()?;
+        let upto = view.feed_head()?;
+        let docs = view
+            .changed_since(since, usize::MAX)?
+            .into_iter()
+            .map(|e| e.record)
+            .collect();
+        Ok(FeedSlice { docs, upto })
+    }
+
+    fn visibility(&self, user: UserId, docs: &[RecordId]) -> Result<Vec<Visibility>, StoreError> {
+        let mut cache = self.docs.borrow_mut();
+        let mut out = Vec::with_capacity(docs.len());
+        for id in docs {
+            let v = cache.with_doc(id, |d| self.visible_to(user, d))?;
+            out.push(match v {
+                None => Visibility::Unknown,
+                Some(true) => Visibility::Visible,
+                Some(false) => Visibility::Hidden,
+            });
+        }
+        Ok(out)
+    }
+
+    fn revoked(&mut self, peer: &DeviceId, user: UserId) -> Result<Vec<RecordId>, StoreError> {
+        let store = self.store();
+        let ids: Vec<RecordId> = store
+            .read()?
+            .changed_since(0, usize::MAX)?
+            .into_iter()
+            .map(|e| e.record)
+            .collect();
+        let states = store.read()?.sync_states(peer, &ids)?;
+        let mut gone = Vec::new();
+        {
+            let mut cache = self.docs.borrow_mut();
+            for (id, state) in ids.iter().zip(states) {
+                // A peer holds a document once a sync state with shared heads exists for it.
+                let held = state
+                    .and_then(|b| sync::State::decode(&b).ok())
+                    .is_some_and(|s| !s.shared_heads.is_empty());
+                if held && cache.with_doc(id, |d| self.visible_to(user, d))? == Some(false) {
+                    gone.push(id.clone());
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let fresh = sync::State::new().encode();
+            store.write(|w| {
+                for id in &gone {
+                    w.put_sync_state(peer, id, &fresh)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(gone)
+    }
+
+    fn load_states(
+        &self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<Vec<sync::State>, StoreError> {
+        Ok(self
+            .store()
+            .read()?
+            .sync_states(peer, docs)?
+            .into_iter()
+            .map(|b| {
+                b.and_then(|b| sync::State::decode(&b).ok())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    fn heads(&self, docs: &[RecordId]) -> Result<Vec<Option<Vec<ChangeHash>>>, StoreError> {
+        let view = self.store().read()?;
+        docs.iter().map(|d| view.doc_heads(d)).collect()
+    }
+
+    fn generate(
+        &self,
+        docs: &mut [(&RecordId, &mut sync::State)],
+    ) -> Result<Vec<Option<sync::Message>>, StoreError> {
+        let mut cache = self.docs.borrow_mut();
+        let mut out = Vec::with_capacity(docs.len());
+        for (id, state) in docs.iter_mut() {
+            let msg = cache.with_doc(id, |d| d.generate_sync_message(state))?;
+            out.push(match msg {
+                Some(m) => m,
+                None => Automerge::new().generate_sync_message(state),
+            });
+        }
+        Ok(out)
+    }
+
+    fn receive(
+        &mut self,
+        peer: &Peer,
+        batch: Vec<Incoming<'_>>,
+    ) -> Result<Vec<Received>, StoreError> {
+        let me = &*self;
+        let mut cache = me.docs.borrow_mut();
+        cache.batch(|b| {
+            let mut out = Vec::with_capacity(batch.len());
+            for inc in batch {
+                let kind = b.store().doc_meta(inc.doc)?.map(|m| m.kind);
+                out.push(match kind {
+                    Some(kind) => me.receive_existing(b, peer, &kind, inc)?,
+                    None => me.receive_new(b, peer, inc)?,
+                });
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,275 @@
+//! Nodes on real stores: in-process sessions, then WebSocket sessions over 127.0.0.1.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sellsync_model::{
+    Catalog, Conflict, DeviceId, Edit, FieldKey, Money, RecordId, RecordKind, UserId, Value,
+};
+use sellsync_service::net::{self, NetConfig, SharedNode};
+use sellsync_service::{Acl, Node, token};
+use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
+use sellsync_sync::{AcceptConfig, DialConfig, Event, Limits, Role, Session};
+
+const T0: i64 = 1_795_000_000_000;
+
+fn key(s: &str) -> FieldKey {
+    FieldKey::Std(s.to_owned())
+}
+
+fn acl() -> Acl {
+    Acl::from_toml("admins = [1]\n[[teams]]\nid = 10\nmembers = [2, 3]\n").unwrap()
+}
+
+struct Hub {
+    node: Node,
+}
+
+fn hub(dir: &std::path::Path) -> Hub {
+    let store = Arc::new(Store::open(dir.join("hub.redb")).unwrap());
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: "hub".parse().unwrap(),
+            user_id: UserId(1),
+            role: StoreRole::Hub,
+            hub_url: None,
+            hub_token: None,
+        },
+    )
+    .unwrap();
+    let mut node = Node::open(store, acl()).unwrap();
+    node.write_catalog(&Catalog::example(), T0).unwrap();
+    Hub { node }
+}
+
+/// Issues a token on the hub and initialises a device store with it.
+fn device(dir: &std::path::Path, hub: &Hub, name: &str, user: u64) -> Node {
+    let dev: DeviceId = name.parse().unwrap();
+    let issued = hub
+        .node
+        .store()
+        .write(|w| w.issue_token(UserId(user), &dev, T0, None))
+        .unwrap();
+    let full = token::format(hub.node.id(), UserId(user), &dev, &issued.token);
+    let store = Arc::new(Store::open(dir.join(format!("{name}.redb"))).unwrap());
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: dev,
+            user_id: UserId(user),
+            role: StoreRole::Device,
+            hub_url: None,
+            hub_token: Some(full),
+        },
+    )
+    .unwrap();
+    Node::open(store, acl()).unwrap()
+}
+
+fn dial_config(dev: &Node) -> DialConfig {
+    let tok = dev.identity().hub_token.clone().unwrap();
+    let enrolled = token::parse(&tok).unwrap();
+    DialConfig {
+        node: dev.id().clone(),
+        role: Role::Device,
+        token: tok.into_bytes(),
+        peer: enrolled.hub,
+        verify_peer_token: false,
+        limits: Limits::default(),
+    }
+}
+
+fn accept_config(hub: &Node) -> AcceptConfig {
+    AcceptConfig {
+        node: hub.id().clone(),
+        role: Role::Hub,
+        token: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+/// Runs one in-process session, delivering frames one by one; returns whether both sides
+/// finished.
+fn sync_in_process(dev: &mut Node, hub: &mut Node) -> bool {
+    let mut d = Session::dial(dial_config(dev));
+    let mut a = Session::accept(accept_config(hub));
+    dev.replica().set_now(T0);
+    hub.replica().set_now(T0);
+    let fx = d.handle(dev.replica(), Event::Opened);
+    let (_, err) = net::carry_out(dev, &fx, T0);
+    assert_eq!(err, None);
+    let mut to_hub = fx.send;
+    let mut to_dev: Vec<Vec<u8>> = Vec::new();
+    let (mut d_done, mut a_done) = (false, false);
+    // Bounded: a session ends within a few flights.
+    for _ in 0..50 {
+        for f in std::mem::take(&mut to_hub) {
+            let fx = a.handle(hub.replica(), Event::Received(&f));
+            let (_, err) = net::carry_out(hub, &fx, T0);
+            assert_eq!(err, None);
+            a_done |= fx.ended();
+            to_dev.extend(fx.send);
+        }
+        for f in std::mem::take(&mut to_dev) {
+            let fx = d.handle(dev.replica(), Event::Received(&f));
+            let (_, err) = net::carry_out(dev, &fx, T0);
+            assert_eq!(err, None);
+            d_done |= fx.ended();
+            to_hub.extend(fx.send);
+        }
+        if to_hub.is_empty() && to_dev.is_empty() {
+            break;
+        }
+    }
+    d_done && a_done && d.is_ended() && a.is_ended()
+}
+
+fn deal_fields(owner: u64) -> Vec<(FieldKey, Value)> {
+    vec![
+        (key("name"), Value::Text("Acme renewal".into())),
+        (key("value"), Value::Money(Money::from_cents(100_000))),
+        (key("currency"), Value::Text("EUR".into())),
+        (key("stage_id"), Value::Ref(12)),
+        (key("owner_id"), Value::Ref(owner)),
+    ]
+}
+
+fn value_conflict(node: &mut Node, id: &RecordId) -> Vec<Value> {
+    let p = node.project(id).unwrap().unwrap();
+    p.conflicts
+        .iter()
+        .find_map(|c| match c {
+            Conflict::Field {
+                slot, candidates, ..
+            } if slot.field == key("value") => {
+                Some(candidates.iter().map(|c| c.value.clone()).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_deal_created_on_one_device_reaches_another_through_the_hub_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = hub(dir.path());
+    let mut rita = device(dir.path(), &h, "rita-phone", 2);
+    let mut carl = device(dir.path(), &h, "carl-web", 3);
+    let mut eve = device(dir.path(), &h, "eve-phone", 4);
+    let id: RecordId = "deal-acme".parse().unwrap();
+
+    assert!(sync_in_process(&mut rita, &mut h.node));
+    assert_eq!(rita.replica_ref().catalog(), &Catalog::example());
+    rita.create(RecordKind::Deal, &id, deal_fields(2), T0 + 1)
+        .unwrap();
+    assert!(sync_in_process(&mut rita, &mut h.node));
+    assert!(sync_in_process(&mut carl, &mut h.node));
+    assert!(sync_in_process(&mut eve, &mut h.node));
+
+    let p = carl.project(&id).unwrap().expect("carl holds the deal");
+    assert_eq!(
+        p.record.fields.get(&key("name")),
+        Some(&Value::Text("Acme renewal".into()))
+    );
+    assert!(h.node.project(&id).unwrap().is_some());
+    // Eve is in no team with Rita: the hub never sends her the deal.
+    assert!(eve.project(&id).unwrap().is_none());
+    assert_eq!(
+        eve.records().unwrap(),
+        Vec::<(RecordId, String)>::new(),
+        "eve holds nothing but the catalog"
+    );
+
+    // A second round moves nothing and ends cleanly (sync states and checkpoints persisted).
+    let before = carl.store().read().unwrap().feed_head().unwrap();
+    assert!(sync_in_process(&mut carl, &mut h.node));
+    assert_eq!(carl.store().read().unwrap().feed_head().unwrap(), before);
+}
+
+async fn sync_ws(url: &str, dev: &SharedNode) -> net::Outcome {
+    let cfg = dial_config(&dev.lock().unwrap());
+    net::dial(
+        url,
+        dev.clone(),
+        Session::dial(cfg),
+        NetConfig {
+            idle_timeout: Duration::from_secs(10),
+            ..NetConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_edit_offline_and_both_project_the_same_conflict_over_websockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let rita = device(dir.path(), &h, "rita-phone", 2);
+    let carl = device(dir.path(), &h, "carl-web", 3);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let rita: SharedNode = Arc::new(Mutex::new(rita));
+    let carl: SharedNode = Arc::new(Mutex::new(carl));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let id: RecordId = "deal-acme".parse().unwrap();
+    rita.lock()
+        .unwrap()
+        .create(RecordKind::Deal, &id, deal_fields(2), T0 + 1)
+        .unwrap();
+    let o = sync_ws(&url, &rita).await;
+    assert!(o.finished, "{o:?}");
+    let o = sync_ws(&url, &carl).await;
+    assert!(o.finished, "{o:?}");
+    assert!(o.changed.contains(&id), "{o:?}");
+
+    // Both edit the value offline.
+    for (node, cents, at) in [(&rita, 150_000, T0 + 10), (&carl, 120_000, T0 + 20)] {
+        node.lock()
+            .unwrap()
+            .apply(
+                &id,
+                "offline",
+                &[Edit::Set(
+                    key("value"),
+                    Value::Money(Money::from_cents(cents)),
+                )],
+                at,
+            )
+            .unwrap();
+    }
+    for node in [&rita, &carl, &rita] {
+        let o = sync_ws(&url, node).await;
+        assert!(o.finished, "{o:?}");
+    }
+
+    {
+        let mut r = rita.lock().unwrap();
+        let mut c = carl.lock().unwrap();
+        let seen_r = value_conflict(&mut r, &id);
+        let seen_c = value_conflict(&mut c, &id);
+        assert_eq!(seen_r.len(), 2, "{seen_r:?}");
+        assert_eq!(seen_r, seen_c);
+        // The stored conflicts view was refreshed from the projection on both devices.
+        for n in [&r, &c] {
+            let view = n.store().read().unwrap().conflicts(&id).unwrap();
+            assert!(view.is_some(), "no conflicts view on {}", n.id());
+        }
+    }
+    let _ = stop.send(());
+    server.await.unwrap();
+}
