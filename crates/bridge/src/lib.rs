@@ -5,6 +5,9 @@
 
 pub mod crm;
 pub mod mapping;
+pub mod pull;
+pub mod push;
+pub mod run;
 pub mod zendesk;
 
 pub use crm::{CrmError, CrmRequest, CrmResponse, Resource, SyncItem};
