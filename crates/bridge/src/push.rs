@@ -323,13 +323,25 @@ pub enum OutcomeError {
     Map(#[from] mapping::MapError),
     /// The document refused the write.
     #[error(transparent)]
-    Pull(#[from] PullError),
+    Pull(Box<PullError>),
     /// The document refused a flag or id.
     #[error(transparent)]
-    Resolve(#[from] sellsync_model::ResolveError),
+    Resolve(Box<sellsync_model::ResolveError>),
     /// An update or delete of a record the bridge has no shadow for.
     #[error("no shadow for {0}")]
     NoShadow(RecordId),
+}
+
+impl From<PullError> for OutcomeError {
+    fn from(e: PullError) -> Self {
+        OutcomeError::Pull(Box::new(e))
+    }
+}
+
+impl From<sellsync_model::ResolveError> for OutcomeError {
+    fn from(e: sellsync_model::ResolveError) -> Self {
+        OutcomeError::Resolve(Box::new(e))
+    }
 }
 
 /// Records a 2xx: the shadow advances to the CRM's answer (and, for a record that had no held

@@ -1,4 +1,4 @@
-//! The push as a step machine a thin async executor drives: [`PushRun::next`] hands out the
+//! The push as a step machine a thin async executor drives: [`PushRun::next_request`] hands out the
 //! next request, [`PushRun::on_result`] takes its answer and says what happened ([`Event`]s).
 //! The executor applies the events with [`crate::push`]'s outcome functions, saves the
 //! documents and shadows they touch, and persists the run (it is serialisable) before every
@@ -143,7 +143,7 @@ impl PushRun {
     }
 
     /// The next request, or `None` when done or out of budget.
-    pub fn next(&mut self) -> Option<CrmRequest> {
+    pub fn next_request(&mut self) -> Option<CrmRequest> {
         if self.sent >= self.limits.budget {
             return None;
         }
@@ -268,5 +268,136 @@ fn reread(op: &PlannedOp) -> CrmRequest {
     CrmRequest::Get {
         resource: op.resource,
         id: op.crm_id.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::Resource;
+    use crate::push::{PlannedOp, Target, backoff_ms};
+    use serde_json::{Map, json};
+
+    fn op(kind: OpKind, expect: Option<&str>) -> PlannedOp {
+        let mut body = Map::new();
+        body.insert("name".into(), json!("N"));
+        PlannedOp {
+            record: "d1".parse().unwrap(),
+            kind: sellsync_model::RecordKind::Deal,
+            target: Target::Record,
+            op: kind,
+            resource: Resource::Deal,
+            crm_id: (kind != OpKind::Create).then_some(5),
+            body,
+            fields: vec![sellsync_model::FieldKey::std("name")],
+            basis: vec![],
+            held: false,
+            expect_updated_at: expect.map(str::to_owned),
+        }
+    }
+
+    fn run(ops: Vec<PlannedOp>, limits: Limits) -> PushRun {
+        PushRun::new(
+            Plan {
+                ops,
+                waiting: vec![],
+            },
+            limits,
+        )
+    }
+
+    #[test]
+    fn an_update_rereads_first_and_stops_when_the_record_moved() {
+        let mut r = run(vec![op(OpKind::Update, Some("t1"))], Limits::default());
+        assert!(matches!(
+            r.next_request(),
+            Some(CrmRequest::Get { id: 5, .. })
+        ));
+        let ev = r.on_result(
+            Ok(CrmResponse::One(json!({"id": 5, "updated_at": "t2"}))),
+            0.0,
+        );
+        assert!(matches!(&ev[..], [Event::Moved { .. }]));
+        assert!(r.next_request().is_none());
+    }
+
+    #[test]
+    fn an_unmoved_record_is_updated_and_a_404_means_gone() {
+        let mut r = run(vec![op(OpKind::Update, Some("t1"))], Limits::default());
+        r.next_request();
+        let ev = r.on_result(
+            Ok(CrmResponse::One(json!({"id": 5, "updated_at": "t1"}))),
+            0.0,
+        );
+        assert!(ev.is_empty());
+        assert!(matches!(r.next_request(), Some(CrmRequest::Update { .. })));
+        let ev = r.on_result(Err(CrmError::NotFound("x".into())), 0.0);
+        assert!(matches!(&ev[..], [Event::Gone { .. }]));
+    }
+
+    #[test]
+    fn transient_errors_back_off_then_give_up_within_the_limits() {
+        let limits = Limits {
+            max_attempts: 2,
+            ..Limits::default()
+        };
+        let mut r = run(vec![op(OpKind::Delete, None)], limits);
+        for _ in 0..2 {
+            r.next_request();
+            let ev = r.on_result(Err(CrmError::RateLimited), 1.0);
+            assert!(matches!(&ev[..], [Event::Backoff(_)]));
+        }
+        r.next_request();
+        let ev = r.on_result(
+            Err(CrmError::Server {
+                status: 503,
+                message: String::new(),
+            }),
+            1.0,
+        );
+        assert!(matches!(&ev[..], [Event::GaveUp { .. }]));
+    }
+
+    #[test]
+    fn the_budget_bounds_the_requests() {
+        let limits = Limits {
+            budget: 1,
+            ..Limits::default()
+        };
+        let mut r = run(
+            vec![op(OpKind::Delete, None), op(OpKind::Delete, None)],
+            limits,
+        );
+        assert!(r.next_request().is_some());
+        r.on_result(Ok(CrmResponse::Deleted), 0.0);
+        assert!(r.next_request().is_none());
+        assert_eq!(r.remaining(), 1);
+    }
+
+    #[test]
+    fn a_create_not_found_by_the_lookup_is_sent_again() {
+        let mut r = run(vec![op(OpKind::Create, None)], Limits::default());
+        r.next_request();
+        r.on_result(Err(CrmError::Transport("reset".into())), 0.0);
+        assert!(matches!(r.next_request(), Some(CrmRequest::List { .. })));
+        let other = json!({"id": 9, "name": "Other"});
+        let ev = r.on_result(
+            Ok(CrmResponse::Page {
+                items: vec![other],
+                more: false,
+            }),
+            0.0,
+        );
+        assert!(ev.is_empty());
+        assert!(matches!(r.next_request(), Some(CrmRequest::Create { .. })));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert_eq!(backoff_ms(0, 100, 10_000, 0.0), 50);
+        assert_eq!(backoff_ms(0, 100, 10_000, 1.0), 100);
+        assert_eq!(backoff_ms(3, 100, 10_000, 1.0), 800);
+        assert_eq!(backoff_ms(60, 100, 10_000, 1.0), 10_000);
+        assert_eq!(backoff_ms(60, 100, 10_000, f64::NAN), 5_000);
     }
 }

@@ -167,7 +167,7 @@ impl World {
         let mut run = PushRun::new(plan, Limits::default());
         let mut events = Vec::new();
         for _ in 0..100 {
-            let Some(req) = run.next() else { break };
+            let Some(req) = run.next_request() else { break };
             let res = call(&self.sim, user, &req).await;
             for e in run.on_result(res, 0.5) {
                 self.apply(&e, &mut run, now_ms);
@@ -495,7 +495,7 @@ async fn a_lost_create_response_does_not_make_a_duplicate() {
     let before = list_all(&w.sim, Resource::Deal).await.len();
     let mut run = PushRun::new(plan, Limits::default());
     // The create reaches Zendesk but its answer is lost.
-    let req = run.next().unwrap();
+    let req = run.next_request().unwrap();
     assert!(matches!(req, CrmRequest::Create { .. }));
     call(&w.sim, ADMIN, &req).await.unwrap();
     assert!(matches!(
@@ -505,10 +505,10 @@ async fn a_lost_create_response_does_not_make_a_duplicate() {
     // The bridge crashes here and restarts from its checkpoint.
     let mut run: PushRun = serde_json::from_str(&serde_json::to_string(&run).unwrap()).unwrap();
     run.resume();
-    let req = run.next().unwrap();
+    let req = run.next_request().unwrap();
     assert!(matches!(req, CrmRequest::List { .. }));
     let events = run.on_result(call(&w.sim, ADMIN, &req).await, 0.0);
     assert!(matches!(&events[..], [Event::Pushed { .. }]));
-    assert!(run.next().is_none());
+    assert!(run.next_request().is_none());
     assert_eq!(list_all(&w.sim, Resource::Deal).await.len(), before + 1);
 }
