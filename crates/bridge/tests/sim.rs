@@ -177,6 +177,13 @@ impl World {
         events
     }
 
+    fn doc_of(&mut self, record: &sellsync_model::RecordId) -> &mut (RecordDoc, Shadow) {
+        self.docs
+            .values_mut()
+            .find(|(d, _)| d.id() == record)
+            .unwrap()
+    }
+
     fn apply(&mut self, e: &Event, run: &mut PushRun, now_ms: i64) {
         let author = Author {
             user: UserId(ADMIN),
@@ -197,13 +204,13 @@ impl World {
         };
         match e {
             Event::Pushed { op, data } => {
-                let (doc, shadow) = self.docs.get_mut(&op.crm_id.unwrap()).unwrap();
+                let (doc, shadow) = self.doc_of(&op.record);
                 let mut s = Some(shadow.clone());
                 push::on_success(doc, &mut s, op, data, &wctx).unwrap();
                 *shadow = s.unwrap();
             }
             Event::Refused { op, error } => {
-                let (doc, _) = self.docs.get_mut(&op.crm_id.unwrap()).unwrap();
+                let (doc, _) = self.doc_of(&op.record);
                 let (kind, field, msg) = match error {
                     CrmError::Validation { field, message } => {
                         (FlagKind::Validation, field.clone(), message.clone())
@@ -429,7 +436,10 @@ async fn a_403_becomes_a_permission_conflict() {
     device_edit(
         &mut w,
         id,
-        &[Edit::Set(FieldKey::std("hot"), Value::Bool(true))],
+        &[Edit::Set(
+            FieldKey::std("name"),
+            Value::Text("Edited in the North".into()),
+        )],
     );
     let before = crm_get(&w, id).await;
     let events = w.push(north, 3_000_000).await;
@@ -511,4 +521,106 @@ async fn a_lost_create_response_does_not_make_a_duplicate() {
     assert!(matches!(&events[..], [Event::Pushed { .. }]));
     assert!(run.next_request().is_none());
     assert_eq!(list_all(&w.sim, Resource::Deal).await.len(), before + 1);
+}
+
+#[tokio::test]
+async fn a_zendesk_delete_of_an_edited_deal_found_by_a_push_is_a_record_conflict() {
+    let mut w = import(Sim::new(demo_data(), SimConfig::default())).await;
+    let id = first_deal(&w, None);
+    device_edit(
+        &mut w,
+        id,
+        &[Edit::Set(
+            FieldKey::std("name"),
+            Value::Text("Edited offline".into()),
+        )],
+    );
+    let del = CrmRequest::Delete {
+        resource: Resource::Deal,
+        id,
+    };
+    assert_eq!(call(&w.sim, ADMIN, &del).await, Ok(CrmResponse::Deleted));
+    let events = w.push(ADMIN, 3_000_000).await;
+    assert!(matches!(&events[..], [Event::Gone { .. }]), "{events:?}");
+    let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
+    let wctx = WriteCtx {
+        user: UserId(ADMIN),
+        now_ms: 3_000_000,
+        catalog: &catalog,
+        policy: &policy,
+    };
+    let (doc, shadow) = w.docs.get_mut(&id).unwrap();
+    assert!(push::on_gone(doc, shadow, &wctx).unwrap());
+    let p = w.project(id);
+    assert!(matches!(
+        p.conflicts.first(),
+        Some(Conflict::Record {
+            unseen_edits: 1,
+            ..
+        })
+    ));
+    // Held while the record conflict is open: nothing is sent.
+    assert!(w.push(ADMIN, 4_000_000).await.is_empty());
+}
+
+#[tokio::test]
+async fn notes_pull_into_their_deal_and_an_offline_note_is_created_once() {
+    let mut w = import(Sim::new(demo_data(), SimConfig::default())).await;
+    let notes = list_all(&w.sim, Resource::Note).await;
+    let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
+    let wctx = WriteCtx {
+        user: UserId(ADMIN),
+        now_ms: 1_500,
+        catalog: &catalog,
+        policy: &policy,
+    };
+    let mut pulled = 0;
+    for n in &notes {
+        let (nid, parent, image) =
+            mapping::activity_image(sellsync_model::ActivityKind::Note, n).unwrap();
+        let Some(parent) = parent else { continue };
+        let Some((doc, shadow)) = w.docs.get_mut(&parent.crm_id) else {
+            continue;
+        };
+        pull::pull_activity(
+            doc,
+            shadow,
+            sellsync_model::ActivityKind::Note,
+            nid,
+            image,
+            &wctx,
+        )
+        .unwrap();
+        pulled += 1;
+    }
+    assert!(pulled > 0);
+    // Nothing to push after pulling the notes.
+    assert!(w.push(ADMIN, 2_500_000).await.is_empty());
+    let id = first_deal(&w, None);
+    device_edit(
+        &mut w,
+        id,
+        &[Edit::AddNote {
+            id: "offline-note".parse().unwrap(),
+            content: "Called from the train".into(),
+        }],
+    );
+    let events = w.push(ADMIN, 3_000_000).await;
+    assert!(matches!(&events[..], [Event::Pushed { .. }]));
+    let p = w.project(id);
+    let note = p
+        .record
+        .activities
+        .iter()
+        .find(|a| a.id.as_str() == "offline-note")
+        .unwrap();
+    let crm_id = note.crm_id.expect("crm id recorded");
+    let all = list_all(&w.sim, Resource::Note).await;
+    assert_eq!(all.len(), notes.len() + 1);
+    assert!(
+        all.iter()
+            .any(|n| n["id"] == crm_id && n["resource_id"] == id)
+    );
+    // Created once: the next push sends nothing.
+    assert!(w.push(ADMIN, 4_000_000).await.is_empty());
 }
