@@ -8,6 +8,7 @@ pub mod mapping;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod sync;
 pub mod zendesk;
 
 pub use crm::{CrmError, CrmRequest, CrmResponse, Resource, SyncItem};
