@@ -1,5 +1,7 @@
 //! `sellsync`: the command-line entry point.
 
+mod device_cmd;
+mod hub_cmd;
 mod sim_cmd;
 
 use std::process::ExitCode;
@@ -22,6 +24,10 @@ enum Command {
     Demo,
     /// Run the Zendesk Sell simulator until ctrl-c.
     Sim(sim_cmd::SimArgs),
+    /// Run a hub, or issue and revoke its device tokens.
+    Hub(hub_cmd::HubArgs),
+    /// A rep's device: enrol, sync, read and edit records.
+    Device(device_cmd::DeviceArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Hub(args) => hub_cmd::run(args),
+        Command::Device(args) => device_cmd::run(args),
     }
 }

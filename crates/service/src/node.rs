@@ -33,6 +33,9 @@ pub enum NodeError {
     /// An edit was refused.
     #[error(transparent)]
     Edit(#[from] Box<EditError>),
+    /// A resolution or other action was refused.
+    #[error("{0}")]
+    Refused(String),
     /// Automerge failed while recording a resolution.
     #[error("document {0}: {1}")]
     Automerge(RecordId, Box<automerge::AutomergeError>),
@@ -52,13 +55,22 @@ fn catalog_id() -> RecordId {
 
 impl Node {
     /// Opens the node of an initialised store.
-    pub fn open(store: Arc<Store>, acl: Acl) -> Result<Node, NodeError> {
+    ///
+    /// A hub applies `acl` to every device (no file: nobody is an admin, everyone sees only
+    /// their own records). A device given `acl` also refuses, on receipt, records its own user
+    /// may not see; a device given none trusts its hub's filtering and keeps what it is sent.
+    pub fn open(store: Arc<Store>, acl: Option<Acl>) -> Result<Node, NodeError> {
         let identity = store.read()?.identity()?.ok_or(NodeError::NoIdentity)?;
-        let user = match identity.role {
-            Role::Hub => None,
-            Role::Device => Some(identity.user_id),
+        let user = match (identity.role, &acl) {
+            (Role::Device, Some(_)) => Some(identity.user_id),
+            _ => None,
         };
-        let replica = StoreReplica::new(store, identity.device_id.clone(), user, acl);
+        let replica = StoreReplica::new(
+            store,
+            identity.device_id.clone(),
+            user,
+            acl.unwrap_or_default(),
+        );
         let mut node = Node { replica, identity };
         node.reload_catalog()?;
         Ok(node)

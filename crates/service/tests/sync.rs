@@ -38,7 +38,7 @@ fn hub(dir: &std::path::Path) -> Hub {
         },
     )
     .unwrap();
-    let mut node = Node::open(store, acl()).unwrap();
+    let mut node = Node::open(store, Some(acl())).unwrap();
     node.write_catalog(&Catalog::example(), T0).unwrap();
     Hub { node }
 }
@@ -64,7 +64,7 @@ fn device(dir: &std::path::Path, hub: &Hub, name: &str, user: u64) -> Node {
         },
     )
     .unwrap();
-    Node::open(store, acl()).unwrap()
+    Node::open(store, Some(acl())).unwrap()
 }
 
 fn dial_config(dev: &Node) -> DialConfig {

@@ -1,0 +1,527 @@
+//! `sellsync device`: a rep's device: enrol with a hub, sync, read and edit records.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use sellsync_model::{
+    ActivityId, Choice, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot, Value,
+    parse_input,
+};
+use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
+use sellsync_service::{Node, NodeError, token};
+use sellsync_store::{NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreRead};
+use sellsync_sync::{DialConfig, Limits, Role, Session};
+use serde_json::json;
+
+/// A device's commands.
+#[derive(Debug, Args)]
+pub(crate) struct DeviceArgs {
+    /// The device's store file.
+    #[arg(long)]
+    store: PathBuf,
+    #[command(subcommand)]
+    cmd: DeviceCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCmd {
+    /// Enrol this store with a hub (the token printed by `sellsync hub token`).
+    Init {
+        /// The hub's URL, e.g. ws://10.0.0.5:7070/
+        #[arg(long)]
+        hub: String,
+        /// The enrollment token.
+        #[arg(long)]
+        token: String,
+    },
+    /// One sync round with the hub: prints what moved, exits.
+    Sync {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the deals held.
+    Deals {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one record as projected (fields, conflicts, notifications, audit).
+    Show {
+        /// The record id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a deal: FIELD=VALUE pairs (name, value, currency, stage_id required; owner_id
+    /// defaults to this device's user). Prints the new id.
+    CreateDeal {
+        /// The record id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// FIELD=VALUE pairs.
+        fields: Vec<String>,
+    },
+    /// Set fields of a record: FIELD=VALUE pairs (an empty value clears the field).
+    Set {
+        /// The record id.
+        id: String,
+        /// FIELD=VALUE pairs.
+        #[arg(required = true)]
+        fields: Vec<String>,
+    },
+    /// Add a note to a record.
+    Note {
+        /// The record id.
+        id: String,
+        /// The note's text.
+        text: String,
+    },
+    /// Add (+TAG) or remove (-TAG) tags.
+    Tag {
+        /// The record id.
+        id: String,
+        /// +TAG or -TAG, several allowed.
+        #[arg(required = true, allow_hyphen_values = true)]
+        tags: Vec<String>,
+    },
+    /// Delete a record.
+    Delete {
+        /// The record id.
+        id: String,
+    },
+    /// List open conflicts of every record.
+    Conflicts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a field conflict.
+    Resolve {
+        /// The record id.
+        id: String,
+        /// The field (e.g. value, custom_fields.Region, <activity id>.completed).
+        field: String,
+        /// Keep the value written on this device.
+        #[arg(long, group = "choice")]
+        mine: bool,
+        /// Keep the other value.
+        #[arg(long, group = "choice")]
+        theirs: bool,
+        /// Keep candidate N (1-based, as listed by `conflicts`).
+        #[arg(long, group = "choice")]
+        pick: Option<usize>,
+        /// Write a new value.
+        #[arg(long, group = "choice")]
+        value: Option<String>,
+    },
+    /// The audit trail of a record.
+    Audit {
+        /// The record id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Notifications for this device's user.
+    Notifications {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open_node(path: &Path) -> Result<Node> {
+    let store =
+        Arc::new(Store::open(path).with_context(|| format!("opening store {}", path.display()))?);
+    let node = Node::open(store, None)?;
+    if node.identity().role != StoreRole::Device {
+        bail!("{} is a hub's store, not a device's", path.display());
+    }
+    Ok(node)
+}
+
+fn record_id(s: &str) -> Result<RecordId> {
+    s.parse().map_err(|e| anyhow!("record id {s:?}: {e}"))
+}
+
+fn field_key(s: &str) -> Result<FieldKey> {
+    s.parse().map_err(|e: String| anyhow!("field {s:?}: {e}"))
+}
+
+fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(FieldKey, Value)>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow!("expected FIELD=VALUE, got {p:?}"))?;
+            let key = field_key(k)?;
+            let value = parse_input(node.replica_ref().catalog(), kind, None, &key, v)?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn projection(node: &mut Node, id: &RecordId) -> Result<Projection> {
+    node.project(id)?
+        .ok_or_else(|| anyhow!("no record {id} on this device"))
+}
+
+fn kind_of(node: &mut Node, id: &RecordId) -> Result<RecordKind> {
+    Ok(projection(node, id)?.record.kind)
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub(crate) fn run(args: DeviceArgs) -> Result<()> {
+    let now = net::now_ms();
+    if let DeviceCmd::Init { hub, token } = &args.cmd {
+        return init(&args.store, hub, token);
+    }
+    let mut node = open_node(&args.store)?;
+    match args.cmd {
+        DeviceCmd::Init { .. } => unreachable!("handled above"),
+        DeviceCmd::Sync { json } => sync(node, json),
+        DeviceCmd::Deals { json } => deals(&mut node, json),
+        DeviceCmd::Show { id, json } => {
+            let p = projection(&mut node, &record_id(&id)?)?;
+            if json {
+                return print_json(&p);
+            }
+            println!("{} {} ({:?})", p.record.kind, p.record.id, p.record.state);
+            for (k, v) in &p.record.fields {
+                println!("  {:<24} {v}", k.to_string());
+            }
+            if !p.record.tags.is_empty() {
+                let tags: Vec<&str> = p.record.tags.iter().map(String::as_str).collect();
+                println!("  {:<24} {}", "tags", tags.join(", "));
+            }
+            for a in &p.record.activities {
+                println!(
+                    "  {} {}: {}",
+                    a.kind,
+                    a.id,
+                    a.content.clone().unwrap_or_default()
+                );
+            }
+            print_conflicts(&p.record.id, &p.conflicts);
+            Ok(())
+        }
+        DeviceCmd::CreateDeal { id, fields } => {
+            let id = match id {
+                Some(s) => record_id(&s)?,
+                None => record_id(&format!("deal-{}-{now:x}", node.id()))?,
+            };
+            let mut pairs = parse_pairs(&node, RecordKind::Deal, &fields)?;
+            let owner = field_key("owner_id")?;
+            if !pairs.iter().any(|(k, _)| *k == owner) {
+                pairs.push((owner, Value::Ref(node.user().0)));
+            }
+            node.create(RecordKind::Deal, &id, pairs, now)?;
+            println!("{id}");
+            Ok(())
+        }
+        DeviceCmd::Set { id, fields } => {
+            let id = record_id(&id)?;
+            let kind = kind_of(&mut node, &id)?;
+            let edits = parse_pairs(&node, kind, &fields)?
+                .into_iter()
+                .map(|(k, v)| Edit::Set(k, v))
+                .collect::<Vec<_>>();
+            node.apply(&id, "set", &edits, now)?;
+            Ok(())
+        }
+        DeviceCmd::Note { id, text } => {
+            let id = record_id(&id)?;
+            let note: ActivityId = format!("note-{}-{now:x}", node.id())
+                .parse()
+                .map_err(|e| anyhow!("note id: {e}"))?;
+            node.apply(
+                &id,
+                "note",
+                &[Edit::AddNote {
+                    id: note,
+                    content: text,
+                }],
+                now,
+            )?;
+            Ok(())
+        }
+        DeviceCmd::Tag { id, tags } => {
+            let id = record_id(&id)?;
+            let edits = tags
+                .iter()
+                .map(|t| match (t.strip_prefix('+'), t.strip_prefix('-')) {
+                    (Some(t), _) => Ok(Edit::AddTag(t.to_owned())),
+                    (_, Some(t)) => Ok(Edit::RemoveTag(t.to_owned())),
+                    _ => Err(anyhow!("expected +TAG or -TAG, got {t:?}")),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            node.apply(&id, "tags", &edits, now)?;
+            Ok(())
+        }
+        DeviceCmd::Delete { id } => {
+            node.apply(&record_id(&id)?, "delete", &[Edit::DeleteRecord], now)?;
+            Ok(())
+        }
+        DeviceCmd::Conflicts { json } => conflicts(&node, json),
+        DeviceCmd::Resolve {
+            id,
+            field,
+            mine,
+            theirs,
+            pick,
+            value,
+        } => {
+            let id = record_id(&id)?;
+            let slot: Slot = field.parse().map_err(|e: String| anyhow!("{field}: {e}"))?;
+            let p = projection(&mut node, &id)?;
+            let seen: Vec<String> = p
+                .conflicts
+                .iter()
+                .find_map(|c| match c {
+                    Conflict::Field {
+                        slot: s,
+                        candidates,
+                        ..
+                    } if *s == slot => Some(candidates.iter().map(|c| c.op.clone()).collect()),
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow!("no open conflict on {slot} in {id}"))?;
+            let choice = match (mine, theirs, pick, value) {
+                (true, ..) => Choice::Mine,
+                (_, true, ..) => Choice::Theirs,
+                (_, _, Some(n), _) => Choice::Pick(n),
+                (_, _, _, Some(v)) => Choice::Value(parse_input(
+                    node.replica_ref().catalog(),
+                    p.record.kind,
+                    None,
+                    &slot.field,
+                    &v,
+                )?),
+                _ => bail!("give one of --mine, --theirs, --pick N, --value V"),
+            };
+            node.act(&id, now, |rd, ctx| {
+                rd.resolve_field(ctx, &slot, &seen, choice)
+                    .map_err(|e| NodeError::Refused(e.to_string()))
+            })?;
+            println!("resolved {slot} in {id}");
+            Ok(())
+        }
+        DeviceCmd::Audit { id, json } => {
+            let p = projection(&mut node, &record_id(&id)?)?;
+            if json {
+                return print_json(&p.audit);
+            }
+            for e in &p.audit {
+                let slot = e
+                    .slot
+                    .as_ref()
+                    .map_or_else(|| "record".to_owned(), ToString::to_string);
+                let who =
+                    e.by.map_or_else(|| "automatically".to_owned(), |u| format!("by user {u}"));
+                println!("{} [{}] {:?} {who} at {}", slot, e.policy, e.chosen, e.at);
+            }
+            Ok(())
+        }
+        DeviceCmd::Notifications { json } => {
+            let list = node.store().read()?.notifications(&NotificationFilter {
+                user: Some(node.user()),
+                ..NotificationFilter::default()
+            })?;
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|n| {
+                    json!({
+                        "id": n.id,
+                        "user": n.user.0,
+                        "created_at_ms": n.created_at_ms,
+                        "read": n.read,
+                        "body": serde_json::from_slice::<serde_json::Value>(&n.body)
+                            .unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .collect();
+            if json {
+                return print_json(&rows);
+            }
+            for r in &rows {
+                println!("{}: {}", r["id"], r["body"]);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init(path: &Path, hub: &str, token_text: &str) -> Result<()> {
+    let enrolled = token::parse(token_text)?;
+    let store = Store::open(path).with_context(|| format!("opening store {}", path.display()))?;
+    if store.read()?.identity()?.is_some() {
+        bail!("{} is already initialised", path.display());
+    }
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: enrolled.device.clone(),
+            user_id: enrolled.user,
+            role: StoreRole::Device,
+            hub_url: Some(hub.to_owned()),
+            hub_token: Some(enrolled.token),
+        },
+    )?;
+    println!(
+        "initialised device {} for user {} with hub {} at {hub}",
+        enrolled.device, enrolled.user, enrolled.hub
+    );
+    Ok(())
+}
+
+fn sync(node: Node, json_out: bool) -> Result<()> {
+    let id = node.identity().clone();
+    let url = id.hub_url.clone().context("no hub URL: run init")?;
+    let tok = id.hub_token.clone().context("no hub token: run init")?;
+    let enrolled = token::parse(&tok)?;
+    let cfg = DialConfig {
+        node: id.device_id.clone(),
+        role: Role::Device,
+        token: tok.into_bytes(),
+        peer: enrolled.hub,
+        verify_peer_token: false,
+        limits: Limits::default(),
+    };
+    let shared: SharedNode = Arc::new(Mutex::new(node));
+    let rt = tokio::runtime::Runtime::new()?;
+    let out: Outcome = rt.block_on(net::dial(
+        &url,
+        shared,
+        Session::dial(cfg),
+        NetConfig::default(),
+    ))?;
+    let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
+    if json_out {
+        print_json(&json!({
+            "finished": out.finished,
+            "changed": ids(&out.changed),
+            "revoked": ids(&out.revoked),
+            "frames_sent": out.frames_sent,
+            "frames_received": out.frames_received,
+            "bytes_sent": out.bytes_sent,
+            "bytes_received": out.bytes_received,
+            "closed": out.closed.as_ref().map(|c| format!("{c:?}")),
+            "error": out.error,
+        }))?;
+    } else {
+        println!(
+            "sync {}: {} record(s) received, {} revoked; sent {} B in {} frame(s), received {} B in {} frame(s)",
+            if out.finished {
+                "complete"
+            } else {
+                "incomplete"
+            },
+            out.changed.len(),
+            out.revoked.len(),
+            out.bytes_sent,
+            out.frames_sent,
+            out.bytes_received,
+            out.frames_received
+        );
+        for c in &out.changed {
+            println!("  changed {c}");
+        }
+    }
+    if let Some(reason) = out.closed {
+        bail!("sync did not complete: {reason:?}");
+    }
+    if let Some(e) = out.error {
+        bail!("sync failed on this device: {e}");
+    }
+    Ok(())
+}
+
+fn deals(node: &mut Node, json_out: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for (id, kind) in node.records()? {
+        if kind != "deal" {
+            continue;
+        }
+        let Some(p) = node.project(&id)? else {
+            continue;
+        };
+        rows.push(json!({
+            "id": id.as_str(),
+            "state": p.record.state,
+            "fields": p.record.fields,
+            "tags": p.record.tags,
+            "conflicts": p.conflicts.len(),
+        }));
+    }
+    if json_out {
+        return print_json(&rows);
+    }
+    for r in &rows {
+        println!(
+            "{:<32} {:<28} {:>12} {:<4} conflicts: {}",
+            r["id"].as_str().unwrap_or(""),
+            r["fields"]["name"].as_str().unwrap_or(""),
+            r["fields"]["value"].to_string(),
+            r["fields"]["currency"].as_str().unwrap_or(""),
+            r["conflicts"]
+        );
+    }
+    Ok(())
+}
+
+fn print_conflicts(id: &RecordId, conflicts: &[Conflict]) {
+    for c in conflicts {
+        match c {
+            Conflict::Field {
+                slot,
+                tier,
+                candidates,
+            } => {
+                println!("{id}: conflict on {slot} ({tier} tier)");
+                for (i, cand) in candidates.iter().enumerate() {
+                    println!(
+                        "  [{}] {} by user {} on {} at {}",
+                        i + 1,
+                        cand.value,
+                        cand.by,
+                        cand.device,
+                        cand.at
+                    );
+                }
+            }
+            other => println!("{id}: {}", serde_json::to_string(other).unwrap_or_default()),
+        }
+    }
+}
+
+fn conflicts(node: &Node, json_out: bool) -> Result<()> {
+    let all = node.store().read()?.all_conflicts()?;
+    let mut rows = Vec::new();
+    for (id, bytes) in all {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).with_context(|| format!("conflicts view of {id}"))?;
+        rows.push((id, list));
+    }
+    if json_out {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(id, list)| json!({ "record": id.as_str(), "conflicts": list }))
+            .collect();
+        return print_json(&v);
+    }
+    for (id, list) in &rows {
+        for c in list {
+            println!("{id}: {c}");
+        }
+    }
+    Ok(())
+}

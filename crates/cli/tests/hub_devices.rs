@@ -1,0 +1,255 @@
+//! The real binary: a hub, two tokens, two devices editing one deal offline.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sellsync");
+
+/// Kills the hub when the test ends, however it ends.
+struct Hub(Child);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, stdout, stderr) = run(args);
+    assert!(success, "sellsync {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+fn start_hub(dir: &Path) -> (Hub, String) {
+    let store = dir.join("hub.redb");
+    let mut child = Command::new(BIN)
+        .args([
+            "hub",
+            "--store",
+            store.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--acl", dir.join("acl.toml").to_str().unwrap()])
+        .args(["--catalog", dir.join("catalog.json").to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let hub = Hub(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the hub prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected hub output {line:?}"))
+        .to_owned();
+    (hub, url)
+}
+
+fn value_candidates(conflicts: &Value) -> Vec<Value> {
+    let list = conflicts.as_array().unwrap();
+    let record = list
+        .iter()
+        .find(|r| r["record"] == "deal-acme")
+        .expect("a conflict on deal-acme");
+    let field = record["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "field" && c["slot"]["field"] == "value")
+        .expect("a conflict on value");
+    field["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["value"].clone())
+        .collect()
+}
+
+#[test]
+fn hub_tokens_and_two_devices_show_the_same_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("acl.toml"),
+        "admins = [1]\n[[teams]]\nid = 10\nmembers = [2, 3]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("catalog.json"),
+        serde_json::to_string(&sellsync_model::Catalog::example()).unwrap(),
+    )
+    .unwrap();
+    let hub_store = d.join("hub.redb");
+    let hub_store = hub_store.to_str().unwrap();
+    let rita = d.join("rita.redb");
+    let rita = rita.to_str().unwrap();
+    let carl = d.join("carl.redb");
+    let carl = carl.to_str().unwrap();
+
+    let t_rita = json(&[
+        "hub",
+        "token",
+        "--store",
+        hub_store,
+        "--user",
+        "2",
+        "--device",
+        "rita-phone",
+        "--json",
+    ]);
+    let t_carl = json(&[
+        "hub", "token", "--store", hub_store, "--user", "3", "--device", "carl-web", "--json",
+    ]);
+    let (_hub, url) = start_hub(d);
+
+    ok(&[
+        "device",
+        "--store",
+        rita,
+        "init",
+        "--hub",
+        &url,
+        "--token",
+        t_rita["token"].as_str().unwrap(),
+    ]);
+    ok(&[
+        "device",
+        "--store",
+        carl,
+        "init",
+        "--hub",
+        &url,
+        "--token",
+        t_carl["token"].as_str().unwrap(),
+    ]);
+    // A store is initialised once.
+    let (again, _, err) = run(&[
+        "device", "--store", carl, "init", "--hub", &url, "--token", "x.1.y.z",
+    ]);
+    assert!(!again && err.contains("already initialised"), "{err}");
+
+    let first = json(&["device", "--store", rita, "sync", "--json"]);
+    assert_eq!(first["finished"], true, "{first}");
+    assert!(
+        first["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&"catalog".into()),
+        "{first}"
+    );
+
+    ok(&[
+        "device",
+        "--store",
+        rita,
+        "create-deal",
+        "--id",
+        "deal-acme",
+        "name=Acme renewal",
+        "value=1000.00",
+        "currency=EUR",
+        "stage_id=12",
+    ]);
+    ok(&["device", "--store", rita, "sync"]);
+    let got = json(&["device", "--store", carl, "sync", "--json"]);
+    assert!(
+        got["changed"]
+            .as_array()
+            .unwrap()
+            .contains(&"deal-acme".into()),
+        "{got}"
+    );
+    let deals = json(&["device", "--store", carl, "deals", "--json"]);
+    assert_eq!(deals[0]["id"], "deal-acme", "{deals}");
+    assert_eq!(deals[0]["conflicts"], 0, "{deals}");
+
+    // Offline edits of the same field on both devices.
+    ok(&[
+        "device",
+        "--store",
+        rita,
+        "set",
+        "deal-acme",
+        "value=1500.00",
+    ]);
+    ok(&[
+        "device",
+        "--store",
+        carl,
+        "set",
+        "deal-acme",
+        "value=1200.00",
+    ]);
+    ok(&["device", "--store", carl, "tag", "deal-acme", "+q1"]);
+    for store in [rita, carl, rita] {
+        ok(&["device", "--store", store, "sync"]);
+    }
+    let seen_rita = value_candidates(&json(&["device", "--store", rita, "conflicts", "--json"]));
+    let seen_carl = value_candidates(&json(&["device", "--store", carl, "conflicts", "--json"]));
+    assert_eq!(seen_rita.len(), 2, "{seen_rita:?}");
+    assert_eq!(seen_rita, seen_carl);
+
+    // Rita settles it; after syncing, neither device has an open conflict.
+    ok(&[
+        "device",
+        "--store",
+        rita,
+        "resolve",
+        "deal-acme",
+        "value",
+        "--value",
+        "1350.00",
+    ]);
+    for store in [rita, carl] {
+        ok(&["device", "--store", store, "sync"]);
+    }
+    for store in [rita, carl] {
+        let c = json(&["device", "--store", store, "conflicts", "--json"]);
+        assert_eq!(c, serde_json::json!([]), "{store}: {c}");
+        let shown = json(&["device", "--store", store, "show", "deal-acme", "--json"]);
+        assert!(
+            shown["record"]["tags"]
+                .as_array()
+                .unwrap()
+                .contains(&"q1".into()),
+            "{shown}"
+        );
+        let audit = json(&["device", "--store", store, "audit", "deal-acme", "--json"]);
+        assert!(
+            audit
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["policy"] == "manual"),
+            "{audit}"
+        );
+    }
+}
