@@ -273,3 +273,147 @@ async fn two_devices_edit_offline_and_both_project_the_same_conflict_over_websoc
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// A device whose token is wrong, or revoked, gets nothing and leaves nothing on the hub;
+/// garbage, text and oversized messages close their own connection only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_revoked_tokens_and_garbage_frames_over_a_real_socket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let rita = device(dir.path(), &h, "rita-phone", 2);
+    let carl = device(dir.path(), &h, "carl-web", 3);
+    let limits = Limits {
+        max_frame: 64 * 1024,
+        target_frame: 32 * 1024,
+    };
+    let accept = AcceptConfig {
+        limits,
+        ..accept_config(&h.node)
+    };
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let rita: SharedNode = Arc::new(Mutex::new(rita));
+    let carl: SharedNode = Arc::new(Mutex::new(carl));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig {
+            limits,
+            idle_timeout: Duration::from_secs(10),
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let hub_head = || {
+        hub.lock()
+            .unwrap()
+            .store()
+            .read()
+            .unwrap()
+            .feed_head()
+            .unwrap()
+    };
+    let head0 = hub_head();
+    let id: RecordId = "deal-secret".parse().unwrap();
+    rita.lock()
+        .unwrap()
+        .create(RecordKind::Deal, &id, deal_fields(2), T0 + 1)
+        .unwrap();
+
+    // A forged secret.
+    let mut forged = dial_config(&rita.lock().unwrap());
+    let last = forged.token.len() - 1;
+    forged.token[last] = if forged.token[last] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    let o = net::dial(
+        &url,
+        rita.clone(),
+        Session::dial(forged),
+        NetConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !o.finished && o.closed.is_some() && o.peer.is_none(),
+        "{o:?}"
+    );
+    assert!(o.changed.is_empty(), "{o:?}");
+    assert_eq!(hub_head(), head0);
+
+    // Carl's token presented by Rita's node: issued to another node.
+    let mut stolen = dial_config(&rita.lock().unwrap());
+    stolen.token = carl
+        .lock()
+        .unwrap()
+        .identity()
+        .hub_token
+        .clone()
+        .unwrap()
+        .into_bytes();
+    let o = net::dial(
+        &url,
+        rita.clone(),
+        Session::dial(stolen),
+        NetConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!o.finished && o.peer.is_none(), "{o:?}");
+    assert_eq!(hub_head(), head0);
+
+    // Garbage, text and an oversized message, each on its own connection.
+    let garbage = [
+        Message::Binary(b"not a frame at all".to_vec().into()),
+        Message::Text("hello".into()),
+        Message::Binary(vec![0u8; 200 * 1024].into()),
+    ];
+    for m in garbage {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        // The oversized send may already fail locally or be cut by the server.
+        let _ = ws.send(m).await;
+        let mut closed = false;
+        // Bounded: the server answers with at most an error frame, then closes.
+        for _ in 0..4 {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => break,
+            }
+        }
+        assert!(closed, "the server keeps a connection that sent garbage");
+    }
+    assert_eq!(hub_head(), head0);
+
+    // Revoked: Rita's good token stops working once the hub revokes it.
+    let rita_dev: DeviceId = "rita-phone".parse().unwrap();
+    let n = hub
+        .lock()
+        .unwrap()
+        .store()
+        .write(|w| w.revoke_device_tokens(&rita_dev, T0 + 5))
+        .unwrap();
+    assert_eq!(n, 1);
+    let o = sync_ws(&url, &rita).await;
+    assert!(!o.finished && o.peer.is_none(), "{o:?}");
+    assert!(hub.lock().unwrap().project(&id).unwrap().is_none());
+    assert_eq!(hub_head(), head0);
+
+    // Other devices are untouched and still sync.
+    let o = sync_ws(&url, &carl).await;
+    assert!(o.finished, "{o:?}");
+    let _ = stop.send(());
+    server.await.unwrap();
+}
