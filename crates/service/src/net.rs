@@ -96,6 +96,64 @@ pub enum NetError {
     Runtime(String),
 }
 
+/// TLS material that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS setup: {0}")]
+pub struct TlsError(String);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS acceptor for the hub listener from PEM files: a certificate chain and its private key.
+pub fn tls_acceptor(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError(format!("{}: {e}", cert_pem.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!("{}: no certificate", cert_pem.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_pem)
+        .map_err(|e| TlsError(format!("{}: {e}", key_pem.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS connector for `wss://` URLs trusting the certificates of a PEM file (the hub's own
+/// certificate, or the authority that signed it).
+pub fn tls_connector(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_pem)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError(format!("{}: {e}", ca_pem.display())))?;
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| TlsError(format!("{}: {e}", ca_pem.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError(format!("{}: no certificate", ca_pem.display())));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// A node shared by the connections of one process.
 pub type SharedNode = Arc<Mutex<Node>>;
 
@@ -246,24 +304,73 @@ where
     Ok(out)
 }
 
-/// Dials `url` and runs one session to its end.
+/// Dials `url` and runs one session to its end. A `wss://` URL needs `tls`, the connector
+/// trusting the hub's certificate.
 pub async fn dial(
     url: &str,
     node: SharedNode,
     session: Session,
     cfg: NetConfig,
 ) -> Result<Outcome, NetError> {
+    dial_tls(url, node, session, cfg, None).await
+}
+
+fn connect_error(url: &str, reason: impl std::fmt::Display) -> NetError {
+    NetError::Connect {
+        url: url.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// [`dial`], with a TLS connector for `wss://` URLs.
+pub async fn dial_tls(
+    url: &str,
+    node: SharedNode,
+    session: Session,
+    cfg: NetConfig,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> Result<Outcome, NetError> {
+    if let Some(rest) = url.strip_prefix("wss://") {
+        let connector = tls.ok_or_else(|| connect_error(url, "wss:// needs a CA certificate"))?;
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let host = match authority.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        let addr = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:443")
+        };
+        let server_name = rustls::pki_types::ServerName::try_from(
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+        )
+        .map_err(|e| connect_error(url, e))?;
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(&addr)
+                .await
+                .map_err(|e| connect_error(url, e))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| connect_error(url, e))?;
+            tokio_tungstenite::client_async_with_config(url, tls, Some(cfg.ws()))
+                .await
+                .map_err(|e| connect_error(url, e))
+        };
+        let (ws, _) = tokio::time::timeout(cfg.idle_timeout, connect)
+            .await
+            .map_err(|_| connect_error(url, "timed out"))??;
+        return run_session(ws, node, session, true, cfg).await;
+    }
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(cfg.ws()), true);
     let (ws, _) = tokio::time::timeout(cfg.idle_timeout, connect)
         .await
-        .map_err(|_| NetError::Connect {
-            url: url.to_owned(),
-            reason: "timed out".into(),
-        })?
-        .map_err(|e| NetError::Connect {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|_| connect_error(url, "timed out"))?
+        .map_err(|e| connect_error(url, e))?;
     run_session(ws, node, session, true, cfg).await
 }
 
@@ -274,6 +381,50 @@ pub async fn serve(
     node: SharedNode,
     make_session: impl Fn() -> Session + Send + Sync + 'static,
     cfg: NetConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    serve_tls(listener, node, make_session, cfg, None, shutdown).await;
+}
+
+async fn accept_one<S>(
+    stream: S,
+    addr: std::net::SocketAddr,
+    node: SharedNode,
+    session: Session,
+    cfg: NetConfig,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws()));
+    let ws = match tokio::time::timeout(cfg.idle_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::info!("{addr}: websocket handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("{addr}: websocket handshake timed out");
+            return;
+        }
+    };
+    match run_session(ws, node, session, false, cfg).await {
+        Ok(o) => tracing::info!(
+            "{addr}: session ended: finished={} changed={} closed={:?}",
+            o.finished,
+            o.changed.len(),
+            o.closed
+        ),
+        Err(e) => tracing::warn!("{addr}: {e}"),
+    }
+}
+
+/// [`serve`], over TLS when `tls` is given (connections failing the TLS handshake are dropped).
+pub async fn serve_tls(
+    listener: TcpListener,
+    node: SharedNode,
+    make_session: impl Fn() -> Session + Send + Sync + 'static,
+    cfg: NetConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let make_session = Arc::new(make_session);
@@ -292,27 +443,18 @@ pub async fn serve(
         };
         let node = node.clone();
         let make_session = make_session.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(cfg.ws()));
-            let ws = match tokio::time::timeout(cfg.idle_timeout, handshake).await {
-                Ok(Ok(ws)) => ws,
-                Ok(Err(e)) => {
-                    tracing::info!("{addr}: websocket handshake failed: {e}");
-                    return;
+            let session = make_session();
+            match tls {
+                None => accept_one(stream, addr, node, session, cfg).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(cfg.idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => accept_one(s, addr, node, session, cfg).await,
+                        Ok(Err(e)) => tracing::info!("{addr}: TLS handshake failed: {e}"),
+                        Err(_) => tracing::info!("{addr}: TLS handshake timed out"),
+                    }
                 }
-                Err(_) => {
-                    tracing::info!("{addr}: websocket handshake timed out");
-                    return;
-                }
-            };
-            match run_session(ws, node, make_session(), false, cfg).await {
-                Ok(o) => tracing::info!(
-                    "{addr}: session ended: finished={} changed={} closed={:?}",
-                    o.finished,
-                    o.changed.len(),
-                    o.closed
-                ),
-                Err(e) => tracing::warn!("{addr}: {e}"),
             }
         });
     }

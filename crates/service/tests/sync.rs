@@ -417,3 +417,64 @@ async fn bad_tokens_revoked_tokens_and_garbage_frames_over_a_real_socket() {
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// The hub listener over TLS: a device trusting the hub's certificate syncs over `wss://`; a
+/// plain WebSocket client, or one without the certificate, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_syncs_with_a_tls_hub() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let acceptor = net::tls_acceptor(
+        &fixtures.join("hub-cert.pem"),
+        &fixtures.join("hub-key.pem"),
+    )
+    .unwrap();
+    let connector = net::tls_connector(&fixtures.join("hub-cert.pem")).unwrap();
+    assert!(net::tls_connector(&fixtures.join("hub-key.pem")).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let rita = device(dir.path(), &h, "rita-phone", 2);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let rita: SharedNode = Arc::new(Mutex::new(rita));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve_tls(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig::default(),
+        Some(acceptor),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let cfg = NetConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..NetConfig::default()
+    };
+    let dial = |url: String, tls| {
+        let rita = rita.clone();
+        async move {
+            let dc = dial_config(&rita.lock().unwrap());
+            net::dial_tls(&url, rita, Session::dial(dc), cfg, tls).await
+        }
+    };
+    // Plain WebSocket to a TLS port, and wss without a trusted certificate: refused.
+    let plain = dial(format!("ws://127.0.0.1:{port}/"), None).await;
+    assert!(!matches!(plain, Ok(ref o) if o.finished), "{plain:?}");
+    assert!(
+        dial(format!("wss://localhost:{port}/"), None)
+            .await
+            .is_err()
+    );
+
+    let o = dial(format!("wss://localhost:{port}/"), Some(connector))
+        .await
+        .unwrap();
+    assert!(o.finished, "{o:?}");
+    assert!(o.changed.iter().any(|r| r.as_str() == "catalog"), "{o:?}");
+    let _ = stop.send(());
+    server.await.unwrap();
+}
