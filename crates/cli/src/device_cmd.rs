@@ -35,6 +35,10 @@ enum DeviceCmd {
         /// The enrollment token.
         #[arg(long)]
         token: String,
+        /// The certificate (PEM) to trust for a wss:// hub: the hub's own, or its authority's.
+        /// Its content is kept in the store.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// One sync round with the hub: prints what moved, exits.
     Sync {
@@ -182,8 +186,8 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     let now = net::now_ms();
-    if let DeviceCmd::Init { hub, token } = &args.cmd {
-        return init(&args.store, hub, token);
+    if let DeviceCmd::Init { hub, token, ca } = &args.cmd {
+        return init(&args.store, hub, token, ca.as_deref());
     }
     let mut node = open_node(&args.store)?;
     match args.cmd {
@@ -360,22 +364,38 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     }
 }
 
-fn init(path: &Path, hub: &str, token_text: &str) -> Result<()> {
+/// The key-value entry holding the PEM certificate a device trusts for its hub.
+const HUB_CA_KEY: &str = "device/hub_ca_pem";
+
+fn init(path: &Path, hub: &str, token_text: &str, ca: Option<&Path>) -> Result<()> {
     let enrolled = token::parse(token_text)?;
+    let ca_pem = match ca {
+        Some(p) => {
+            // Checked now so that a bad file is refused before anything is written.
+            net::tls_connector(p)?;
+            Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None if hub.starts_with("wss://") => bail!("a wss:// hub needs --ca"),
+        None => None,
+    };
     let store = Store::open(path).with_context(|| format!("opening store {}", path.display()))?;
     if store.read()?.identity()?.is_some() {
         bail!("{} is already initialised", path.display());
     }
-    Node::init(
-        &store,
-        &NodeIdentity {
-            device_id: enrolled.device.clone(),
-            user_id: enrolled.user,
-            role: StoreRole::Device,
-            hub_url: Some(hub.to_owned()),
-            hub_token: Some(enrolled.token),
-        },
-    )?;
+    let identity = NodeIdentity {
+        device_id: enrolled.device.clone(),
+        user_id: enrolled.user,
+        role: StoreRole::Device,
+        hub_url: Some(hub.to_owned()),
+        hub_token: Some(enrolled.token),
+    };
+    store.write(|w| {
+        w.set_identity(&identity)?;
+        if let Some(pem) = &ca_pem {
+            w.kv_put(HUB_CA_KEY, pem)?;
+        }
+        Ok(())
+    })?;
     println!(
         "initialised device {} for user {} with hub {} at {hub}",
         enrolled.device, enrolled.user, enrolled.hub
@@ -396,13 +416,18 @@ fn sync(node: Node, json_out: bool) -> Result<()> {
         verify_peer_token: false,
         limits: Limits::default(),
     };
+    let tls = match node.store().read()?.kv_get(HUB_CA_KEY)? {
+        Some(pem) => Some(net::tls_connector_pem(&pem)?),
+        None => None,
+    };
     let shared: SharedNode = Arc::new(Mutex::new(node));
     let rt = tokio::runtime::Runtime::new()?;
-    let out: Outcome = rt.block_on(net::dial(
+    let out: Outcome = rt.block_on(net::dial_tls(
         &url,
         shared,
         Session::dial(cfg),
         NetConfig::default(),
+        tls,
     ))?;
     let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
     if json_out {

@@ -38,6 +38,12 @@ struct HubRun {
     /// The hub's node id, used when the store is new.
     #[arg(long, default_value = "hub")]
     node: String,
+    /// TLS certificate chain (PEM); with --tls-key the hub serves wss://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +196,11 @@ fn serve(run: HubRun) -> Result<()> {
         )?,
         None => Acl::default(),
     };
+    let tls = match (&run.tls_cert, &run.tls_key) {
+        (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let store = open_hub(&path, &run.node)?;
     let mut node = Node::open(store, Some(acl))?;
     if let Some(p) = &run.catalog {
@@ -212,12 +223,13 @@ fn serve(run: HubRun) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
-        println!("listening on ws://{addr}/");
-        net::serve(
+        println!("listening on {scheme}://{addr}/");
+        net::serve_tls(
             listener,
             shared,
             move || Session::accept(accept.clone()),
             NetConfig::default(),
+            tls,
             async {
                 let _ = tokio::signal::ctrl_c().await;
             },

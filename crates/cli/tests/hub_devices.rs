@@ -39,6 +39,10 @@ fn json(args: &[&str]) -> Value {
 }
 
 fn start_hub(dir: &Path) -> (Hub, String) {
+    start_hub_with(dir, &[])
+}
+
+fn start_hub_with(dir: &Path, extra: &[&str]) -> (Hub, String) {
     let store = dir.join("hub.redb");
     let mut child = Command::new(BIN)
         .args([
@@ -50,6 +54,7 @@ fn start_hub(dir: &Path) -> (Hub, String) {
         ])
         .args(["--acl", dir.join("acl.toml").to_str().unwrap()])
         .args(["--catalog", dir.join("catalog.json").to_str().unwrap()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -252,4 +257,68 @@ fn hub_tokens_and_two_devices_show_the_same_conflict() {
             "{audit}"
         );
     }
+}
+
+#[test]
+fn a_device_syncs_with_a_tls_hub_trusting_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("acl.toml"), "admins = [1]\n").unwrap();
+    std::fs::write(
+        d.join("catalog.json"),
+        serde_json::to_string(&sellsync_model::Catalog::example()).unwrap(),
+    )
+    .unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../service/tests/fixtures");
+    let cert = fixtures.join("hub-cert.pem");
+    let key = fixtures.join("hub-key.pem");
+    let hub_store = d.join("hub.redb");
+    let dev = d.join("dev.redb");
+    let dev = dev.to_str().unwrap();
+    let t = json(&[
+        "hub",
+        "token",
+        "--store",
+        hub_store.to_str().unwrap(),
+        "--user",
+        "2",
+        "--device",
+        "rita-phone",
+        "--json",
+    ]);
+    let (_hub, url) = start_hub_with(
+        d,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = url.replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("wss://"), "{url}");
+    let token = t["token"].as_str().unwrap();
+    // wss:// without a certificate to trust is refused at init.
+    let (ok_init, _, err) = run(&[
+        "device", "--store", dev, "init", "--hub", &url, "--token", token,
+    ]);
+    assert!(!ok_init && err.contains("--ca"), "{err}");
+    ok(&[
+        "device",
+        "--store",
+        dev,
+        "init",
+        "--hub",
+        &url,
+        "--token",
+        token,
+        "--ca",
+        cert.to_str().unwrap(),
+    ]);
+    let s = json(&["device", "--store", dev, "sync", "--json"]);
+    assert_eq!(s["finished"], true, "{s}");
+    assert!(
+        s["changed"].as_array().unwrap().contains(&"catalog".into()),
+        "{s}"
+    );
 }

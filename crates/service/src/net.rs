@@ -132,19 +132,23 @@ pub fn tls_acceptor(
 /// A TLS connector for `wss://` URLs trusting the certificates of a PEM file (the hub's own
 /// certificate, or the authority that signed it).
 pub fn tls_connector(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let pem = std::fs::read(ca_pem).map_err(|e| TlsError(format!("{}: {e}", ca_pem.display())))?;
+    tls_connector_pem(&pem).map_err(|e| TlsError(format!("{}: {}", ca_pem.display(), e.0)))
+}
+
+/// [`tls_connector`] from the PEM text itself.
+pub fn tls_connector_pem(pem: &[u8]) -> Result<tokio_rustls::TlsConnector, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_pem)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError(format!("{}: {e}", ca_pem.display())))?;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError(e.to_string()))?;
     for c in certs {
-        roots
-            .add(c)
-            .map_err(|e| TlsError(format!("{}: {e}", ca_pem.display())))?;
+        roots.add(c).map_err(|e| TlsError(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(TlsError(format!("{}: no certificate", ca_pem.display())));
+        return Err(TlsError("no certificate".into()));
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
