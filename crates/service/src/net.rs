@@ -173,8 +173,8 @@ enum Ev {
     Closed,
 }
 
-/// Carries out the effects that touch the node: persists advanced checkpoints, and refreshes
-/// the views of changed documents. Returns the changed documents and the last failure.
+/// Carries out the effects that touch the node: persists advanced checkpoints, refreshes
+/// the views of changed documents, and flags records whose access was revoked. Returns the changed documents and the last failure.
 pub fn carry_out(node: &mut Node, fx: &Effects, now_ms: i64) -> (Vec<RecordId>, Option<String>) {
     let mut err = None;
     let mut changed = Vec::new();
@@ -188,6 +188,7 @@ pub fn carry_out(node: &mut Node, fx: &Effects, now_ms: i64) -> (Vec<RecordId>, 
                 changed.extend(ids.iter().cloned());
                 node.refresh(ids, now_ms)
             }
+            Effect::AccessRevoked(ids) => node.access_revoked(ids, now_ms),
             _ => Ok(()),
         };
         if let Err(e) = r {

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use sellsync_model::{
     AssumeLive, Author, Catalog, CatalogDoc, DeviceId, Edit, EditCtx, EditError, FieldKey,
-    LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout, UserId,
-    Value,
+    FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout,
+    UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
 
@@ -237,6 +237,28 @@ impl Node {
         f: impl FnOnce(&mut RecordDoc, &EditCtx<'_>) -> Result<R, NodeError>,
     ) -> Result<R, NodeError> {
         self.with_record(id, now_ms, f)
+    }
+
+    /// The hub said this node's user may no longer see `ids`: each held record keeps its
+    /// content (the user's offline edits included) and gets a permission flag, shown as a
+    /// permission conflict. The flag stays on this device: the hub no longer accepts the record
+    /// from it.
+    pub fn access_revoked(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+        for id in ids {
+            if self.replica.docs().kind(id)?.is_none() || id.as_str() == CATALOG_ID {
+                continue;
+            }
+            self.with_record(id, now_ms, |rd, ctx| {
+                rd.report_rejection(
+                    ctx,
+                    None,
+                    FlagKind::Permission,
+                    "access revoked by the hub: this record no longer syncs from this device",
+                )
+                .map_err(|e| NodeError::Refused(e.to_string()))
+            })?;
+        }
+        Ok(())
     }
 
     /// The projection of a record, or `None` if it is not held (or not a record).

@@ -478,3 +478,75 @@ async fn a_device_syncs_with_a_tls_hub() {
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// When a record's owner moves out of Rita's team, the hub tells her device; her offline edit
+/// stays on the device, under a permission conflict, and never reaches the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_access_keeps_offline_edits_as_a_permission_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let rita = device(dir.path(), &h, "rita-phone", 2);
+    let carl = device(dir.path(), &h, "carl-web", 3);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let rita: SharedNode = Arc::new(Mutex::new(rita));
+    let carl: SharedNode = Arc::new(Mutex::new(carl));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let id: RecordId = "deal-team".parse().unwrap();
+    carl.lock()
+        .unwrap()
+        .create(RecordKind::Deal, &id, deal_fields(3), T0 + 1)
+        .unwrap();
+    assert!(sync_ws(&url, &carl).await.finished);
+    let o = sync_ws(&url, &rita).await;
+    assert!(o.finished && o.changed.contains(&id), "{o:?}");
+
+    // Carl hands the deal to the admin (outside Rita's team); Rita edits it offline.
+    carl.lock()
+        .unwrap()
+        .apply(
+            &id,
+            "handover",
+            &[Edit::Set(key("owner_id"), Value::Ref(1))],
+            T0 + 10,
+        )
+        .unwrap();
+    assert!(sync_ws(&url, &carl).await.finished);
+    let rita_value = Value::Money(Money::from_cents(777_00));
+    rita.lock()
+        .unwrap()
+        .apply(
+            &id,
+            "offline",
+            &[Edit::Set(key("value"), rita_value.clone())],
+            T0 + 20,
+        )
+        .unwrap();
+    let o = sync_ws(&url, &rita).await;
+    assert_eq!(o.revoked, vec![id.clone()], "{o:?}");
+
+    let p = rita.lock().unwrap().project(&id).unwrap().unwrap();
+    assert_eq!(p.record.fields.get(&key("value")), Some(&rita_value));
+    assert!(
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Permission { .. })),
+        "{:?}",
+        p.conflicts
+    );
+    let on_hub = hub.lock().unwrap().project(&id).unwrap().unwrap();
+    assert_ne!(on_hub.record.fields.get(&key("value")), Some(&rita_value));
+    let _ = stop.send(());
+    server.await.unwrap();
+}
