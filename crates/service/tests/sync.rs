@@ -523,7 +523,7 @@ async fn losing_access_keeps_offline_edits_as_a_permission_conflict() {
         )
         .unwrap();
     assert!(sync_ws(&url, &carl).await.finished);
-    let rita_value = Value::Money(Money::from_cents(777_00));
+    let rita_value = Value::Money(Money::from_cents(77_700));
     rita.lock()
         .unwrap()
         .apply(
