@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use sellsync_model::{
-    ActivityId, Choice, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot, Value,
-    parse_input,
+    ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot,
+    Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Node, NodeError, token};
@@ -275,7 +275,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             node.apply(&record_id(&id)?, "delete", &[Edit::DeleteRecord], now)?;
             Ok(())
         }
-        DeviceCmd::Conflicts { json } => conflicts(&node, json),
+        DeviceCmd::Conflicts { json } => conflicts(&mut node, json),
         DeviceCmd::Resolve {
             id,
             field,
@@ -331,7 +331,12 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
                     .map_or_else(|| "record".to_owned(), ToString::to_string);
                 let who =
                     e.by.map_or_else(|| "automatically".to_owned(), |u| format!("by user {u}"));
-                println!("{} [{}] {:?} {who} at {}", slot, e.policy, e.chosen, e.at);
+                let chosen = match &e.chosen {
+                    Chosen::Value(v) => v.to_string(),
+                    Chosen::Restore => "restore".to_owned(),
+                    Chosen::Delete => "delete".to_owned(),
+                };
+                println!("{slot} [{}] chose {chosen} {who} at {}", e.policy, e.at);
             }
             Ok(())
         }
@@ -471,33 +476,44 @@ fn sync(node: Node, json_out: bool) -> Result<()> {
 }
 
 fn deals(node: &mut Node, json_out: bool) -> Result<()> {
-    let mut rows = Vec::new();
+    let mut held = Vec::new();
     for (id, kind) in node.records()? {
         if kind != "deal" {
             continue;
         }
-        let Some(p) = node.project(&id)? else {
-            continue;
-        };
-        rows.push(json!({
-            "id": id.as_str(),
-            "state": p.record.state,
-            "fields": p.record.fields,
-            "tags": p.record.tags,
-            "conflicts": p.conflicts.len(),
-        }));
+        if let Some(p) = node.project(&id)? {
+            held.push(p);
+        }
     }
     if json_out {
+        let rows: Vec<serde_json::Value> = held
+            .iter()
+            .map(|p| {
+                json!({
+                    "id": p.record.id.as_str(),
+                    "state": p.record.state,
+                    "fields": p.record.fields,
+                    "tags": p.record.tags,
+                    "conflicts": p.conflicts.len(),
+                })
+            })
+            .collect();
         return print_json(&rows);
     }
-    for r in &rows {
+    let show = |p: &Projection, f: &str| {
+        p.record
+            .fields
+            .get(&FieldKey::Std(f.to_owned()))
+            .map_or_else(String::new, ToString::to_string)
+    };
+    for p in &held {
         println!(
             "{:<32} {:<28} {:>12} {:<4} conflicts: {}",
-            r["id"].as_str().unwrap_or(""),
-            r["fields"]["name"].as_str().unwrap_or(""),
-            r["fields"]["value"].to_string(),
-            r["fields"]["currency"].as_str().unwrap_or(""),
-            r["conflicts"]
+            p.record.id.as_str(),
+            show(p, "name"),
+            show(p, "value"),
+            show(p, "currency"),
+            p.conflicts.len()
         );
     }
     Ok(())
@@ -528,7 +544,7 @@ fn print_conflicts(id: &RecordId, conflicts: &[Conflict]) {
     }
 }
 
-fn conflicts(node: &Node, json_out: bool) -> Result<()> {
+fn conflicts(node: &mut Node, json_out: bool) -> Result<()> {
     let all = node.store().read()?.all_conflicts()?;
     let mut rows = Vec::new();
     for (id, bytes) in all {
@@ -543,10 +559,9 @@ fn conflicts(node: &Node, json_out: bool) -> Result<()> {
             .collect();
         return print_json(&v);
     }
-    for (id, list) in &rows {
-        for c in list {
-            println!("{id}: {c}");
-        }
+    for (id, _) in &rows {
+        let p = projection(node, id)?;
+        print_conflicts(id, &p.conflicts);
     }
     Ok(())
 }
