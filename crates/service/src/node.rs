@@ -305,12 +305,19 @@ impl Node {
         }
         let catalog = self.replica.catalog().clone();
         let policy = self.replica.policy().clone();
+        let mut targets = Vec::new();
         for id in ids.iter().filter(|i| i.as_str() != CATALOG_ID) {
-            let Some(kind) = self.replica.docs().kind(id)? else {
-                continue;
-            };
-            self.replica.docs().batch(|b| {
-                let projection = b.with_doc_mut(id, &kind, |doc| {
+            if let Some(kind) = self.replica.docs().kind(id)? {
+                targets.push((id, kind));
+            }
+        }
+        if targets.is_empty() {
+            return Ok(());
+        }
+        // One transaction for the whole set: one fsync however many documents changed.
+        self.replica.docs().batch(|b| {
+            for (id, kind) in &targets {
+                let projection = b.with_doc_mut(id, kind, |doc| {
                     let taken = std::mem::take(doc);
                     let Ok(mut rd) = RecordDoc::from_automerge(taken.clone(), &node) else {
                         *doc = taken;
@@ -335,7 +342,7 @@ impl Node {
                     *doc = std::mem::take(rd.automerge_mut());
                     Some(p)
                 })?;
-                let Some(p) = projection else { return Ok(()) };
+                let Some(p) = projection else { continue };
                 let view = if p.conflicts.is_empty() {
                     None
                 } else {
@@ -352,9 +359,9 @@ impl Node {
                         w.kv_put(&key, b"")?;
                     }
                 }
-                Ok(())
-            })?;
-        }
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 

@@ -550,3 +550,56 @@ async fn losing_access_keeps_offline_edits_as_a_permission_conflict() {
     let _ = stop.send(());
     server.await.unwrap();
 }
+
+/// Measurement, not a check: a fresh device pulls `SELLSYNC_SERVICE_PULL_DEALS` deals (none
+/// when unset) from a hub over a loopback WebSocket; prints time, frames and bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_device_pull_measurement() {
+    let Some(n) = std::env::var("SELLSYNC_SERVICE_PULL_DEALS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = hub(dir.path());
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let id: RecordId = format!("deal-{i}").parse().unwrap();
+        h.node
+            .create(RecordKind::Deal, &id, deal_fields(2), T0 + i as i64)
+            .unwrap();
+    }
+    eprintln!("hub: {n} deals created in {:?}", started.elapsed());
+    let rita = device(dir.path(), &h, "rita-phone", 2);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let rita: SharedNode = Arc::new(Mutex::new(rita));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let started = std::time::Instant::now();
+    let o = sync_ws(&url, &rita).await;
+    eprintln!(
+        "device: pulled {} documents in {:?}: {} frames / {} B sent, {} frames / {} B received",
+        o.changed.len(),
+        started.elapsed(),
+        o.frames_sent,
+        o.bytes_sent,
+        o.frames_received,
+        o.bytes_received
+    );
+    assert!(o.finished, "{o:?}");
+    assert_eq!(o.changed.len(), n + 1);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
