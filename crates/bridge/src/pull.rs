@@ -151,6 +151,24 @@ fn unreachable_activity() -> ActivityId {
         .unwrap_or_else(|_| unreachable!("a one-letter id is valid"))
 }
 
+impl WriteCtx<'_> {
+    /// The edit context of a change written as the CRM by `author`.
+    fn edit_ctx<'a>(&'a self, author: &'a Author) -> EditCtx<'a> {
+        EditCtx {
+            author,
+            now_ms: self.now_ms,
+            catalog: self.catalog,
+            policy: self.policy,
+        }
+    }
+}
+
+/// A copy of `doc` at the shadow heads, writing as the CRM: what the CRM says is written there,
+/// so that device edits made since the shadow are concurrent with it.
+fn crm_fork(doc: &RecordDoc, shadow: &Shadow) -> Result<RecordDoc, PullError> {
+    Ok(doc.fork_at(&shadow.change_hashes()?, &DeviceId::crm())?)
+}
+
 fn crm_author(user: UserId) -> Author {
     Author {
         user,
@@ -229,13 +247,8 @@ pub fn pull_update(
     let edits = record_edits(&shadow.image, &image, &mut report);
     if !edits.is_empty() {
         let author = crm_author(ctx.user);
-        let ectx = EditCtx {
-            author: &author,
-            now_ms: ctx.now_ms,
-            catalog: ctx.catalog,
-            policy: ctx.policy,
-        };
-        let mut fork = doc.fork_at(&shadow.change_hashes()?, &DeviceId::crm())?;
+        let ectx = ctx.edit_ctx(&author);
+        let mut fork = crm_fork(doc, shadow)?;
         apply_tolerant(&mut fork, &ectx, "crm: record changed", edits, &mut report)?;
         let heads = fork.heads();
         doc.merge(&mut fork)?;
@@ -253,13 +266,8 @@ pub fn pull_delete(
     ctx: &WriteCtx<'_>,
 ) -> Result<bool, PullError> {
     let author = crm_author(ctx.user);
-    let ectx = EditCtx {
-        author: &author,
-        now_ms: ctx.now_ms,
-        catalog: ctx.catalog,
-        policy: ctx.policy,
-    };
-    let mut fork = doc.fork_at(&shadow.change_hashes()?, &DeviceId::crm())?;
+    let ectx = ctx.edit_ctx(&author);
+    let mut fork = crm_fork(doc, shadow)?;
     match fork.apply(&ectx, "crm: record deleted", &[Edit::DeleteRecord]) {
         Ok(_) => {}
         Err(EditError::Deleted { .. }) => return Ok(false),
@@ -281,12 +289,7 @@ pub fn pull_new(
     ctx: &WriteCtx<'_>,
 ) -> Result<(RecordDoc, Shadow, PullReport), PullError> {
     let author = crm_author(ctx.user);
-    let ectx = EditCtx {
-        author: &author,
-        now_ms: ctx.now_ms,
-        catalog: ctx.catalog,
-        policy: ctx.policy,
-    };
+    let ectx = ctx.edit_ctx(&author);
     let id = local_record_id(kind, crm_id);
     let mut report = PullReport::default();
     let all: Vec<(FieldKey, Value)> = image.fields.clone().into_iter().collect();
@@ -336,12 +339,7 @@ pub fn pull_activity(
     ctx: &WriteCtx<'_>,
 ) -> Result<PullReport, PullError> {
     let author = crm_author(ctx.user);
-    let ectx = EditCtx {
-        author: &author,
-        now_ms: ctx.now_ms,
-        catalog: ctx.catalog,
-        policy: ctx.policy,
-    };
+    let ectx = ctx.edit_ctx(&author);
     let mut report = PullReport::default();
     let known = shadow
         .activities
@@ -353,7 +351,7 @@ pub fn pull_activity(
         Value::Text(s) => s,
         _ => String::new(),
     };
-    let mut fork = doc.fork_at(&shadow.change_hashes()?, &DeviceId::crm())?;
+    let mut fork = crm_fork(doc, shadow)?;
     let id = match known {
         Some((id, old)) => {
             let mut edits = Vec::new();
@@ -443,13 +441,8 @@ pub fn pull_activity_delete(
         return Ok(false);
     };
     let author = crm_author(ctx.user);
-    let ectx = EditCtx {
-        author: &author,
-        now_ms: ctx.now_ms,
-        catalog: ctx.catalog,
-        policy: ctx.policy,
-    };
-    let mut fork = doc.fork_at(&shadow.change_hashes()?, &DeviceId::crm())?;
+    let ectx = ctx.edit_ctx(&author);
+    let mut fork = crm_fork(doc, shadow)?;
     let wrote = fork
         .apply(
             &ectx,
