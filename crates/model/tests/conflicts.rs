@@ -111,9 +111,7 @@ fn the_offline_rep_and_the_online_colleague() {
 fn lww_takes_the_latest_write_and_audits_the_loser() {
     let w = World::new();
     let (a, b) = (author(2, "a"), author(3, "b"));
-    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    let mut x = base.fork(&a.device);
-    let mut y = base.fork(&b.device);
+    let (mut x, mut y) = w.two_replicas(&a, &b);
     x.apply(
         &w.ctx(&a, T0 + 2000),
         "rename",
@@ -159,9 +157,7 @@ fn lww_takes_the_latest_write_and_audits_the_loser() {
 fn notify_tells_the_author_whose_value_lost() {
     let w = World::new();
     let (a, b) = (author(2, "a"), author(3, "b"));
-    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    let mut x = base.fork(&a.device);
-    let mut y = base.fork(&b.device);
+    let (mut x, mut y) = w.two_replicas(&a, &b);
     let d = |s: &str| Value::Date(s.parse().unwrap());
     x.apply(
         &w.ctx(&a, T0 + 1000),
@@ -197,9 +193,7 @@ fn keep_server_lets_the_crm_win_over_a_later_device_write() {
             device: DeviceId::crm(),
         },
     );
-    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    let mut phone = base.fork(&rep.device);
-    let mut bridge = base.fork(&crm.device);
+    let (mut phone, mut bridge) = w.two_replicas(&rep, &crm);
     bridge
         .apply(
             &w.ctx(&crm, T0 + 1000),
@@ -226,10 +220,9 @@ fn keep_server_lets_the_crm_win_over_a_later_device_write() {
 fn a_manual_conflict_reopens_when_a_write_races_the_resolution() {
     let w = World::new();
     let (a, b, c) = (author(2, "a"), author(3, "b"), author(1, "c"));
-    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    let mut x = base.fork(&a.device);
-    let mut y = base.fork(&b.device);
-    let mut z = base.fork(&c.device);
+    let (mut x, mut y) = w.two_replicas(&a, &b);
+    // z forks from y before y edits: it has seen the same base and nothing else.
+    let mut z = y.fork(&c.device);
     x.apply(
         &w.ctx(&a, T0 + 1),
         "v",
@@ -284,9 +277,7 @@ fn every_way_to_resolve_a_field() {
     let w = World::new();
     let (a, b) = (author(2, "a"), author(3, "b"));
     let setup = || {
-        let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-        let mut x = base.fork(&a.device);
-        let mut y = base.fork(&b.device);
+        let (mut x, mut y) = w.two_replicas(&a, &b);
         x.apply(
             &w.ctx(&a, T0 + 1),
             "s",
@@ -363,9 +354,7 @@ fn delete_against_edit_is_a_record_conflict_with_both_resolutions() {
     let w = World::new();
     let (a, b) = (author(2, "a"), author(3, "b"));
     for choice in [RecordChoice::Restore, RecordChoice::ConfirmDelete] {
-        let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-        let mut x = base.fork(&a.device);
-        let mut y = base.fork(&b.device);
+        let (mut x, mut y) = w.two_replicas(&a, &b);
         x.apply(&w.ctx(&a, T0 + 1), "delete", &[Edit::DeleteRecord])
             .unwrap();
         y.apply(
@@ -813,9 +802,7 @@ fn a_policy_file_can_make_any_field_manual() {
     let mut w = World::new();
     w.policy = Policy::from_toml("[deal]\nhot = \"manual\"\n").unwrap();
     let (a, b) = (author(2, "a"), author(3, "b"));
-    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
-    let mut x = base.fork(&a.device);
-    let mut y = base.fork(&b.device);
+    let (mut x, mut y) = w.two_replicas(&a, &b);
     x.apply(
         &w.ctx(&a, T0 + 1),
         "h",

@@ -86,6 +86,14 @@ impl World {
     }
 }
 
+impl World {
+    /// Two replicas of one freshly created deal, on the devices of `a` and `b`.
+    pub fn two_replicas(&self, a: &Author, b: &Author) -> (RecordDoc, RecordDoc) {
+        let base = self.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
+        (base.fork(&a.device), base.fork(&b.device))
+    }
+}
+
 /// Both replicas take in each other's changes.
 pub fn sync(a: &mut RecordDoc, b: &mut RecordDoc) {
     a.merge(b).unwrap();
