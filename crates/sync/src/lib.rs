@@ -35,5 +35,6 @@ pub use replica::{
     FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused, Visibility,
 };
 pub use session::{
-    AcceptConfig, CloseReason, DialConfig, Effect, Effects, Event, IgnoreReason, Limits, Session,
+    AcceptConfig, CloseReason, DialConfig, Effect, Effects, Event, IgnoreReason, Limits,
+    MIN_NONCE_LEN, Session, TranscriptLabel, transcript,
 };
