@@ -50,6 +50,9 @@ enum DeviceCmd {
         /// The LAN peer's device id, if known: any other device answering is refused.
         #[arg(long, requires = "peer")]
         peer_id: Option<String>,
+        /// The hub's URL for this sync, when it moved (default: the URL given at init).
+        #[arg(long, conflicts_with = "peer")]
+        hub: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -211,8 +214,12 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
         DeviceCmd::Sync {
             peer,
             peer_id,
+            hub,
             json,
-        } => sync(node, peer.as_deref(), peer_id.as_deref(), json),
+        } => match peer {
+            Some(peer) => sync(node, Target::Peer(&peer, peer_id.as_deref()), json),
+            None => sync(node, Target::Hub(hub.as_deref()), json),
+        },
         DeviceCmd::Serve { listen } => serve(node, &listen),
         DeviceCmd::Deals { json } => deals(&mut node, json),
         DeviceCmd::Show { id, json } => {
@@ -431,11 +438,22 @@ fn init(path: &Path, hub: &str, token_text: &str, ca: Option<&Path>) -> Result<(
     Ok(())
 }
 
-fn sync(node: Node, peer: Option<&str>, peer_id: Option<&str>, json_out: bool) -> Result<()> {
+/// Whom a sync is with.
+enum Target<'a> {
+    /// The hub, at the URL given at init or at this one.
+    Hub(Option<&'a str>),
+    /// A LAN peer at this URL, expected to be this device if given.
+    Peer(&'a str, Option<&'a str>),
+}
+
+fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     let id = node.identity().clone();
-    let (url, cfg, tls) = match peer {
-        None => {
-            let url = id.hub_url.clone().context("no hub URL: run init")?;
+    let (url, cfg, tls) = match target {
+        Target::Hub(moved) => {
+            let url = match moved {
+                Some(u) => u.to_owned(),
+                None => id.hub_url.clone().context("no hub URL: run init")?,
+            };
             let cfg = credential::hub_dial_config(&node, Limits::default())?;
             let tls = match node.store().read()?.kv_get(HUB_CA_KEY)? {
                 Some(pem) => Some(net::tls_connector_pem(&pem)?),
@@ -443,7 +461,7 @@ fn sync(node: Node, peer: Option<&str>, peer_id: Option<&str>, json_out: bool) -
             };
             (url, cfg, tls)
         }
-        Some(url) => {
+        Target::Peer(url, peer_id) => {
             if url.starts_with("wss://") {
                 bail!("LAN peers serve plain ws:// (each side proves itself with its credential)");
             }
