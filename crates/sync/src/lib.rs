@@ -32,7 +32,8 @@ mod session;
 
 pub use frame::{ErrorCode, Frame, FrameError, Role};
 pub use replica::{
-    FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused, Visibility,
+    CredentialCheck, FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused,
+    Visibility,
 };
 pub use session::{
     AcceptConfig, CloseReason, DialConfig, Effect, Effects, Event, IgnoreReason, Limits,

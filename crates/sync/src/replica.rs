@@ -79,6 +79,10 @@ pub enum Received {
     Rejected,
 }
 
+/// The outcome of checking a LAN peer's credential: what it proves and the public key the
+/// peer must prove it holds, or why it was refused.
+pub type CredentialCheck = Result<(Principal, Vec<u8>), TokenRefused>;
+
 /// A token the replica refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("token refused: {0}")]
@@ -116,7 +120,7 @@ pub trait Replica {
         credential: &[u8],
         claimed_node: &DeviceId,
         claimed_role: Role,
-    ) -> Result<Result<(Principal, Vec<u8>), TokenRefused>, Self::Error> {
+    ) -> Result<CredentialCheck, Self::Error> {
         let _ = (credential, claimed_node, claimed_role);
         Ok(Err(TokenRefused(
             "this node does not verify peer credentials".into(),

@@ -741,7 +741,12 @@ impl Session {
         if peer.role == Role::Hub && !welcome.grant.is_empty() {
             out.effects.push(Effect::Granted(welcome.grant));
         }
-        let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
+        // The acceptor announces from the checkpoint the hello offered (0 when the peer was
+        // not known in advance).
+        let peer_since = match &self.hello {
+            Some(h) => h.checkpoint,
+            None => replica.checkpoint(&peer.node).map_err(Abort::storage)?,
+        };
         self.phase = Phase::Exchange(Box::new(Exchange::new(
             peer,
             peer_since,
