@@ -287,7 +287,10 @@ fn two_devices_sync_over_the_lan_without_the_hub_then_one_carries_it_to_the_hub(
     assert_eq!(deals(&a), deals(&b));
     assert_eq!(deal_ids(&a), vec!["deal-acme", "deal-bee"]);
     let acme = json(&["device", "--store", &b, "show", "deal-acme", "--json"]);
-    assert_eq!(acme["record"]["fields"]["value"]["value"], "1500.00", "{acme}");
+    assert_eq!(
+        acme["record"]["fields"]["value"]["value"], "1500.00",
+        "{acme}"
+    );
     assert!(
         acme["record"]["tags"]
             .as_array()
@@ -303,7 +306,10 @@ fn two_devices_sync_over_the_lan_without_the_hub_then_one_carries_it_to_the_hub(
     sync(&dd, &url);
     assert_eq!(deal_ids(&dd), vec!["deal-acme", "deal-bee"]);
     let acme = json(&["device", "--store", &dd, "show", "deal-acme", "--json"]);
-    assert_eq!(acme["record"]["fields"]["value"]["value"], "1500.00", "{acme}");
+    assert_eq!(
+        acme["record"]["fields"]["value"]["value"], "1500.00",
+        "{acme}"
+    );
     assert!(
         acme["record"]["tags"]
             .as_array()

@@ -777,7 +777,7 @@ mod tests {
         let (hub, device, pk) = (id("hub"), id("phone"), dev.public_key());
         let g = open_grant(&bytes, &expect(&pk, None, &hub, &device)).unwrap();
         assert_eq!(g.hub_key, hub_key.public_key());
-        assert_eq!(g.acl().unwrap().is_admin(UserId(1)), true);
+        assert!(g.acl().unwrap().is_admin(UserId(1)));
         let (st, key) = g.trust().check(&g.credential, &device, T0 + DAY).unwrap();
         assert_eq!((st.user, key), (UserId(2), dev.public_key()));
         // Pinned to the same key: fine; to another: refused.

@@ -298,7 +298,7 @@ impl Replica for StoreReplica {
         credential: &[u8],
         claimed_node: &DeviceId,
         claimed_role: Role,
-    ) -> Result<Result<(Principal, Vec<u8>), TokenRefused>, StoreError> {
+    ) -> Result<sellsync_sync::CredentialCheck, StoreError> {
         let Some(auth) = &self.peer_auth else {
             return Ok(Err(TokenRefused(
                 "this device holds no grant from its hub yet".into(),
