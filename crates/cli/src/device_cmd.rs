@@ -534,32 +534,19 @@ fn serve(node: Node, listen: &str) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    // Checked before listening: a device without a grant cannot prove itself to anyone.
-    credential::lan_accept_config(&node, Limits::default())?;
+    // Checked before listening: a device without a grant cannot prove itself to anyone. The
+    // credential does not change while serving (the store stays open here); each session only
+    // draws a fresh nonce.
+    let base = credential::lan_accept_config(&node, Limits::default())?;
     let shared: SharedNode = Arc::new(Mutex::new(node));
-    let make = {
-        let shared = shared.clone();
-        move || {
-            let n = shared
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match credential::lan_accept_config(&n, Limits::default()) {
-                Ok(cfg) => Session::accept(cfg),
-                // No randomness for a nonce: this session refuses every dialer (a short nonce
-                // fails the handshake) rather than run without one.
-                Err(e) => {
-                    tracing::warn!("cannot set up a LAN session: {e}");
-                    Session::accept(sellsync_sync::AcceptConfig {
-                        node: n.id().clone(),
-                        role: sellsync_sync::Role::Device,
-                        token: Vec::new(),
-                        mutual: true,
-                        nonce: Vec::new(),
-                        limits: Limits::default(),
-                    })
-                }
-            }
-        }
+    let make = move || {
+        let mut cfg = base.clone();
+        cfg.nonce = credential::nonce().unwrap_or_else(|e| {
+            // Without randomness the session runs with no nonce, which refuses every dialer.
+            tracing::warn!("cannot draw a nonce: {e}");
+            Vec::new()
+        });
+        Session::accept(cfg)
     };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {

@@ -46,6 +46,9 @@ pub const DEVICE_KEY: &str = "device/signing_key";
 pub const PINNED_HUB_KEY: &str = "device/hub_key";
 /// The key-value entry of the latest grant a device received (as received, signature included).
 pub const GRANT: &str = "device/grant";
+/// The longest access file a hub hands out in its grants (a grant travels in one welcome,
+/// which carries at most `sellsync_sync::frame::MAX_GRANT_LEN` bytes of grant).
+pub const MAX_ACL_LEN: usize = 512 * 1024;
 /// How long a peer credential stays valid by default: 7 days.
 pub const DEFAULT_CREDENTIAL_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 
@@ -499,6 +502,12 @@ impl Issuer {
         ttl_ms: i64,
     ) -> Result<Issuer, CredentialError> {
         Acl::from_toml(&acl).map_err(|e| invalid(e.to_string()))?;
+        if acl.len() > MAX_ACL_LEN {
+            return Err(invalid(format!(
+                "access file of {} bytes: a grant carries at most {MAX_ACL_LEN}",
+                acl.len()
+            )));
+        }
         Ok(Issuer {
             key: load_or_create_key(store, HUB_KEY)?,
             hub,
