@@ -260,6 +260,41 @@ fn replayed_proofs_and_welcomes_are_refused() {
             .any(|e| matches!(e, Effect::Authenticated(_)))
     );
 
+    // After the welcome, only a proof is accepted: an announce instead closes the session.
+    let mut a = Session::accept(credential::lan_accept_config(&carl, Limits::default()).unwrap());
+    let fx = a.handle(carl.replica(), Event::Received(hello));
+    assert_eq!(fx.send.len(), 1);
+    let announce = sellsync_sync::Frame::Announce(sellsync_sync::frame::Announce {
+        last: true,
+        since: 0,
+        upto: 0,
+        docs: vec![],
+    })
+    .encode(1 << 20)
+    .unwrap();
+    let fx = a.handle(carl.replica(), Event::Received(&announce));
+    assert!(
+        matches!(closed(&fx), Some(CloseReason::OutOfOrder(_))),
+        "{fx:?}"
+    );
+    assert!(
+        !fx.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Authenticated(_)))
+    );
+
+    // A LAN hello without a nonce is refused before anything is signed.
+    let mut bare = match sellsync_sync::Frame::decode(hello, 1 << 20).unwrap() {
+        sellsync_sync::Frame::Hello(h) => h,
+        f => panic!("not a hello: {f:?}"),
+    };
+    bare.nonce.clear();
+    let bare = sellsync_sync::Frame::Hello(bare).encode(1 << 20).unwrap();
+    let mut a = Session::accept(credential::lan_accept_config(&carl, Limits::default()).unwrap());
+    let fx = a.handle(carl.replica(), Event::Received(&bare));
+    assert!(auth_failed(&closed(&fx)), "{fx:?}");
+    assert_eq!(fx.send.len(), 1, "only the error frame: {fx:?}");
+
     // A replayed welcome (made for another hello's nonce) is refused by the dialer, which
     // then sends no proof.
     let mut d = Session::dial(credential::lan_dial_config(&rita, None, Limits::default()).unwrap());
