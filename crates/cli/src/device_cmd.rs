@@ -162,8 +162,12 @@ fn open_node(path: &Path) -> Result<Node> {
     if node.identity().role != StoreRole::Device {
         bail!("{} is a hub's store, not a device's", path.display());
     }
-    // The access rules and peer credential of the latest grant, if the hub handed one.
-    credential::enable_peer_auth(&mut node)?;
+    // The access rules and peer credential of the latest grant, if the hub handed one. A grant
+    // that no longer verifies leaves the device as before its first grant (no LAN peers) until
+    // the next hub sync replaces it; every other command still works.
+    if let Err(e) = credential::enable_peer_auth(&mut node) {
+        eprintln!("warning: the stored grant is unusable ({e}); sync with the hub to renew it");
+    }
     Ok(node)
 }
 
