@@ -474,6 +474,7 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
                 .transpose()
                 .map_err(|e| anyhow!("--peer-id: {e}"))?;
             let cfg = credential::lan_dial_config(&node, expected, Limits::default())?;
+            warn_if_own_credential_invalid(&node);
             (url.to_owned(), cfg, None)
         }
     };
@@ -528,6 +529,15 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Peers check this device's credential as it checks theirs: say so before they refuse it.
+fn warn_if_own_credential_invalid(node: &Node) {
+    if let Some(auth) = node.replica_ref().peer_auth()
+        && let Err(why) = auth.trust.check(&auth.credential, node.id(), net::now_ms())
+    {
+        eprintln!("warning: LAN peers will refuse this device ({why}); sync with the hub to renew");
+    }
+}
+
 /// Accepts LAN peers until ctrl-c. Each connection is logged on stderr (a refused peer with
 /// its reason).
 fn serve(node: Node, listen: &str) -> Result<()> {
@@ -542,6 +552,7 @@ fn serve(node: Node, listen: &str) -> Result<()> {
     // credential does not change while serving (the store stays open here); each session only
     // draws a fresh nonce.
     let base = credential::lan_accept_config(&node, Limits::default())?;
+    warn_if_own_credential_invalid(&node);
     let shared: SharedNode = Arc::new(Mutex::new(node));
     let make = move || {
         let mut cfg = base.clone();

@@ -193,6 +193,9 @@ fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: b
 fn serve(run: HubRun) -> Result<()> {
     let path = run.store.context("--store is required")?;
     let listen = run.listen.context("--listen is required")?;
+    if run.credential_ttl < 0 {
+        bail!("--credential-ttl must be 0 or more seconds");
+    }
     let acl_text = match &run.acl {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?

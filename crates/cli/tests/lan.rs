@@ -270,6 +270,7 @@ fn two_devices_sync_over_the_lan_without_the_hub_then_one_carries_it_to_the_hub(
     assert!(err.contains("revoked"), "{err}");
     let err = refused(&f, &lan);
     assert!(err.contains("expired"), "{err}");
+    assert!(err.contains("LAN peers will refuse this device"), "{err}");
     let err = refused(&g, &lan);
     assert!(err.contains("signature"), "{err}");
     let err = refused(&dd, &lan);
