@@ -10,9 +10,10 @@
 //! - [`credential`]: Ed25519 keys of hubs and devices, the peer credentials and grants a hub
 //!   hands its devices, and their checks between LAN peers.
 //!
-//! Tests (`tests/sync.rs`) run in about a second. `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a
-//! measurement: a hub with N deals, a fresh device pulling them over a loopback WebSocket, with
-//! time, frames and bytes printed (run with `--nocapture`).
+//! Tests (`tests/sync.rs`, and `tests/lan.rs` for LAN peers) run in about a second each.
+//! `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a measurement: a hub with N deals, a fresh device
+//! pulling them over a loopback WebSocket, with time, frames and bytes printed (run with
+//! `--nocapture`).
 #![deny(missing_docs)]
 
 pub mod acl;
