@@ -8,12 +8,12 @@
 //!   peers) and a dialer that runs one session to the end, optionally over TLS (rustls).
 //! - [`token`]: the enrollment token format, `<hub node>.<user id>.<device>.<secret>`.
 //! - [`credential`]: Ed25519 keys of hubs and devices, the peer credentials and grants a hub
-//!   hands its devices, and their checks between LAN peers.
+//!   hands its devices, and their checks between LAN peers (tested in process by
+//!   `tests/lan.rs`, under a second).
 //!
-//! Tests (`tests/sync.rs`, and `tests/lan.rs` for LAN peers) run in about a second each.
-//! `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a measurement: a hub with N deals, a fresh device
-//! pulling them over a loopback WebSocket, with time, frames and bytes printed (run with
-//! `--nocapture`).
+//! Tests (`tests/sync.rs`) run in about a second. `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a
+//! measurement: a hub with N deals, a fresh device pulling them over a loopback WebSocket, with
+//! time, frames and bytes printed (run with `--nocapture`).
 #![deny(missing_docs)]
 
 pub mod acl;
