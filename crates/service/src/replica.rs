@@ -63,14 +63,14 @@ pub struct StoreReplica {
     node: DeviceId,
     user: Option<UserId>,
     acl: Acl,
-    /// The time used to check token expiry, set by the caller (the shell reads the clock).
-    now_ms: i64,
-    catalog: Catalog,
-    policy: Policy,
     /// A hub's: hands each authenticated device a grant (see [`crate::credential`]).
     issuer: Option<Issuer>,
     /// A device's, once it holds a grant: checks LAN peers and proves itself to them.
     peer_auth: Option<PeerAuth>,
+    /// The time used to check token expiry, set by the caller (the shell reads the clock).
+    now_ms: i64,
+    catalog: Catalog,
+    policy: Policy,
 }
 
 impl StoreReplica {
@@ -83,11 +83,11 @@ impl StoreReplica {
             node,
             user,
             acl,
+            issuer: None,
+            peer_auth: None,
             now_ms: 0,
             catalog: Catalog::default(),
             policy: Policy::default(),
-            issuer: None,
-            peer_auth: None,
         }
     }
 
