@@ -20,10 +20,10 @@ use sellsync_model::{
     Slot, UserId, Value,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
-use sellsync_service::{Acl, Node, NodeError, token};
+use sellsync_service::{Acl, Node, NodeError, credential, token};
 use sellsync_sim::{Fault, FaultConfig, FaultRule, Sim, SimConfig, demo_data};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store};
-use sellsync_sync::{AcceptConfig, DialConfig, Limits, Role, Session};
+use sellsync_sync::{AcceptConfig, Limits, Role, Session};
 use serde_json::{Value as Json, json};
 
 /// Options of the demo.
@@ -64,16 +64,16 @@ impl Narrator {
 struct Device {
     name: &'static str,
     node: SharedNode,
-    dial: DialConfig,
     url: String,
 }
 
 impl Device {
     async fn sync(&self) -> Result<Outcome> {
+        let dial = self.with(|n| credential::hub_dial_config(n, Limits::default()))?;
         let out = net::dial(
             &self.url,
             self.node.clone(),
-            Session::dial(self.dial.clone()),
+            Session::dial(dial),
             NetConfig::default(),
         )
         .await?;
@@ -118,8 +118,8 @@ impl Names<'_> {
     }
 }
 
-/// The simulator's users as an access file: admins, and one team per team name.
-fn acl_of(sim: &Sim) -> Result<Acl> {
+/// The simulator's users as an access file (and its text): admins, and one team per team name.
+fn acl_of(sim: &Sim) -> Result<(Acl, String)> {
     let tokens = sim.tokens();
     let admins: Vec<u64> = tokens
         .iter()
@@ -139,7 +139,7 @@ fn acl_of(sim: &Sim) -> Result<Acl> {
             i + 1
         ));
     }
-    Ok(Acl::from_toml(&text)?)
+    Ok((Acl::from_toml(&text)?, text))
 }
 
 fn faults(share: f64, seed: u64) -> FaultConfig {
@@ -284,7 +284,17 @@ async fn story(opts: Options) -> Result<()> {
             hub_token: None,
         },
     )?;
-    let hub: SharedNode = Arc::new(Mutex::new(Node::open(store.clone(), Some(acl_of(&sim)?))?));
+    let (acl, acl_text) = acl_of(&sim)?;
+    let mut hub_node = Node::open(store.clone(), Some(acl))?;
+    // Devices get grants (peer credentials and the access rules) as from a real hub.
+    let issuer = credential::Issuer::load(
+        &store,
+        hub_node.id().clone(),
+        acl_text,
+        credential::DEFAULT_CREDENTIAL_TTL_MS,
+    )?;
+    hub_node.replica().set_issuer(Some(issuer));
+    let hub: SharedNode = Arc::new(Mutex::new(hub_node));
     let crm = ZendeskHttp::new(&crm_url, &admin.token, 0.0, Duration::from_secs(10))?;
     let bridge = Bridge::new(
         crm,
@@ -306,6 +316,8 @@ async fn story(opts: Options) -> Result<()> {
         node: "hub".parse()?,
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     };
     let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -353,18 +365,11 @@ async fn story(opts: Options) -> Result<()> {
                 hub_token: Some(tok.clone()),
             },
         )?;
+        credential::load_or_create_key(&dstore, credential::DEVICE_KEY)?;
         let node: SharedNode = Arc::new(Mutex::new(Node::open(dstore, None)?));
         let d = Device {
             name,
             node,
-            dial: DialConfig {
-                node: device,
-                role: Role::Device,
-                token: tok.into_bytes(),
-                peer: "hub".parse()?,
-                verify_peer_token: false,
-                limits: Limits::default(),
-            },
             url: hub_url.clone(),
         };
         let out = d.sync().await?;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sellsync_hub_bridge::{Bridge, BridgeConfig, Progress, ZendeskHttp, status_path};
 use sellsync_model::{Catalog, DeviceId, UserId};
 use sellsync_service::net::{self, NetConfig, SharedNode};
-use sellsync_service::{Acl, Node, token};
+use sellsync_service::{Acl, Node, credential, token};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
 use sellsync_sync::{AcceptConfig, Limits, Role, Session};
 
@@ -61,6 +61,9 @@ struct HubRun {
     /// Seconds between the bridge's pull-and-push rounds.
     #[arg(long, default_value_t = 10)]
     bridge_every: u64,
+    /// Seconds a peer credential handed to a device stays valid (default: 7 days).
+    #[arg(long, default_value_t = credential::DEFAULT_CREDENTIAL_TTL_MS / 1000)]
+    credential_ttl: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,19 +210,32 @@ fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: b
 fn serve(run: HubRun) -> Result<()> {
     let path = run.store.context("--store is required")?;
     let listen = run.listen.context("--listen is required")?;
-    let acl = match &run.acl {
-        Some(p) => Acl::from_toml(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => Acl::default(),
+    if run.credential_ttl < 0 {
+        bail!("--credential-ttl must be 0 or more seconds");
+    }
+    let acl_text = match &run.acl {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => String::new(),
     };
+    let acl = Acl::from_toml(&acl_text)?;
     let tls = match (&run.tls_cert, &run.tls_key) {
         (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let store = open_hub(&path, &run.node)?;
-    let mut node = Node::open(store, Some(acl))?;
+    let mut node = Node::open(store.clone(), Some(acl))?;
+    // Every device that syncs gets a grant: its peer credential, these access rules and the
+    // revocation list, signed by the hub's key (created on first need).
+    let issuer = credential::Issuer::load(
+        &store,
+        node.id().clone(),
+        acl_text,
+        run.credential_ttl.saturating_mul(1000),
+    )?;
+    node.replica().set_issuer(Some(issuer));
     if let Some(p) = &run.catalog {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -231,6 +247,8 @@ fn serve(run: HubRun) -> Result<()> {
         node: node.id().clone(),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     };
     let shared: SharedNode = Arc::new(Mutex::new(node));
