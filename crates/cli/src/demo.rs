@@ -223,6 +223,7 @@ async fn get_json(url: &str, token: &str, path: &str) -> Result<Json> {
 
 /// Runs the story; an error if any step does not end as the story says.
 pub(crate) fn run(opts: Options) -> Result<()> {
+    sellsync_hub_bridge::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

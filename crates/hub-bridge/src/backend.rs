@@ -78,6 +78,13 @@ impl Pacer {
     }
 }
 
+/// Installs ring as the process's rustls crypto provider, which reqwest's rustls backend needs
+/// before any client is built (sellsync builds it without a default provider). Installing
+/// twice is harmless: the first one stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Zendesk Sell v2 over HTTPS (or HTTP for the simulator on loopback).
 #[derive(Debug, Clone)]
 pub struct ZendeskHttp {
@@ -144,9 +151,7 @@ impl ZendeskHttp {
                 "only visible ASCII characters are allowed",
             ));
         }
-        // reqwest's rustls backend is built without a default crypto provider: use ring, like
-        // the rest of sellsync. Installing twice is harmless (the first one stays).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))

@@ -1005,6 +1005,35 @@ impl<C: Crm> Bridge<C> {
         }
     }
 
+    /// Whether a push was interrupted (its checkpoint is stored).
+    pub async fn push_in_progress(&self) -> Result<bool, BridgeError> {
+        Ok(self.kv_get(RUN_KEY).await?.is_some())
+    }
+
+    /// One round: an interrupted push is finished first (a create whose answer was lost must
+    /// be found and mapped before a pull could take it for a record made in Zendesk), then a
+    /// pull, then a push. Returns the pull and the last push.
+    pub async fn round(&self) -> Result<(PullReport, PushReport), BridgeError> {
+        let mut earlier = None;
+        if self.push_in_progress().await? {
+            earlier = Some(self.push().await?);
+        }
+        let pulled = self.pull().await?;
+        let mut pushed = self.push().await?;
+        if let Some(e) = earlier {
+            let mut all = e;
+            all.pushed.append(&mut pushed.pushed);
+            all.refused.append(&mut pushed.refused);
+            all.gone.append(&mut pushed.gone);
+            all.moved.append(&mut pushed.moved);
+            all.gave_up.append(&mut pushed.gave_up);
+            all.waiting = pushed.waiting;
+            all.requests += pushed.requests;
+            pushed = all;
+        }
+        Ok((pulled, pushed))
+    }
+
     /// Runs the bridge until `shutdown`: an import if none completed yet, then a pull and a
     /// push every `every`. Errors are logged and kept in the status; the loop goes on.
     pub async fn run(&self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
@@ -1014,8 +1043,7 @@ impl<C: Crm> Bridge<C> {
                 if !self.imported().await? {
                     self.import(&|_| {}).await?;
                 }
-                self.pull().await?;
-                self.push().await?;
+                self.round().await?;
                 Ok::<(), BridgeError>(())
             };
             tokio::select! {

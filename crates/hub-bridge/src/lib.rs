@@ -17,7 +17,7 @@ mod engine;
 mod records;
 mod status;
 
-pub use backend::{BackendError, Crm, Pacer, ZendeskHttp};
+pub use backend::{BackendError, Crm, Pacer, ZendeskHttp, install_crypto_provider};
 pub use engine::{Bridge, BridgeConfig, ImportReport, Progress, PullReport, PushReport};
 pub use status::{BridgeStatus, ErrorEntry, MAX_ERRORS, RunSummary, status_path};
 
