@@ -879,7 +879,8 @@ impl<C: Crm> Bridge<C> {
                     | Event::Moved { op, .. }
                     | Event::Refused { op, .. }
                     | Event::Gone { op }
-                    | Event::GaveUp { op, .. } => op.record.clone(),
+                    | Event::GaveUp { op, .. }
+                    | Event::Held { op, .. } => op.record.clone(),
                     Event::Backoff(_) => return Ok((run, None)),
                 };
                 let mut failure: Option<BridgeError> = None;
@@ -947,7 +948,7 @@ impl<C: Crm> Bridge<C> {
                             }
                             pending.insert(record.clone());
                         }
-                        Event::GaveUp { .. } => {
+                        Event::GaveUp { .. } | Event::Held { .. } => {
                             pending.insert(record.clone());
                         }
                         Event::Backoff(_) => {}
@@ -968,7 +969,8 @@ impl<C: Crm> Bridge<C> {
                     | Event::Moved { op, .. }
                     | Event::Refused { op, .. }
                     | Event::Gone { op }
-                    | Event::GaveUp { op, .. } => Some(op.record.to_string()),
+                    | Event::GaveUp { op, .. }
+                    | Event::Held { op, .. } => Some(op.record.to_string()),
                     Event::Backoff(_) => None,
                 };
                 tracing::warn!("push: recording an answer failed: {e}");
@@ -980,6 +982,7 @@ impl<C: Crm> Bridge<C> {
                 Event::Gone { op } => report.gone.push(op.record),
                 Event::Moved { op, .. } => report.moved.push(op.record),
                 Event::GaveUp { op, error } => report.gave_up.push((op, error)),
+                Event::Held { op, reason } => report.waiting.push((op.record, reason)),
                 Event::Backoff(_) => {}
             }
         }
