@@ -423,6 +423,78 @@ async fn bad_tokens_revoked_tokens_and_garbage_frames_over_a_real_socket() {
     server.await.unwrap();
 }
 
+/// A peer that stops in the middle of a frame, or stalls there: its connection is closed (at
+/// once, or after the idle timeout), stored data is untouched, and other devices sync meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_mid_frame_is_dropped_and_others_still_sync() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let carl = device(dir.path(), &h, "carl-web", 3);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let carl: SharedNode = Arc::new(Mutex::new(carl));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        NetConfig {
+            idle_timeout: Duration::from_secs(1),
+            ..NetConfig::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let head = || {
+        hub.lock()
+            .unwrap()
+            .store()
+            .read()
+            .unwrap()
+            .feed_head()
+            .unwrap()
+    };
+    let head0 = head();
+    // A binary WebSocket frame announcing 1,000 bytes (masked, as from a client), and 10 of them.
+    let mut partial = vec![0x82, 0x80 | 126, 0x03, 0xE8, 1, 2, 3, 4];
+    partial.extend_from_slice(b"SY\x02\x01\0\0\x03\xe8ab");
+    for stall in [false, true] {
+        let tcp =
+            tokio::net::TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/'))
+                .await
+                .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
+        let raw = ws.get_mut();
+        raw.write_all(&partial).await.unwrap();
+        raw.flush().await.unwrap();
+        if stall {
+            // Meanwhile another device syncs.
+            let o = sync_ws(&url, &carl).await;
+            assert!(o.finished, "{o:?}");
+            // The server gives up on the stalled connection after its idle timeout.
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(20), raw.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+                "the stalled connection is still open: {read:?}"
+            );
+        } else {
+            drop(ws);
+            let o = sync_ws(&url, &carl).await;
+            assert!(o.finished, "{o:?}");
+        }
+    }
+    // Carl had nothing to send; nothing from the broken peers was stored.
+    assert_eq!(head(), head0);
+    let _ = stop.send(());
+    server.await.unwrap();
+}
+
 /// The hub listener over TLS: a device trusting the hub's certificate syncs over `wss://`; a
 /// plain WebSocket client, or one without the certificate, gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
