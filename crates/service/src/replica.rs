@@ -9,8 +9,12 @@
 //!   according to [`Acl`], from the candidates of its `owner_id` field.
 //! - The checkpoint kept for a peer's feed is stored as the peer checkpoint's `theirs` bytes,
 //!   a u64 little-endian.
+//! - Access is a function of a document's content, the catalog and the policy. It is memoised
+//!   per document with the feed seq of the document's latest write; an entry whose seq differs
+//!   from the store's is recomputed, and the memo is emptied when the catalog changes.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use automerge::sync::{self, SyncDoc};
@@ -66,6 +70,8 @@ pub struct StoreReplica {
     now_ms: i64,
     catalog: Catalog,
     policy: Policy,
+    /// Who may see each document, with the feed seq of the write it was computed from.
+    access: RefCell<HashMap<RecordId, (u64, DocAccess)>>,
 }
 
 impl StoreReplica {
@@ -81,6 +87,7 @@ impl StoreReplica {
             now_ms: 0,
             catalog: Catalog::default(),
             policy: Policy::default(),
+            access: RefCell::new(HashMap::new()),
         }
     }
 
@@ -111,6 +118,9 @@ impl StoreReplica {
 
     /// Replaces the catalog used to read owners and validate edits.
     pub fn set_catalog(&mut self, catalog: Catalog) {
+        if catalog != self.catalog {
+            self.access.get_mut().clear();
+        }
         self.catalog = catalog;
     }
 
@@ -142,11 +152,17 @@ impl StoreReplica {
 
     /// Who may see `doc`.
     pub fn access_of(&self, doc: &Automerge) -> DocAccess {
-        if root_kind(doc).as_deref() == Some("catalog") {
-            return DocAccess::Everyone;
+        self.access_of_owned(doc.clone()).1
+    }
+
+    /// [`StoreReplica::access_of`] without a copy: takes the document and hands it back
+    /// unchanged, or `None` if it is not a record (its access is then admins only).
+    fn access_of_owned(&self, doc: Automerge) -> (Option<Automerge>, DocAccess) {
+        if root_kind(&doc).as_deref() == Some("catalog") {
+            return (Some(doc), DocAccess::Everyone);
         }
-        let Ok(record) = RecordDoc::from_automerge(doc.clone(), &self.node) else {
-            return DocAccess::Owners(Vec::new());
+        let Ok(mut record) = RecordDoc::from_automerge(doc, &self.node) else {
+            return (None, DocAccess::Owners(Vec::new()));
         };
         let slot = Slot::record(FieldKey::Std("owner_id".into()));
         let owners = record
@@ -157,22 +173,63 @@ impl StoreReplica {
                 _ => None,
             })
             .collect();
-        DocAccess::Owners(owners)
+        (
+            Some(std::mem::take(record.automerge_mut())),
+            DocAccess::Owners(owners),
+        )
+    }
+
+    fn may_see(&self, user: UserId, access: &DocAccess) -> bool {
+        match access {
+            DocAccess::Everyone => true,
+            DocAccess::Owners(o) => self.acl.may_see_any(user, o),
+        }
     }
 
     /// Whether `user` may see `doc`.
     pub fn visible_to(&self, user: UserId, doc: &Automerge) -> bool {
-        match self.access_of(doc) {
-            DocAccess::Everyone => true,
-            DocAccess::Owners(o) => self.acl.may_see_any(user, &o),
-        }
+        self.may_see(user, &self.access_of(doc))
     }
 
-    fn may_hold(&self, peer: &Peer, doc: &Automerge) -> bool {
-        [peer.user, self.user]
-            .into_iter()
-            .flatten()
-            .all(|u| self.visible_to(u, doc))
+    /// The access of stored documents (`None`: not stored), from the memo where it is current
+    /// (same feed seq as the store's), else from the document, loaded without a copy.
+    fn stored_access(&self, docs: &[RecordId]) -> Result<Vec<Option<DocAccess>>, StoreError> {
+        let metas = self.store().read()?.doc_metas(docs)?;
+        let mut memo = self.access.borrow_mut();
+        let mut cache = self.docs.borrow_mut();
+        let mut out = Vec::with_capacity(docs.len());
+        for (id, meta) in docs.iter().zip(metas) {
+            let Some(meta) = meta else {
+                out.push(None);
+                continue;
+            };
+            if let Some((seq, access)) = memo.get(id)
+                && *seq == meta.seq
+            {
+                out.push(Some(access.clone()));
+                continue;
+            }
+            let access = if meta.kind == "catalog" {
+                Some(DocAccess::Everyone)
+            } else {
+                cache.with_doc_owned(id, |d| self.access_of_owned(d))?
+            };
+            if let Some(a) = &access {
+                memo.insert(id.clone(), (meta.seq, a.clone()));
+            }
+            out.push(access);
+        }
+        Ok(out)
+    }
+
+    /// Whether the peer's user and this node's user may both hold `doc`; hands `doc` back.
+    fn may_hold(&self, peer: &Peer, doc: Automerge) -> (Option<Automerge>, bool) {
+        let users: Vec<UserId> = [peer.user, self.user].into_iter().flatten().collect();
+        if users.is_empty() {
+            return (Some(doc), true);
+        }
+        let (doc, access) = self.access_of_owned(doc);
+        (doc, users.iter().all(|u| self.may_see(*u, &access)))
     }
 
     fn receive_existing(
@@ -221,15 +278,14 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Denied);
         };
-        if !self.may_hold(peer, &tmp) {
+        let (back, allowed) = self.may_hold(peer, tmp);
+        let (Some(tmp), true) = (back, allowed) else {
             *inc.state = saved;
             return Ok(Received::Denied);
-        }
-        let merged = b.with_doc_mut(inc.doc, &kind, |doc| doc.merge(&mut tmp).is_ok())?;
-        if !merged {
-            *inc.state = saved;
-            return Ok(Received::Rejected);
-        }
+        };
+        // The document is new here: the received one becomes the stored one (no merge into an
+        // empty document, which would apply every change a second time).
+        b.with_doc_mut_owned(inc.doc, &kind, |_empty| (Some(tmp), ()))?;
         b.store()
             .put_sync_state(&peer.node, inc.doc, &inc.state.encode())?;
         Ok(Received::Applied { changed: true })
@@ -281,17 +337,15 @@ impl Replica for StoreReplica {
     }
 
     fn visibility(&self, user: UserId, docs: &[RecordId]) -> Result<Vec<Visibility>, StoreError> {
-        let mut cache = self.docs.borrow_mut();
-        let mut out = Vec::with_capacity(docs.len());
-        for id in docs {
-            let v = cache.with_doc(id, |d| self.visible_to(user, d))?;
-            out.push(match v {
+        Ok(self
+            .stored_access(docs)?
+            .into_iter()
+            .map(|a| match a {
                 None => Visibility::Unknown,
-                Some(true) => Visibility::Visible,
-                Some(false) => Visibility::Hidden,
-            });
-        }
-        Ok(out)
+                Some(a) if self.may_see(user, &a) => Visibility::Visible,
+                Some(_) => Visibility::Hidden,
+            })
+            .collect())
     }
 
     fn revoked(&mut self, peer: &DeviceId, user: UserId) -> Result<Vec<RecordId>, StoreError> {
@@ -303,19 +357,25 @@ impl Replica for StoreReplica {
             .map(|e| e.record)
             .collect();
         let states = store.read()?.sync_states(peer, &ids)?;
-        let mut gone = Vec::new();
-        {
-            let mut cache = self.docs.borrow_mut();
-            for (id, state) in ids.iter().zip(states) {
-                // A peer holds a document once a sync state with shared heads exists for it.
-                let held = state
-                    .and_then(|b| sync::State::decode(&b).ok())
-                    .is_some_and(|s| !s.shared_heads.is_empty());
-                if held && cache.with_doc(id, |d| self.visible_to(user, d))? == Some(false) {
-                    gone.push(id.clone());
-                }
-            }
-        }
+        // A peer holds a document once a sync state with shared heads exists for it.
+        let held: Vec<RecordId> = ids
+            .into_iter()
+            .zip(states)
+            .filter(|(_, state)| {
+                state
+                    .as_ref()
+                    .and_then(|b| sync::State::decode(b).ok())
+                    .is_some_and(|s| !s.shared_heads.is_empty())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let access = self.stored_access(&held)?;
+        let gone: Vec<RecordId> = held
+            .into_iter()
+            .zip(access)
+            .filter(|(_, a)| a.as_ref().is_some_and(|a| !self.may_see(user, a)))
+            .map(|(id, _)| id)
+            .collect();
         if !gone.is_empty() {
             let fresh = sync::State::new().encode();
             store.write(|w| {

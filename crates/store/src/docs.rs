@@ -109,6 +109,20 @@ impl Cache {
         );
     }
 
+    /// Puts back an entry taken out with [`Cache::remove`], as the most recently used, with
+    /// the cache's actor.
+    fn put_back(&mut self, record: RecordId, mut entry: Entry) {
+        if let Some(actor) = &self.actor {
+            entry.doc.set_actor(actor.clone());
+        }
+        self.remove(&record);
+        entry.tick = self.next_tick;
+        self.next_tick += 1;
+        self.lru.insert(entry.tick, record.clone());
+        self.used += entry.estimate;
+        self.entries.insert(record, entry);
+    }
+
     /// Evicts least recently used documents until under budget, always keeping `keep`.
     fn shrink(&mut self, keep: &RecordId) {
         while self.used > self.budget {
@@ -303,6 +317,43 @@ impl Docs {
         Ok(Some(out))
     }
 
+    /// [`Docs::with_doc`] for functions that consume an `Automerge` without changing it (such as
+    /// wrappers that check a document's shape): `f` gets the cached document by value, with no
+    /// copy, and hands it back. If `f` returns `None`, or a document whose heads differ from
+    /// the ones it was given, the copy is dropped from memory (the stored document is
+    /// untouched and is loaded again on next use), so the cache never holds a change the store
+    /// does not.
+    pub fn with_doc_owned<R>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(Automerge) -> (Option<Automerge>, R),
+    ) -> Result<Option<R>> {
+        self.revalidate_if_stale()?;
+        if !self.cache.entries.contains_key(record) {
+            let view = self.store.read()?;
+            if !self.cache.ensure_loaded(record, &view)? {
+                return Ok(None);
+            }
+        } else {
+            self.cache.stats.hits += 1;
+            self.cache.touch(record);
+        }
+        // The entry was inserted or touched just above. It stays out of the cache while `f`
+        // runs, so a panic in `f` leaves the document uncached rather than emptied.
+        let mut entry = self.cache.remove(record).expect("cached");
+        let heads = entry.doc.get_heads();
+        let (back, out) = f(std::mem::take(&mut entry.doc));
+        match back {
+            Some(doc) if doc.get_heads() == heads => {
+                entry.doc = doc;
+                self.cache.put_back(record.clone(), entry);
+                self.cache.shrink(record);
+            }
+            _ => self.cache.stats.invalidations += 1,
+        }
+        Ok(Some(out))
+    }
+
     /// The kind of a cached or stored document, if it exists.
     pub fn kind(&mut self, record: &RecordId) -> Result<Option<String>> {
         if let Some(e) = self.cache.entries.get(record) {
@@ -386,6 +437,23 @@ impl<'w> DocBatch<'_, 'w> {
         kind: &str,
         f: impl FnOnce(&mut Automerge) -> R,
     ) -> Result<R> {
+        self.with_doc_mut_owned(record, kind, move |mut doc| {
+            let out = f(&mut doc);
+            (Some(doc), out)
+        })
+    }
+
+    /// [`DocBatch::with_doc_mut`] for functions that take the document by value (such as
+    /// wrappers that check a document's shape): `f` gets the document with no copy and hands it
+    /// back, changed or not; its new changes are written as with `with_doc_mut`. If `f`
+    /// returns `None`, nothing is written for this document and its copy is dropped from
+    /// memory (the stored document is untouched and is loaded again on next use).
+    pub fn with_doc_mut_owned<R>(
+        &mut self,
+        record: &RecordId,
+        kind: &str,
+        f: impl FnOnce(Automerge) -> (Option<Automerge>, R),
+    ) -> Result<R> {
         crate::schema::check_kind(kind)?;
         let meta = self.cache.validate(record, &*self.batch)?;
         if let Some(m) = &meta
@@ -408,9 +476,19 @@ impl<'w> DocBatch<'_, 'w> {
         }
         self.touched.push(record.clone());
         // The entry was loaded or inserted just above.
-        let entry = self.cache.entries.get_mut(record).expect("cached");
+        // Out of the cache while `f` runs: a panic in `f` leaves the document uncached.
+        let mut entry = self.cache.remove(record).expect("cached");
         let old_heads = entry.doc.get_heads();
-        let out = f(&mut entry.doc);
+        let (back, out) = f(std::mem::take(&mut entry.doc));
+        let Some(doc) = back else {
+            if exists {
+                self.cache.stats.invalidations += 1;
+            }
+            return Ok(out);
+        };
+        entry.doc = doc;
+        self.cache.put_back(record.clone(), entry);
+        let entry = self.cache.entries.get_mut(record).expect("cached");
         let new_heads = entry.doc.get_heads();
         if new_heads == old_heads {
             if !exists {
