@@ -10,8 +10,11 @@
 //! - The checkpoint kept for a peer's feed is stored as the peer checkpoint's `theirs` bytes,
 //!   a u64 little-endian.
 //! - Access is a function of a document's content, the catalog and the policy. It is memoised
-//!   per document with the feed seq of the document's latest write; an entry whose seq differs
-//!   from the store's is recomputed, and the memo is emptied when the catalog changes.
+//!   per document with the feed seq of the document's latest write and a fingerprint of the
+//!   catalog and policy, in memory and in the store's key-value table (key
+//!   `service/access/<record>`, see [`encode_access`]); an entry whose seq or fingerprint
+//!   differs is recomputed from the document. Feed seqs are never reused, so a matching seq
+//!   means the same content.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -72,6 +75,54 @@ pub struct StoreReplica {
     policy: Policy,
     /// Who may see each document, with the feed seq of the write it was computed from.
     access: RefCell<HashMap<RecordId, (u64, DocAccess)>>,
+    /// Fingerprint of the catalog and policy the memo was computed with.
+    fingerprint: u64,
+}
+
+const ACCESS_KEY: &str = "service/access/";
+
+/// A fingerprint of what access depends on besides the document (a cache key only: a
+/// collision-free stable hash is not needed, a mismatch only costs a recomputation).
+fn fingerprint(catalog: &Catalog, policy: &Policy) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Serialising plain data cannot fail; a failure would only weaken the cache key.
+    serde_json::to_vec(catalog).unwrap_or_default().hash(&mut h);
+    format!("{policy:?}").hash(&mut h);
+    h.finish()
+}
+
+/// The stored memo entry: seq (u64 LE), fingerprint (u64 LE), then `0` for everyone or `1`
+/// followed by each owner (u64 LE).
+fn encode_access(seq: u64, fingerprint: u64, access: &DocAccess) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    match access {
+        DocAccess::Everyone => out.push(0),
+        DocAccess::Owners(o) => {
+            out.push(1);
+            for u in o {
+                out.extend_from_slice(&u.0.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_access`] output; `None` for anything else.
+fn decode_access(bytes: &[u8]) -> Option<(u64, u64, DocAccess)> {
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes);
+    let seq = word(bytes.get(0..8)?)?;
+    let fp = word(bytes.get(8..16)?)?;
+    let access = match (bytes.get(16)?, &bytes[17..]) {
+        (0, []) => DocAccess::Everyone,
+        (1, rest) if rest.len() % 8 == 0 => {
+            DocAccess::Owners(rest.chunks(8).filter_map(word).map(UserId).collect())
+        }
+        _ => return None,
+    };
+    Some((seq, fp, access))
 }
 
 impl StoreReplica {
@@ -88,6 +139,7 @@ impl StoreReplica {
             catalog: Catalog::default(),
             policy: Policy::default(),
             access: RefCell::new(HashMap::new()),
+            fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
         }
     }
 
@@ -120,6 +172,7 @@ impl StoreReplica {
     pub fn set_catalog(&mut self, catalog: Catalog) {
         if catalog != self.catalog {
             self.access.get_mut().clear();
+            self.fingerprint = fingerprint(&catalog, &self.policy);
         }
         self.catalog = catalog;
     }
@@ -193,11 +246,15 @@ impl StoreReplica {
 
     /// The access of stored documents (`None`: not stored), from the memo where it is current
     /// (same feed seq as the store's), else from the document, loaded without a copy.
+    /// Newly computed entries are written to the store's memo in one transaction.
     fn stored_access(&self, docs: &[RecordId]) -> Result<Vec<Option<DocAccess>>, StoreError> {
-        let metas = self.store().read()?.doc_metas(docs)?;
+        let store = self.store();
+        let view = store.read()?;
+        let metas = view.doc_metas(docs)?;
         let mut memo = self.access.borrow_mut();
         let mut cache = self.docs.borrow_mut();
         let mut out = Vec::with_capacity(docs.len());
+        let mut computed = Vec::new();
         for (id, meta) in docs.iter().zip(metas) {
             let Some(meta) = meta else {
                 out.push(None);
@@ -209,15 +266,35 @@ impl StoreReplica {
                 out.push(Some(access.clone()));
                 continue;
             }
-            let access = if meta.kind == "catalog" {
-                Some(DocAccess::Everyone)
-            } else {
-                cache.with_doc_owned(id, |d| self.access_of_owned(d))?
+            let key = format!("{ACCESS_KEY}{id}");
+            let stored = view.kv_get(&key)?.as_deref().and_then(decode_access);
+            let access = match stored {
+                Some((seq, fp, access)) if seq == meta.seq && fp == self.fingerprint => access,
+                _ => {
+                    let access = if meta.kind == "catalog" {
+                        Some(DocAccess::Everyone)
+                    } else {
+                        cache.with_doc_owned(id, |d| self.access_of_owned(d))?
+                    };
+                    let Some(access) = access else {
+                        out.push(None);
+                        continue;
+                    };
+                    computed.push((key, encode_access(meta.seq, self.fingerprint, &access)));
+                    access
+                }
             };
-            if let Some(a) = &access {
-                memo.insert(id.clone(), (meta.seq, a.clone()));
-            }
-            out.push(access);
+            memo.insert(id.clone(), (meta.seq, access.clone()));
+            out.push(Some(access));
+        }
+        drop(view);
+        if !computed.is_empty() {
+            store.write(|w| {
+                for (key, value) in &computed {
+                    w.kv_put(key, value)?;
+                }
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -444,5 +521,45 @@ impl Replica for StoreReplica {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_memo_entries_round_trip_and_garbage_is_ignored() {
+        for access in [
+            DocAccess::Everyone,
+            DocAccess::Owners(Vec::new()),
+            DocAccess::Owners(vec![UserId(2), UserId(u64::MAX)]),
+        ] {
+            let bytes = encode_access(7, 9, &access);
+            assert_eq!(decode_access(&bytes), Some((7, 9, access)));
+        }
+        let good = encode_access(7, 9, &DocAccess::Owners(vec![UserId(2)]));
+        assert_eq!(decode_access(&good[..good.len() - 1]), None);
+        assert_eq!(decode_access(&good[..16]), None);
+        assert_eq!(decode_access(b""), None);
+        let mut bad_tag = encode_access(7, 9, &DocAccess::Everyone);
+        bad_tag[16] = 2;
+        assert_eq!(decode_access(&bad_tag), None);
+        bad_tag[16] = 0;
+        bad_tag.push(0);
+        assert_eq!(decode_access(&bad_tag), None);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_catalog() {
+        let p = Policy::default();
+        assert_eq!(
+            fingerprint(&Catalog::example(), &p),
+            fingerprint(&Catalog::example(), &p)
+        );
+        assert_ne!(
+            fingerprint(&Catalog::example(), &p),
+            fingerprint(&Catalog::default(), &p)
+        );
     }
 }
