@@ -101,7 +101,7 @@ fn deal_fields(i: usize) -> Vec<(FieldKey, Value)> {
         (key("currency"), Value::Text("EUR".into())),
         (key("stage_id"), Value::Ref(11 + (i as u64 % 4))),
         (key("owner_id"), Value::Ref(REP)),
-        (key("hot"), Value::Bool(i % 3 == 0)),
+        (key("hot"), Value::Bool(i.is_multiple_of(3))),
         (key("source_id"), Value::Ref(1 + (i as u64 % 2))),
     ]
 }
@@ -114,7 +114,7 @@ fn edited_fields(i: usize, round: u32) -> Vec<(&'static str, serde_json::Value)>
             serde_json::Value::from(format!("Trade fair lead {i} (revised {round})")),
         ),
         ("value", serde_json::Value::from(250_000 + i as i64 * 10)),
-        ("hot", serde_json::Value::from(i % 2 == 0)),
+        ("hot", serde_json::Value::from(i.is_multiple_of(2))),
     ]
 }
 
