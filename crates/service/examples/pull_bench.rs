@@ -514,7 +514,7 @@ async fn samod_device(dir: &Path, url: &str) -> Result<()> {
             Ok(Some(_)) => {}
             other => bail!("find failed: {other:?}"),
         }
-        if (k + 1) % 250 == 0 {
+        if (k + 1) % 50 == 0 {
             println!(
                 "{}",
                 kv_line(&[

@@ -322,14 +322,16 @@ impl Docs {
     /// copy, and hands it back. If `f` returns `None`, or a document whose heads differ from
     /// the ones it was given, the copy is dropped from memory (the stored document is
     /// untouched and is loaded again on next use), so the cache never holds a change the store
-    /// does not.
+    /// does not. A document that was not in memory is kept afterwards only if it fits in the
+    /// budget without evicting another (for one-off passes over many documents).
     pub fn with_doc_owned<R>(
         &mut self,
         record: &RecordId,
         f: impl FnOnce(Automerge) -> (Option<Automerge>, R),
     ) -> Result<Option<R>> {
         self.revalidate_if_stale()?;
-        if !self.cache.entries.contains_key(record) {
+        let was_cached = self.cache.entries.contains_key(record);
+        if !was_cached {
             let view = self.store.read()?;
             if !self.cache.ensure_loaded(record, &view)? {
                 return Ok(None);
@@ -344,6 +346,10 @@ impl Docs {
         let heads = entry.doc.get_heads();
         let (back, out) = f(std::mem::take(&mut entry.doc));
         match back {
+            // A document loaded only for this call is not kept if that would evict others:
+            // a pass over more documents than fit would otherwise evict every one of them
+            // before its next use.
+            Some(_) if !was_cached && self.cache.used + entry.estimate > self.cache.budget => {}
             Some(doc) if doc.get_heads() == heads => {
                 entry.doc = doc;
                 self.cache.put_back(record.clone(), entry);
@@ -494,6 +500,7 @@ impl<'w> DocBatch<'_, 'w> {
             if !exists {
                 self.cache.remove(record);
             }
+            self.cache.shrink(record);
             return Ok(out);
         }
         // A new document is written whole in the compressed document format, which loads
