@@ -299,14 +299,16 @@ impl StoreReplica {
         Ok(out)
     }
 
-    /// Whether the peer's user and this node's user may both hold `doc`; hands `doc` back.
-    fn may_hold(&self, peer: &Peer, doc: Automerge) -> (Option<Automerge>, bool) {
+    /// Whether the peer's user and this node's user may both hold `doc`. Free when there is
+    /// no user to check (a device trusting its hub); otherwise one document copy, so that a
+    /// document that is not a record stays available (admins may hold it).
+    fn may_hold(&self, peer: &Peer, doc: &Automerge) -> bool {
         let users: Vec<UserId> = [peer.user, self.user].into_iter().flatten().collect();
         if users.is_empty() {
-            return (Some(doc), true);
+            return true;
         }
-        let (doc, access) = self.access_of_owned(doc);
-        (doc, users.iter().all(|u| self.may_see(*u, &access)))
+        let access = self.access_of(doc);
+        users.iter().all(|u| self.may_see(*u, &access))
     }
 
     fn receive_existing(
@@ -355,11 +357,10 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Denied);
         };
-        let (back, allowed) = self.may_hold(peer, tmp);
-        let (Some(tmp), true) = (back, allowed) else {
+        if !self.may_hold(peer, &tmp) {
             *inc.state = saved;
             return Ok(Received::Denied);
-        };
+        }
         // The document is new here: the received one becomes the stored one (no merge into an
         // empty document, which would apply every change a second time).
         b.with_doc_mut_owned(inc.doc, &kind, |_empty| (Some(tmp), ()))?;
