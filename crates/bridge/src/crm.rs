@@ -92,6 +92,8 @@ pub enum CrmRequest {
         /// Its CRM id.
         id: u64,
     },
+    /// The user the token belongs to (`/v2/users/self`): whom the bridge writes as.
+    CurrentUser,
     /// Start a sync session for a device.
     SyncStart {
         /// The persisted device UUID.

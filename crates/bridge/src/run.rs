@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::crm::{CrmError, CrmRequest, CrmResponse};
+use sellsync_model::RecordId;
+
 use crate::push::{OpKind, Plan, PlannedOp, Target, lookup_request, matches_sent};
 
 /// Where the operation at the front of the queue stands.
@@ -84,6 +86,14 @@ pub enum Event {
     },
     /// Wait this long before the next request.
     Backoff(u64),
+    /// Not sent: an operation on its record gave up or found the record gone earlier in this
+    /// run, so it waits with it (the record is planned again next run).
+    Held {
+        /// The operation not sent.
+        op: PlannedOp,
+        /// Why.
+        reason: String,
+    },
     /// Failed for good in this run (kept for the next plan: nothing is dropped).
     GaveUp {
         /// The operation.
@@ -193,6 +203,34 @@ impl PushRun {
     /// Takes the answer to the last request. `jitter` in `[0, 1]` comes from the caller's
     /// random source.
     pub fn on_result(&mut self, result: Result<CrmResponse, CrmError>, jitter: f64) -> Vec<Event> {
+        let mut events = self.answer(result, jitter);
+        // A record that failed takes its later operations (its notes, tasks, calls) with it.
+        let failed: Vec<(RecordId, &'static str)> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::GaveUp { op, .. } if op.target == Target::Record => Some((
+                    op.record.clone(),
+                    "its record could not be pushed in this run",
+                )),
+                Event::Gone { op } => {
+                    Some((op.record.clone(), "its record was deleted in the CRM"))
+                }
+                _ => None,
+            })
+            .collect();
+        for (record, reason) in failed {
+            let (held, rest): (Vec<_>, Vec<_>) =
+                self.ops.drain(..).partition(|o| o.record == record);
+            self.ops = rest.into();
+            events.extend(held.into_iter().map(|op| Event::Held {
+                op,
+                reason: reason.to_owned(),
+            }));
+        }
+        events
+    }
+
+    fn answer(&mut self, result: Result<CrmResponse, CrmError>, jitter: f64) -> Vec<Event> {
         let Some(front) = self.ops.front() else {
             return Vec::new();
         };
@@ -304,6 +342,41 @@ mod tests {
             },
             limits,
         )
+    }
+
+    #[test]
+    fn the_children_of_a_record_that_gave_up_wait_with_it() {
+        let mut note = op(OpKind::Create, None);
+        note.target = Target::Activity {
+            id: "n1".parse().unwrap(),
+            kind: sellsync_model::ActivityKind::Note,
+        };
+        note.resource = Resource::Note;
+        let mut other = op(OpKind::Update, None);
+        other.record = "d2".parse().unwrap();
+        let limits = Limits {
+            max_attempts: 0,
+            ..Limits::default()
+        };
+        let mut r = run(vec![op(OpKind::Update, None), note, other], limits);
+        assert!(matches!(r.next_request(), Some(CrmRequest::Update { .. })));
+        let ev = r.on_result(
+            Err(CrmError::Server {
+                status: 503,
+                message: String::new(),
+            }),
+            0.0,
+        );
+        assert!(
+            matches!(&ev[..], [Event::GaveUp { .. }, Event::Held { op, .. }] if op.resource == Resource::Note),
+            "{ev:?}"
+        );
+        // The other record still goes.
+        assert_eq!(r.remaining(), 1);
+        assert!(matches!(
+            r.next_request(),
+            Some(CrmRequest::Update { id: 5, .. })
+        ));
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub fn request(req: &CrmRequest) -> HttpRequest {
             out.path = format!("/v2/{}/{id}", resource_path(*resource));
             out.body = body(Json::Object(b.clone()));
         }
+        CrmRequest::CurrentUser => {
+            out.path = "/v2/users/self".into();
+        }
         CrmRequest::Delete { resource, id } => {
             out.method = Method::Delete;
             out.path = format!("/v2/{}/{id}", resource_path(*resource));
@@ -220,7 +223,10 @@ pub fn response(req: &CrmRequest, resp: &HttpResponse) -> Result<CrmResponse, Cr
                 more,
             })
         }
-        CrmRequest::Get { .. } | CrmRequest::Create { .. } | CrmRequest::Update { .. } => {
+        CrmRequest::Get { .. }
+        | CrmRequest::Create { .. }
+        | CrmRequest::Update { .. }
+        | CrmRequest::CurrentUser => {
             let item: Item<Json> = serde_json::from_slice(&resp.body).map_err(malformed)?;
             if !item.data.is_object() || item.data.get("id").and_then(Json::as_u64).is_none() {
                 return Err(malformed("an object without an id"));

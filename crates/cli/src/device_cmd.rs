@@ -5,14 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use sellsync_model::DeviceId;
 use sellsync_model::{
     ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot,
     Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
-use sellsync_service::{Node, NodeError, token};
+use sellsync_service::{Node, NodeError, credential, token};
 use sellsync_store::{NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreRead};
-use sellsync_sync::{DialConfig, Limits, Role, Session};
+use sellsync_sync::{Limits, Session};
 use serde_json::json;
 
 /// A device's commands.
@@ -40,11 +41,27 @@ enum DeviceCmd {
         #[arg(long)]
         ca: Option<PathBuf>,
     },
-    /// One sync round with the hub: prints what moved, exits.
+    /// One sync round with the hub (or with a LAN peer): prints what moved, exits.
     Sync {
+        /// Sync with this LAN peer (a device running `serve`, e.g. ws://10.0.0.7:7071/)
+        /// instead of the hub. Needs one sync with the hub first (for the peer credential).
+        #[arg(long)]
+        peer: Option<String>,
+        /// The LAN peer's device id, if known: any other device answering is refused.
+        #[arg(long, requires = "peer")]
+        peer_id: Option<String>,
+        /// The hub's URL for this sync, when it moved (default: the URL given at init).
+        #[arg(long, conflicts_with = "peer")]
+        hub: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Accept LAN peers until ctrl-c (each presents a credential from the same hub).
+    Serve {
+        /// Address to listen on, e.g. 0.0.0.0:7071 (port 0: any free port, printed at start).
+        #[arg(long)]
+        listen: String,
     },
     /// List the deals held.
     Deals {
@@ -141,9 +158,15 @@ enum DeviceCmd {
 fn open_node(path: &Path) -> Result<Node> {
     let store =
         Arc::new(Store::open(path).with_context(|| format!("opening store {}", path.display()))?);
-    let node = Node::open(store, None)?;
+    let mut node = Node::open(store, None)?;
     if node.identity().role != StoreRole::Device {
         bail!("{} is a hub's store, not a device's", path.display());
+    }
+    // The access rules and peer credential of the latest grant, if the hub handed one. A grant
+    // that no longer verifies leaves the device as before its first grant (no LAN peers) until
+    // the next hub sync replaces it; every other command still works.
+    if let Err(e) = credential::enable_peer_auth(&mut node) {
+        eprintln!("warning: the stored grant is unusable ({e}); sync with the hub to renew it");
     }
     Ok(node)
 }
@@ -192,7 +215,16 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     let mut node = open_node(&args.store)?;
     match args.cmd {
         DeviceCmd::Init { .. } => unreachable!("handled above"),
-        DeviceCmd::Sync { json } => sync(node, json),
+        DeviceCmd::Sync {
+            peer,
+            peer_id,
+            hub,
+            json,
+        } => match peer {
+            Some(peer) => sync(node, Target::Peer(&peer, peer_id.as_deref()), json),
+            None => sync(node, Target::Hub(hub.as_deref()), json),
+        },
+        DeviceCmd::Serve { listen } => serve(node, &listen),
         DeviceCmd::Deals { json } => deals(&mut node, json),
         DeviceCmd::Show { id, json } => {
             let p = projection(&mut node, &record_id(&id)?)?;
@@ -401,6 +433,8 @@ fn init(path: &Path, hub: &str, token_text: &str, ca: Option<&Path>) -> Result<(
         }
         Ok(())
     })?;
+    // The device's own key pair, certified by the hub at each sync.
+    credential::load_or_create_key(&store, credential::DEVICE_KEY)?;
     println!(
         "initialised device {} for user {} with hub {} at {hub}",
         enrolled.device, enrolled.user, enrolled.hub
@@ -408,22 +442,41 @@ fn init(path: &Path, hub: &str, token_text: &str, ca: Option<&Path>) -> Result<(
     Ok(())
 }
 
-fn sync(node: Node, json_out: bool) -> Result<()> {
+/// Whom a sync is with.
+enum Target<'a> {
+    /// The hub, at the URL given at init or at this one.
+    Hub(Option<&'a str>),
+    /// A LAN peer at this URL, expected to be this device if given.
+    Peer(&'a str, Option<&'a str>),
+}
+
+fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     let id = node.identity().clone();
-    let url = id.hub_url.clone().context("no hub URL: run init")?;
-    let tok = id.hub_token.clone().context("no hub token: run init")?;
-    let enrolled = token::parse(&tok)?;
-    let cfg = DialConfig {
-        node: id.device_id.clone(),
-        role: Role::Device,
-        token: tok.into_bytes(),
-        peer: enrolled.hub,
-        verify_peer_token: false,
-        limits: Limits::default(),
-    };
-    let tls = match node.store().read()?.kv_get(HUB_CA_KEY)? {
-        Some(pem) => Some(net::tls_connector_pem(&pem)?),
-        None => None,
+    let (url, cfg, tls) = match target {
+        Target::Hub(moved) => {
+            let url = match moved {
+                Some(u) => u.to_owned(),
+                None => id.hub_url.clone().context("no hub URL: run init")?,
+            };
+            let cfg = credential::hub_dial_config(&node, Limits::default())?;
+            let tls = match node.store().read()?.kv_get(HUB_CA_KEY)? {
+                Some(pem) => Some(net::tls_connector_pem(&pem)?),
+                None => None,
+            };
+            (url, cfg, tls)
+        }
+        Target::Peer(url, peer_id) => {
+            if url.starts_with("wss://") {
+                bail!("LAN peers serve plain ws:// (each side proves itself with its credential)");
+            }
+            let expected = peer_id
+                .map(|p| p.parse::<DeviceId>())
+                .transpose()
+                .map_err(|e| anyhow!("--peer-id: {e}"))?;
+            let cfg = credential::lan_dial_config(&node, expected, Limits::default())?;
+            warn_if_own_credential_invalid(&node);
+            (url.to_owned(), cfg, None)
+        }
     };
     let shared: SharedNode = Arc::new(Mutex::new(node));
     let rt = tokio::runtime::Runtime::new()?;
@@ -438,6 +491,7 @@ fn sync(node: Node, json_out: bool) -> Result<()> {
     if json_out {
         print_json(&json!({
             "finished": out.finished,
+            "peer": out.peer.as_ref().map(|p| p.node.as_str().to_owned()),
             "changed": ids(&out.changed),
             "revoked": ids(&out.revoked),
             "frames_sent": out.frames_sent,
@@ -473,6 +527,55 @@ fn sync(node: Node, json_out: bool) -> Result<()> {
         bail!("sync failed on this device: {e}");
     }
     Ok(())
+}
+
+/// Peers check this device's credential as it checks theirs: say so before they refuse it.
+fn warn_if_own_credential_invalid(node: &Node) {
+    if let Some(auth) = node.replica_ref().peer_auth()
+        && let Err(why) = auth.trust.check(&auth.credential, node.id(), net::now_ms())
+    {
+        eprintln!("warning: LAN peers will refuse this device ({why}); sync with the hub to renew");
+    }
+}
+
+/// Accepts LAN peers until ctrl-c. Each connection is logged on stderr (a refused peer with
+/// its reason).
+fn serve(node: Node, listen: &str) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    // Checked before listening: a device without a grant cannot prove itself to anyone. The
+    // credential does not change while serving (the store stays open here); each session only
+    // draws a fresh nonce.
+    let base = credential::lan_accept_config(&node, Limits::default())?;
+    warn_if_own_credential_invalid(&node);
+    let shared: SharedNode = Arc::new(Mutex::new(node));
+    let make = move || {
+        let mut cfg = base.clone();
+        cfg.nonce = credential::nonce().unwrap_or_else(|e| {
+            // Without randomness the session runs with no nonce, which refuses every dialer.
+            tracing::warn!("cannot draw a nonce: {e}");
+            Vec::new()
+        });
+        Session::accept(cfg)
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        println!("listening on ws://{addr}/");
+        net::serve(listener, shared, make, NetConfig::default(), async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+        Ok(())
+    })
 }
 
 fn deals(node: &mut Node, json_out: bool) -> Result<()> {

@@ -3,11 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sellsync_hub_bridge::{Bridge, BridgeConfig, Progress, ZendeskHttp, status_path};
 use sellsync_model::{Catalog, DeviceId, UserId};
 use sellsync_service::net::{self, NetConfig, SharedNode};
-use sellsync_service::{Acl, Node, token};
+use sellsync_service::{Acl, Node, credential, token};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
 use sellsync_sync::{AcceptConfig, Limits, Role, Session};
 
@@ -44,6 +48,22 @@ struct HubRun {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Run the bridge to this Zendesk Sell account (e.g. https://api.getbase.com, or a
+    /// simulator's URL): import on first start, then pull and push.
+    #[arg(long, requires = "zendesk_token")]
+    zendesk_url: Option<String>,
+    /// The bridge's Zendesk access token.
+    #[arg(long, env = "SELLSYNC_ZENDESK_TOKEN", hide_env_values = true)]
+    zendesk_token: Option<String>,
+    /// Most requests per second the bridge sends (Zendesk allows 36,000 an hour); 0: no limit.
+    #[arg(long, default_value_t = 10.0)]
+    zendesk_rate: f64,
+    /// Seconds between the bridge's pull-and-push rounds.
+    #[arg(long, default_value_t = 10)]
+    bridge_every: u64,
+    /// Seconds a peer credential handed to a device stays valid (default: 7 days).
+    #[arg(long, default_value_t = credential::DEFAULT_CREDENTIAL_TTL_MS / 1000)]
+    credential_ttl: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,19 +210,32 @@ fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: b
 fn serve(run: HubRun) -> Result<()> {
     let path = run.store.context("--store is required")?;
     let listen = run.listen.context("--listen is required")?;
-    let acl = match &run.acl {
-        Some(p) => Acl::from_toml(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?,
-        None => Acl::default(),
+    if run.credential_ttl < 0 {
+        bail!("--credential-ttl must be 0 or more seconds");
+    }
+    let acl_text = match &run.acl {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => String::new(),
     };
+    let acl = Acl::from_toml(&acl_text)?;
     let tls = match (&run.tls_cert, &run.tls_key) {
         (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
         _ => None,
     };
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let store = open_hub(&path, &run.node)?;
-    let mut node = Node::open(store, Some(acl))?;
+    let mut node = Node::open(store.clone(), Some(acl))?;
+    // Every device that syncs gets a grant: its peer credential, these access rules and the
+    // revocation list, signed by the hub's key (created on first need).
+    let issuer = credential::Issuer::load(
+        &store,
+        node.id().clone(),
+        acl_text,
+        run.credential_ttl.saturating_mul(1000),
+    )?;
+    node.replica().set_issuer(Some(issuer));
     if let Some(p) = &run.catalog {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -214,15 +247,49 @@ fn serve(run: HubRun) -> Result<()> {
         node: node.id().clone(),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     };
     let shared: SharedNode = Arc::new(Mutex::new(node));
+    let bridge = match (&run.zendesk_url, &run.zendesk_token) {
+        (Some(url), Some(tok)) => {
+            let crm = ZendeskHttp::new(url, tok, run.zendesk_rate, Duration::from_secs(30))?;
+            Some(Arc::new(Bridge::new(
+                crm,
+                shared.clone(),
+                BridgeConfig {
+                    crm_url: url.clone(),
+                    status_file: Some(status_path(&path)),
+                    ..BridgeConfig::default()
+                },
+            )))
+        }
+        _ => None,
+    };
+    let every = Duration::from_secs(run.bridge_every.max(1));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let bridge_task = match bridge {
+            Some(b) => {
+                if !b.imported().await? {
+                    import_with_progress(&b).await?;
+                }
+                Some(tokio::spawn(async move {
+                    let mut stopped = stopped;
+                    b.run(every, async move {
+                        let _ = stopped.changed().await;
+                    })
+                    .await;
+                }))
+            }
+            None => None,
+        };
         println!("listening on {scheme}://{addr}/");
         net::serve_tls(
             listener,
@@ -235,6 +302,36 @@ fn serve(run: HubRun) -> Result<()> {
             },
         )
         .await;
+        let _ = stop.send(true);
+        if let Some(t) = bridge_task {
+            let _ = t.await;
+        }
         Ok(())
     })
+}
+
+/// The first import, with a progress line on stderr.
+async fn import_with_progress(bridge: &Bridge<ZendeskHttp>) -> Result<()> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} importing from Zendesk: {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let report = bridge
+        .import(&|p| match p {
+            Progress::Catalog => bar.set_message("catalog"),
+            Progress::Objects { what, done } => bar.set_message(format!("{done} {what}")),
+        })
+        .await;
+    bar.finish_and_clear();
+    let report = report.context("importing from Zendesk")?;
+    eprintln!(
+        "imported {} deals and contacts, {} notes, tasks and calls in {} requests ({} left out)",
+        report.records,
+        report.activities,
+        report.requests,
+        report.skipped.len()
+    );
+    Ok(())
 }

@@ -1,12 +1,14 @@
 //! `sellsync`: the command-line entry point.
 
+mod bridge_cmd;
+mod core_demo;
 mod device_cmd;
 mod hub_cmd;
 mod sim_cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 mod demo;
 
@@ -20,18 +22,52 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Tell the whole story on the embedded simulator, in one process.
-    Demo,
+    /// Tell the whole story on the embedded simulator: hub, bridge and two devices, in one
+    /// process on loopback sockets.
+    Demo(DemoArgs),
     /// Run the Zendesk Sell simulator until ctrl-c.
     Sim(sim_cmd::SimArgs),
     /// Run a hub, or issue and revoke its device tokens.
-    Hub(hub_cmd::HubArgs),
+    Hub(Box<hub_cmd::HubArgs>),
     /// A rep's device: enrol, sync, read and edit records.
     Device(device_cmd::DeviceArgs),
+    /// The hub's bridge to Zendesk: its status.
+    Bridge(bridge_cmd::BridgeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Only the core: two replicas of one record document, no network.
+    #[arg(long)]
+    core: bool,
+    /// Share of requests the simulator fails (429 bursts, 503s, latency, lost answers), 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_parser = share)]
+    faults: f64,
+    /// Seed of the simulator's fault injection.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the final Zendesk state as JSON on stdout (the story goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG sets the level (default: warnings).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -43,12 +79,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo => {
-            print!("{}", demo::run()?);
+        Command::Demo(a) if a.core => {
+            print!("{}", core_demo::run()?);
             Ok(())
         }
+        Command::Demo(a) => demo::run(demo::Options {
+            faults: a.faults,
+            seed: a.seed,
+            json: a.json,
+        }),
+        Command::Bridge(args) => bridge_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
-        Command::Hub(args) => hub_cmd::run(args),
+        Command::Hub(args) => hub_cmd::run(*args),
         Command::Device(args) => device_cmd::run(args),
     }
 }

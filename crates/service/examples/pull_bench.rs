@@ -281,6 +281,8 @@ fn accept_config(node: &Node) -> AcceptConfig {
         node: node.id().clone(),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     }
 }
@@ -335,8 +337,11 @@ fn dial_config(node: &Node) -> Result<DialConfig> {
         node: node.id().clone(),
         role: Role::Device,
         token: tok.into_bytes(),
-        peer: enrolled.hub,
+        peer: Some(enrolled.hub),
         verify_peer_token: false,
+        mutual: false,
+        nonce: Vec::new(),
+        key: Vec::new(),
         limits: Limits::default(),
     })
 }

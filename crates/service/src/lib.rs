@@ -7,6 +7,9 @@
 //! - [`net`]: the WebSocket transport: a listener that accepts sessions (hub, or a device's LAN
 //!   peers) and a dialer that runs one session to the end, optionally over TLS (rustls).
 //! - [`token`]: the enrollment token format, `<hub node>.<user id>.<device>.<secret>`.
+//! - [`credential`]: Ed25519 keys of hubs and devices, the peer credentials and grants a hub
+//!   hands its devices, and their checks between LAN peers (tested in process by
+//!   `tests/lan.rs`, under a second).
 //!
 //! Tests (`tests/sync.rs`) run in about a second. `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a
 //! measurement: a hub with N deals, a fresh device pulling them over a loopback WebSocket, with
@@ -14,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod credential;
 pub mod net;
 mod node;
 mod replica;

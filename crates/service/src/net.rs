@@ -174,7 +174,8 @@ enum Ev {
 }
 
 /// Carries out the effects that touch the node: persists advanced checkpoints, refreshes
-/// the views of changed documents, and flags records whose access was revoked. Returns the changed documents and the last failure.
+/// the views of changed documents, flags records whose access was revoked, and verifies and
+/// keeps a hub's grant. Returns the changed documents and the last failure.
 pub fn carry_out(node: &mut Node, fx: &Effects, now_ms: i64) -> (Vec<RecordId>, Option<String>) {
     let mut err = None;
     let mut changed = Vec::new();
@@ -189,6 +190,8 @@ pub fn carry_out(node: &mut Node, fx: &Effects, now_ms: i64) -> (Vec<RecordId>, 
                 node.refresh(ids, now_ms)
             }
             Effect::AccessRevoked(ids) => node.access_revoked(ids, now_ms),
+            Effect::Granted(bytes) => crate::credential::take_grant(node, bytes)
+                .map_err(|e| NodeError::Refused(format!("grant refused: {e}"))),
             _ => Ok(()),
         };
         if let Err(e) = r {

@@ -31,6 +31,7 @@ use sellsync_sync::{
 };
 
 use crate::acl::Acl;
+use crate::credential::{Issuer, PeerAuth};
 
 /// The record id of the catalog document a hub shares with every device.
 pub const CATALOG_ID: &str = "catalog";
@@ -69,6 +70,10 @@ pub struct StoreReplica {
     node: DeviceId,
     user: Option<UserId>,
     acl: Acl,
+    /// A hub's: hands each authenticated device a grant (see [`crate::credential`]).
+    issuer: Option<Issuer>,
+    /// A device's, once it holds a grant: checks LAN peers and proves itself to them.
+    peer_auth: Option<PeerAuth>,
     /// The time used to check token expiry, set by the caller (the shell reads the clock).
     now_ms: i64,
     catalog: Catalog,
@@ -135,12 +140,36 @@ impl StoreReplica {
             node,
             user,
             acl,
+            issuer: None,
+            peer_auth: None,
             now_ms: 0,
             catalog: Catalog::default(),
             policy: Policy::default(),
             access: RefCell::new(HashMap::new()),
             fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
         }
+    }
+
+    /// Replaces the access rules and this node's user (whose access also bounds what it
+    /// accepts; `None` for a hub, or a device trusting its hub's filtering).
+    pub fn set_access(&mut self, user: Option<UserId>, acl: Acl) {
+        self.user = user;
+        self.acl = acl;
+    }
+
+    /// Makes this (hub) replica hand grants to the devices it authenticates.
+    pub fn set_issuer(&mut self, issuer: Option<Issuer>) {
+        self.issuer = issuer;
+    }
+
+    /// Makes this (device) replica check LAN peers' credentials and sign its proofs.
+    pub fn set_peer_auth(&mut self, auth: Option<PeerAuth>) {
+        self.peer_auth = auth;
+    }
+
+    /// This device's LAN credential and trust, once it holds a grant.
+    pub fn peer_auth(&self) -> Option<&PeerAuth> {
+        self.peer_auth.as_ref()
     }
 
     /// This node's id.
@@ -396,6 +425,62 @@ impl Replica for StoreReplica {
             role: Role::Device,
             user: Some(info.user),
         }))
+    }
+
+    fn verify_credential(
+        &self,
+        credential: &[u8],
+        claimed_node: &DeviceId,
+        claimed_role: Role,
+    ) -> Result<sellsync_sync::CredentialCheck, StoreError> {
+        let Some(auth) = &self.peer_auth else {
+            return Ok(Err(TokenRefused(
+                "this device holds no grant from its hub yet".into(),
+            )));
+        };
+        if claimed_role != Role::Device {
+            return Ok(Err(TokenRefused("a LAN peer must be a device".into())));
+        }
+        Ok(
+            match auth.trust.check(credential, claimed_node, self.now_ms) {
+                Ok((st, key)) => Ok((
+                    Principal {
+                        node: st.device,
+                        role: Role::Device,
+                        user: Some(st.user),
+                    },
+                    key,
+                )),
+                Err(why) => Err(TokenRefused(why)),
+            },
+        )
+    }
+
+    fn verify_proof(
+        &self,
+        key: &[u8],
+        transcript: &[u8],
+        proof: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(crate::credential::verify_signature(key, transcript, proof))
+    }
+
+    fn sign(&self, transcript: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .peer_auth
+            .as_ref()
+            .map(|a| a.key.sign(transcript))
+            .unwrap_or_default())
+    }
+
+    fn grant(&mut self, peer: &Peer, key: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (Some(issuer), Some(user)) = (&self.issuer, peer.user) else {
+            return Ok(Vec::new());
+        };
+        let store = self.store();
+        Ok(issuer
+            .grant(&store, user, &peer.node, key, self.now_ms)?
+            .unwrap_or_default())
     }
 
     fn checkpoint(&self, peer: &DeviceId) -> Result<u64, StoreError> {

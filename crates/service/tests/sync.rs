@@ -74,8 +74,11 @@ fn dial_config(dev: &Node) -> DialConfig {
         node: dev.id().clone(),
         role: Role::Device,
         token: tok.into_bytes(),
-        peer: enrolled.hub,
+        peer: Some(enrolled.hub),
         verify_peer_token: false,
+        mutual: false,
+        nonce: Vec::new(),
+        key: Vec::new(),
         limits: Limits::default(),
     }
 }
@@ -85,6 +88,8 @@ fn accept_config(hub: &Node) -> AcceptConfig {
         node: hub.id().clone(),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     }
 }

@@ -14,7 +14,7 @@ use sellsync_model::{BadId, DeviceId, RecordId, UserId};
 /// The two magic bytes that open every frame.
 pub const MAGIC: [u8; 2] = *b"SY";
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Length of the fixed frame header.
 pub const HEADER_LEN: usize = 8;
 /// Default hard limit on a whole frame (header plus payload): 16 MiB.
@@ -23,6 +23,11 @@ pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest reason text accepted in an error frame.
 pub const MAX_REASON_LEN: usize = 1024;
+/// Longest short field (a nonce, a public key, a proof): its length is one byte.
+pub const MAX_SHORT_LEN: usize = 255;
+/// Longest grant a welcome may carry (what a hub hands a device: its peer credential, the
+/// access rules and the revocation list).
+pub const MAX_GRANT_LEN: usize = 1024 * 1024;
 
 const FLAG_FINAL: u8 = 0x01;
 
@@ -115,8 +120,14 @@ pub struct Hello {
     pub role: Role,
     /// The sequence number of the acceptor's change feed up to which the dialer is in sync.
     pub checkpoint: u64,
-    /// The credential the acceptor verifies. Opaque to this crate.
+    /// The credential the acceptor verifies: the enrollment token for a hub, the peer
+    /// credential for a LAN peer. Opaque to this crate.
     pub token: Vec<u8>,
+    /// Fresh random bytes of the dialer, bound into the LAN handshake transcript (see
+    /// [`crate::transcript`]); may be empty towards a hub.
+    pub nonce: Vec<u8>,
+    /// The dialer's public key, for a hub to certify in its grant; empty if none. Opaque.
+    pub key: Vec<u8>,
 }
 
 /// The acceptor's positive answer to a hello (a refusal is an [`ErrorFrame`]).
@@ -132,6 +143,15 @@ pub struct Welcome {
     pub token: Vec<u8>,
     /// The sequence number of the dialer's change feed up to which the acceptor is in sync.
     pub checkpoint: u64,
+    /// Fresh random bytes of the acceptor, bound into the LAN handshake transcript; may be
+    /// empty from a hub.
+    pub nonce: Vec<u8>,
+    /// The acceptor's proof of possession of its key: its signature over the welcome
+    /// transcript (LAN peers); empty from a hub.
+    pub proof: Vec<u8>,
+    /// What a hub hands the device that dialed it (its peer credential, the access rules and
+    /// the revocation list, signed by the hub); empty otherwise. Opaque to this crate.
+    pub grant: Vec<u8>,
 }
 
 /// Documents in the sender's change feed with a sequence number in `(since, upto]`.
@@ -187,6 +207,9 @@ pub enum Frame {
     AccessRevoked(Vec<RecordId>),
     /// Kind 7: an error; the connection closes after it.
     Error(ErrorFrame),
+    /// Kind 8: the LAN dialer's proof of possession of its key (its signature over the proof
+    /// transcript), sent once it has verified the acceptor's welcome.
+    Proof(Vec<u8>),
 }
 
 impl Frame {
@@ -199,6 +222,7 @@ impl Frame {
             Frame::Done { .. } => 5,
             Frame::AccessRevoked(_) => 6,
             Frame::Error(_) => 7,
+            Frame::Proof(_) => 8,
         }
     }
 
@@ -212,6 +236,7 @@ impl Frame {
             Frame::Done { .. } => "done",
             Frame::AccessRevoked(_) => "access-revoked",
             Frame::Error(_) => "error",
+            Frame::Proof(_) => "proof",
         }
     }
 
@@ -230,6 +255,8 @@ impl Frame {
                 out.push(h.role.to_byte());
                 out.extend_from_slice(&h.checkpoint.to_be_bytes());
                 put_token(&mut out, &h.token)?;
+                put_short(&mut out, &h.nonce)?;
+                put_short(&mut out, &h.key)?;
             }
             Frame::Welcome(w) => {
                 put_id(&mut out, w.node.as_str());
@@ -243,6 +270,13 @@ impl Frame {
                 }
                 put_token(&mut out, &w.token)?;
                 out.extend_from_slice(&w.checkpoint.to_be_bytes());
+                put_short(&mut out, &w.nonce)?;
+                put_short(&mut out, &w.proof)?;
+                if w.grant.len() > MAX_GRANT_LEN {
+                    return Err(FrameError::Malformed("grant longer than 1 MiB"));
+                }
+                put_count(&mut out, w.grant.len())?;
+                out.extend_from_slice(&w.grant);
             }
             Frame::Announce(a) => {
                 out.push(if a.last { FLAG_FINAL } else { 0 });
@@ -270,6 +304,7 @@ impl Frame {
                 out.extend_from_slice(&(e.reason.len() as u16).to_be_bytes());
                 out.extend_from_slice(e.reason.as_bytes());
             }
+            Frame::Proof(p) => put_short(&mut out, p)?,
         }
         if out.len() > max_frame {
             return Err(FrameError::Oversized {
@@ -316,6 +351,8 @@ impl Frame {
                     role: Role::from_byte(r.u8()?)?,
                     checkpoint: r.u64()?,
                     token: r.token()?,
+                    nonce: r.short()?,
+                    key: r.short()?,
                 })
             }
             2 => Frame::Welcome(Welcome {
@@ -328,6 +365,15 @@ impl Frame {
                 },
                 token: r.token()?,
                 checkpoint: r.u64()?,
+                nonce: r.short()?,
+                proof: r.short()?,
+                grant: {
+                    let len = r.count()?;
+                    if len > MAX_GRANT_LEN {
+                        return Err(FrameError::Malformed("grant longer than 1 MiB"));
+                    }
+                    r.take(len)?.to_vec()
+                },
             }),
             3 => {
                 let last = r.flags()?;
@@ -371,6 +417,7 @@ impl Frame {
                     .to_owned();
                 Frame::Error(ErrorFrame { code, reason })
             }
+            8 => Frame::Proof(r.short()?),
             k => return Err(FrameError::UnknownKind(k)),
         };
         if !r.buf.is_empty() {
@@ -477,6 +524,14 @@ fn put_token(out: &mut Vec<u8>, token: &[u8]) -> Result<(), FrameError> {
     Ok(())
 }
 
+fn put_short(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), FrameError> {
+    let len = u8::try_from(bytes.len())
+        .map_err(|_| FrameError::Malformed("short field longer than 255 bytes"))?;
+    out.push(len);
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
 /// A cursor over a payload. Every read checks the remaining length first.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -547,6 +602,11 @@ impl<'a> Reader<'a> {
         Ok(ids)
     }
 
+    fn short(&mut self) -> Result<Vec<u8>, FrameError> {
+        let len = usize::from(self.u8()?);
+        Ok(self.take(len)?.to_vec())
+    }
+
     fn token(&mut self) -> Result<Vec<u8>, FrameError> {
         let len = usize::from(self.u16()?);
         if len > MAX_TOKEN_LEN {
@@ -589,6 +649,8 @@ mod tests {
                 role: Role::Device,
                 checkpoint: 42,
                 token: b"secret".to_vec(),
+                nonce: vec![7; 32],
+                key: vec![1; 32],
             }),
             Frame::Welcome(Welcome {
                 node: "hub".parse().unwrap(),
@@ -596,6 +658,9 @@ mod tests {
                 user: Some(UserId(7)),
                 token: vec![],
                 checkpoint: u64::MAX,
+                nonce: vec![],
+                proof: vec![9; 64],
+                grant: vec![3; 300],
             }),
             Frame::Announce(Announce {
                 last: true,
@@ -613,6 +678,7 @@ mod tests {
                 code: ErrorCode::Other(999),
                 reason: "nope ✗".into(),
             }),
+            Frame::Proof(vec![5; 64]),
         ]
     }
 

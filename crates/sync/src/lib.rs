@@ -32,8 +32,10 @@ mod session;
 
 pub use frame::{ErrorCode, Frame, FrameError, Role};
 pub use replica::{
-    FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused, Visibility,
+    CredentialCheck, FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused,
+    Visibility,
 };
 pub use session::{
-    AcceptConfig, CloseReason, DialConfig, Effect, Effects, Event, IgnoreReason, Limits, Session,
+    AcceptConfig, CloseReason, DialConfig, Effect, Effects, Event, IgnoreReason, Limits,
+    MIN_NONCE_LEN, Session, TranscriptLabel, transcript,
 };

@@ -79,6 +79,10 @@ pub enum Received {
     Rejected,
 }
 
+/// The outcome of checking a LAN peer's credential: what it proves and the public key the
+/// peer must prove it holds, or why it was refused.
+pub type CredentialCheck = Result<(Principal, Vec<u8>), TokenRefused>;
+
 /// A token the replica refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("token refused: {0}")]
@@ -106,6 +110,49 @@ pub trait Replica {
         claimed_node: &DeviceId,
         claimed_role: Role,
     ) -> Result<Result<Principal, TokenRefused>, Self::Error>;
+
+    /// Checks a LAN peer's credential against the node and role it claims (signed by this
+    /// node's hub, not expired, not revoked) and returns what it proves with the public key
+    /// the peer must then prove it holds (see [`Replica::verify_proof`]). The default refuses
+    /// every credential: a replica that does not implement it takes no LAN peers.
+    fn verify_credential(
+        &self,
+        credential: &[u8],
+        claimed_node: &DeviceId,
+        claimed_role: Role,
+    ) -> Result<CredentialCheck, Self::Error> {
+        let _ = (credential, claimed_node, claimed_role);
+        Ok(Err(TokenRefused(
+            "this node does not verify peer credentials".into(),
+        )))
+    }
+
+    /// Whether `proof` is a valid signature of `transcript` by the holder of `key` (a key
+    /// returned by [`Replica::verify_credential`]). The default says no.
+    fn verify_proof(
+        &self,
+        key: &[u8],
+        transcript: &[u8],
+        proof: &[u8],
+    ) -> Result<bool, Self::Error> {
+        let _ = (key, transcript, proof);
+        Ok(false)
+    }
+
+    /// Signs `transcript` with this node's own key (its proof of possession in a LAN
+    /// handshake). The default signs nothing (an empty proof, which no peer accepts).
+    fn sign(&self, transcript: &[u8]) -> Result<Vec<u8>, Self::Error> {
+        let _ = transcript;
+        Ok(Vec::new())
+    }
+
+    /// What a hub hands an authenticated device in its welcome (for example a peer credential
+    /// for `key`, the device's public key from its hello); empty for nothing. The default
+    /// hands nothing.
+    fn grant(&mut self, peer: &Peer, key: &[u8]) -> Result<Vec<u8>, Self::Error> {
+        let _ = (peer, key);
+        Ok(Vec::new())
+    }
 
     /// The checkpoint this node holds for `peer`'s change feed (0 if none).
     fn checkpoint(&self, peer: &DeviceId) -> Result<u64, Self::Error>;

@@ -13,6 +13,20 @@
 //!   done(cp) ─────────────────────────────►  (either side may be the one to send it)
 //! ```
 //!
+//! Between LAN peers (`mutual` on both sides) the handshake takes one more message, and the
+//! acceptor sends nothing of its documents before it:
+//!
+//! ```text
+//!   hello(node, credential, nonce_d) ─────►  verify credential
+//!                                 ◄───────  welcome(credential, nonce_a, sign(welcome transcript))
+//!   verify credential and signature
+//!   proof(sign(proof transcript)) ────────►  verify signature
+//!                                 ◄───────  [access-revoked] announce… batch…(last)
+//! ```
+//!
+//! Both transcripts (see [`transcript`]) bind both nodes, both credentials and both nonces, so
+//! a signature made for one session proves nothing in another.
+//!
 //! A flight is every frame one side sends before it waits: in its first flight the announce
 //! frames come first, then sync-batch frames, the last one flagged `last`. After a whole flight
 //! arrives, the receiver applies it and generates the next messages for every document in the
@@ -60,11 +74,22 @@ pub struct DialConfig {
     /// The token this node presents.
     pub token: Vec<u8>,
     /// The node this side means to reach; a welcome from another node closes the session.
-    pub peer: DeviceId,
-    /// Verify the acceptor's token through the replica (LAN peers). When false, the acceptor is
-    /// trusted by other means (the hub, behind TLS); a non-hub acceptor is then bounded by this
-    /// node's own user.
+    /// `None`: any node that authenticates (a LAN peer known by its address only; the hello
+    /// then offers checkpoint 0).
+    pub peer: Option<DeviceId>,
+    /// Verify the acceptor's token through [`Replica::verify_token`]. When false, the
+    /// acceptor is trusted by other means (the hub, behind TLS); a non-hub acceptor is then
+    /// bounded by this node's own user. Ignored when `mutual` is set.
     pub verify_peer_token: bool,
+    /// LAN handshake: `token` is this node's peer credential; the acceptor's welcome must carry
+    /// a credential that [`Replica::verify_credential`] accepts and a valid proof over the
+    /// welcome transcript, and this side then proves possession of its own key with a proof
+    /// frame. Needs a `nonce` of at least 16 bytes.
+    pub mutual: bool,
+    /// Fresh random bytes for this session (the caller draws them).
+    pub nonce: Vec<u8>,
+    /// This node's public key, sent in hello for a hub to certify; empty for none.
+    pub key: Vec<u8>,
     /// Size limits.
     pub limits: Limits,
 }
@@ -76,8 +101,15 @@ pub struct AcceptConfig {
     pub node: DeviceId,
     /// This node's role.
     pub role: Role,
-    /// The token this node shows to dialers that check it (LAN peers); empty for a hub.
+    /// The token this node shows to dialers that check it (LAN peers: its peer credential);
+    /// empty for a hub.
     pub token: Vec<u8>,
+    /// LAN handshake (see [`DialConfig::mutual`]): the dialer's token is a peer credential and
+    /// the dialer must prove possession of its key before anything is sent. Needs a `nonce` of
+    /// at least 16 bytes.
+    pub mutual: bool,
+    /// Fresh random bytes for this session (the caller draws them).
+    pub nonce: Vec<u8>,
     /// Size limits.
     pub limits: Limits,
 }
@@ -139,6 +171,9 @@ pub enum IgnoreReason {
 pub enum Effect {
     /// The peer proved who it is.
     Authenticated(Peer),
+    /// The hub handed this node a grant in its welcome (see [`crate::frame::Welcome::grant`]):
+    /// the caller verifies and keeps it.
+    Granted(Vec<u8>),
     /// These documents received changes from the peer; the replica has persisted them. Re-project
     /// or notify as needed.
     DocumentsChanged(Vec<RecordId>),
@@ -191,10 +226,26 @@ enum Phase {
     AwaitWelcome,
     /// Acceptor: waiting for the hello.
     AwaitHello,
+    /// Acceptor of a LAN peer: welcome sent, waiting for the dialer's proof.
+    AwaitProof(Box<Pending>),
     /// Authenticated; flights alternate.
     Exchange(Box<Exchange>),
     /// Done or closed; further events are ignored.
     Ended,
+}
+
+/// A LAN dialer whose credential verified, before its proof of possession.
+#[derive(Debug)]
+struct Pending {
+    peer: Peer,
+    /// The public key its credential names.
+    key: Vec<u8>,
+    /// The transcript its proof must sign.
+    transcript: Vec<u8>,
+    /// This node's checkpoint for the peer's feed, as sent in the welcome.
+    peer_since: u64,
+    /// The dialer's checkpoint for this node's feed, from its hello.
+    my_since: u64,
 }
 
 /// The state of an authenticated exchange.
@@ -236,8 +287,13 @@ pub struct Session {
     role: Role,
     token: Vec<u8>,
     limits: Limits,
-    /// `Some` on the dialing side.
-    dial: Option<(DeviceId, bool)>,
+    mutual: bool,
+    nonce: Vec<u8>,
+    key: Vec<u8>,
+    /// `Some` on the dialing side: the node expected and whether to verify its token.
+    dial: Option<(Option<DeviceId>, bool)>,
+    /// The dialer's hello, kept for the transcripts of a LAN handshake.
+    hello: Option<Hello>,
     phase: Phase,
 }
 
@@ -291,7 +347,11 @@ impl Session {
             role: config.role,
             token: config.token,
             limits: config.limits,
+            mutual: config.mutual,
+            nonce: config.nonce,
+            key: config.key,
             dial: Some((config.peer, config.verify_peer_token)),
+            hello: None,
             phase: Phase::Idle,
         }
     }
@@ -303,7 +363,11 @@ impl Session {
             role: config.role,
             token: config.token,
             limits: config.limits,
+            mutual: config.mutual,
+            nonce: config.nonce,
+            key: Vec::new(),
             dial: None,
+            hello: None,
             phase: Phase::AwaitHello,
         }
     }
@@ -381,16 +445,28 @@ impl Session {
         if !matches!(self.phase, Phase::Idle) {
             return Ok(());
         }
-        let checkpoint = replica.checkpoint(peer).map_err(Abort::storage)?;
-        let hello = Frame::Hello(Hello {
+        if self.mutual && self.nonce.len() < MIN_NONCE_LEN {
+            return Err(auth_failed("this side has no nonce for a LAN handshake"));
+        }
+        let checkpoint = match peer {
+            Some(p) => replica.checkpoint(p).map_err(Abort::storage)?,
+            None => 0,
+        };
+        let hello = Hello {
             version: PROTOCOL_VERSION,
             node: self.node.clone(),
             role: self.role,
             checkpoint,
             token: self.token.clone(),
-        });
-        out.send
-            .push(hello.encode(self.limits.max_frame).map_err(Abort::frame)?);
+            nonce: self.nonce.clone(),
+            key: self.key.clone(),
+        };
+        out.send.push(
+            Frame::Hello(hello.clone())
+                .encode(self.limits.max_frame)
+                .map_err(Abort::frame)?,
+        );
+        self.hello = Some(hello);
         self.phase = Phase::AwaitWelcome;
         Ok(())
     }
@@ -418,6 +494,10 @@ impl Session {
                 Frame::Welcome(w) => self.on_welcome(replica, w, out),
                 f => Err(Abort::out_of_order(format!("{} before welcome", f.name()))),
             },
+            Phase::AwaitProof(p) => match frame {
+                Frame::Proof(proof) => self.on_proof(replica, *p, &proof, out),
+                f => Err(Abort::out_of_order(format!("{} before proof", f.name()))),
+            },
             Phase::Exchange(mut x) => {
                 let finished = self.on_exchange_frame(replica, &mut x, frame, out)?;
                 if !finished {
@@ -436,14 +516,32 @@ impl Session {
         hello: Hello,
         out: &mut Effects,
     ) -> Result<(), Abort> {
-        let principal = match replica
-            .verify_token(&hello.token, &hello.node, hello.role)
-            .map_err(Abort::storage)?
-        {
-            Ok(p) if p.node == hello.node && p.role == hello.role => p,
-            Ok(_) => return Err(auth_failed("token was issued to another node or role")),
-            Err(refused) => return Err(auth_failed(refused.0)),
+        let (principal, key) = if self.mutual {
+            if self.nonce.len() < MIN_NONCE_LEN {
+                return Err(auth_failed("this side has no nonce for a LAN handshake"));
+            }
+            if hello.nonce.len() < MIN_NONCE_LEN {
+                return Err(auth_failed("hello without a nonce"));
+            }
+            match replica
+                .verify_credential(&hello.token, &hello.node, hello.role)
+                .map_err(Abort::storage)?
+            {
+                Ok((p, key)) => (p, key),
+                Err(refused) => return Err(auth_failed(refused.0)),
+            }
+        } else {
+            match replica
+                .verify_token(&hello.token, &hello.node, hello.role)
+                .map_err(Abort::storage)?
+            {
+                Ok(p) => (p, Vec::new()),
+                Err(refused) => return Err(auth_failed(refused.0)),
+            }
         };
+        if principal.node != hello.node || principal.role != hello.role {
+            return Err(auth_failed("token was issued to another node or role"));
+        }
         let user = match principal.role {
             Role::Hub => None,
             Role::Device => match principal.user {
@@ -451,26 +549,90 @@ impl Session {
                 None => return Err(auth_failed("device token without a user")),
             },
         };
+        if self.mutual && principal.role != Role::Device {
+            return Err(auth_failed("a LAN peer must be a device"));
+        }
         let peer = Peer {
             node: principal.node,
             role: principal.role,
             user,
         };
         let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
-        let welcome = Frame::Welcome(Welcome {
+        let mut welcome = Welcome {
             node: self.node.clone(),
             role: self.role,
             user,
             token: self.token.clone(),
             checkpoint: peer_since,
-        });
+            nonce: self.nonce.clone(),
+            proof: Vec::new(),
+            grant: Vec::new(),
+        };
+        if self.mutual {
+            let signed = transcript(TranscriptLabel::Welcome, &hello, &welcome);
+            welcome.proof = replica.sign(&signed).map_err(Abort::storage)?;
+            let expected = transcript(TranscriptLabel::Proof, &hello, &welcome);
+            out.send.push(
+                Frame::Welcome(welcome)
+                    .encode(self.limits.max_frame)
+                    .map_err(Abort::frame)?,
+            );
+            // Nothing of this node's documents goes out before the dialer's proof.
+            self.phase = Phase::AwaitProof(Box::new(Pending {
+                peer,
+                key,
+                transcript: expected,
+                peer_since,
+                my_since: hello.checkpoint,
+            }));
+            return Ok(());
+        }
+        welcome.grant = replica.grant(&peer, &hello.key).map_err(Abort::storage)?;
         out.send.push(
-            welcome
+            Frame::Welcome(welcome)
                 .encode(self.limits.max_frame)
                 .map_err(Abort::frame)?,
         );
+        self.start_exchange(replica, peer, peer_since, hello.checkpoint, out)
+    }
+
+    /// The LAN dialer's proof of possession arrived: check it, then open the exchange.
+    fn on_proof<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        pending: Pending,
+        proof: &[u8],
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
+        let valid = replica
+            .verify_proof(&pending.key, &pending.transcript, proof)
+            .map_err(Abort::storage)?;
+        if !valid {
+            return Err(auth_failed(
+                "the peer's proof of possession does not verify",
+            ));
+        }
+        self.start_exchange(
+            replica,
+            pending.peer,
+            pending.peer_since,
+            pending.my_since,
+            out,
+        )
+    }
+
+    /// The acceptor, once the dialer is authenticated: reports it, tells a device what it may
+    /// no longer see, and sends its first flight.
+    fn start_exchange<R: Replica>(
+        &mut self,
+        replica: &mut R,
+        peer: Peer,
+        peer_since: u64,
+        my_since: u64,
+        out: &mut Effects,
+    ) -> Result<(), Abort> {
         out.effects.push(Effect::Authenticated(peer.clone()));
-        let mut x = Box::new(Exchange::new(peer, peer_since, hello.checkpoint));
+        let mut x = Box::new(Exchange::new(peer, peer_since, my_since));
         if let Some(u) = x.peer.user {
             let revoked = replica.revoked(&x.peer.node, u).map_err(Abort::storage)?;
             if !revoked.is_empty() {
@@ -497,13 +659,52 @@ impl Session {
         let Some((expected, verify)) = self.dial.clone() else {
             return Err(Abort::out_of_order("welcome on the accepting side"));
         };
-        if welcome.node != expected {
+        if expected.as_ref().is_some_and(|e| *e != welcome.node) {
             return Err(Abort {
                 reason: CloseReason::WrongPeer(welcome.node),
                 code: Some(ErrorCode::WrongPeer),
             });
         }
-        let user = if verify {
+        let user = if self.mutual {
+            let Some(hello) = self.hello.clone() else {
+                return Err(Abort::out_of_order("welcome before hello"));
+            };
+            if welcome.nonce.len() < MIN_NONCE_LEN {
+                return Err(auth_failed("welcome without a nonce"));
+            }
+            let (p, key) = match replica
+                .verify_credential(&welcome.token, &welcome.node, welcome.role)
+                .map_err(Abort::storage)?
+            {
+                Ok(v) => v,
+                Err(refused) => return Err(auth_failed(refused.0)),
+            };
+            if p.node != welcome.node || p.role != Role::Device || welcome.role != Role::Device {
+                return Err(auth_failed(
+                    "peer credential was issued to another node or role",
+                ));
+            }
+            let Some(u) = p.user else {
+                return Err(auth_failed("peer credential without a user"));
+            };
+            let signed = transcript(TranscriptLabel::Welcome, &hello, &welcome);
+            let valid = replica
+                .verify_proof(&key, &signed, &welcome.proof)
+                .map_err(Abort::storage)?;
+            if !valid {
+                return Err(auth_failed(
+                    "the peer's proof of possession does not verify",
+                ));
+            }
+            let mine = transcript(TranscriptLabel::Proof, &hello, &welcome);
+            let proof = replica.sign(&mine).map_err(Abort::storage)?;
+            out.send.push(
+                Frame::Proof(proof)
+                    .encode(self.limits.max_frame)
+                    .map_err(Abort::frame)?,
+            );
+            Some(u)
+        } else if verify {
             match replica
                 .verify_token(&welcome.token, &welcome.node, welcome.role)
                 .map_err(Abort::storage)?
@@ -536,7 +737,16 @@ impl Session {
             user,
         };
         out.effects.push(Effect::Authenticated(peer.clone()));
-        let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
+        // Only a hub's grant counts (the caller verifies its signature).
+        if peer.role == Role::Hub && !welcome.grant.is_empty() {
+            out.effects.push(Effect::Granted(welcome.grant));
+        }
+        // The acceptor announces from the checkpoint the hello offered (0 when the peer was
+        // not known in advance).
+        let peer_since = match &self.hello {
+            Some(h) => h.checkpoint,
+            None => replica.checkpoint(&peer.node).map_err(Abort::storage)?,
+        };
         self.phase = Phase::Exchange(Box::new(Exchange::new(
             peer,
             peer_since,
@@ -622,10 +832,9 @@ impl Session {
                 out.effects.push(Effect::AccessRevoked(docs));
                 Ok(false)
             }
-            f @ (Frame::Hello(_) | Frame::Welcome(_)) => Err(Abort::out_of_order(format!(
-                "{} during the exchange",
-                f.name()
-            ))),
+            f @ (Frame::Hello(_) | Frame::Welcome(_) | Frame::Proof(_)) => Err(
+                Abort::out_of_order(format!("{} during the exchange", f.name())),
+            ),
             // Handled before the phase match.
             Frame::Error(_) => Ok(true),
         }
@@ -1047,6 +1256,45 @@ fn prime(state: &mut sync::State) {
         bloom: sync::BloomFilter::default(),
     }]);
     state.their_need = Some(Vec::new());
+}
+
+/// The shortest nonce a LAN handshake accepts.
+pub const MIN_NONCE_LEN: usize = 16;
+
+/// Which signature of a LAN handshake a transcript is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranscriptLabel {
+    /// Signed by the acceptor, carried in its welcome.
+    Welcome,
+    /// Signed by the dialer, carried in its proof frame.
+    Proof,
+}
+
+/// The bytes a LAN peer signs to prove possession of its key: a domain tag, the label, then
+/// the dialer's node, credential and nonce and the acceptor's node, credential and nonce, each
+/// length-prefixed (u32 big endian). The welcome's own proof and grant are not part of it.
+pub fn transcript(label: TranscriptLabel, hello: &Hello, welcome: &Welcome) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        64 + hello.token.len() + welcome.token.len() + hello.nonce.len() + welcome.nonce.len(),
+    );
+    out.extend_from_slice(b"sellsync/lan-handshake/v2\0");
+    out.extend_from_slice(match label {
+        TranscriptLabel::Welcome => b"welcome",
+        TranscriptLabel::Proof => b"proof\0\0",
+    });
+    for field in [
+        hello.node.as_str().as_bytes(),
+        &hello.token,
+        &hello.nonce,
+        welcome.node.as_str().as_bytes(),
+        &welcome.token,
+        &welcome.nonce,
+    ] {
+        // Fields are bounded by the frame limits, far below u32::MAX.
+        out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    out
 }
 
 fn auth_failed(reason: impl Into<String>) -> Abort {

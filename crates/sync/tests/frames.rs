@@ -31,33 +31,48 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (device_id(), role(), any::<u64>(), bytes(64)).prop_map(
-            |(node, role, checkpoint, token)| {
+        (
+            device_id(),
+            role(),
+            any::<u64>(),
+            bytes(64),
+            bytes(40),
+            bytes(40)
+        )
+            .prop_map(|(node, role, checkpoint, token, nonce, key)| {
                 Frame::Hello(Hello {
                     version: PROTOCOL_VERSION,
                     node,
                     role,
                     checkpoint,
                     token,
+                    nonce,
+                    key,
                 })
-            }
-        ),
+            }),
         (
             device_id(),
             role(),
             proptest::option::of(any::<u64>()),
             bytes(64),
-            any::<u64>()
+            any::<u64>(),
+            (bytes(40), bytes(80), bytes(200))
         )
             .prop_map(
-                |(node, role, user, token, checkpoint)| Frame::Welcome(Welcome {
-                    node,
-                    role,
-                    user: user.map(UserId),
-                    token,
-                    checkpoint
-                })
+                |(node, role, user, token, checkpoint, (nonce, proof, grant))| {
+                    Frame::Welcome(Welcome {
+                        node,
+                        role,
+                        user: user.map(UserId),
+                        token,
+                        checkpoint,
+                        nonce,
+                        proof,
+                        grant,
+                    })
+                }
             ),
+        bytes(80).prop_map(Frame::Proof),
         (
             any::<bool>(),
             any::<u32>(),

@@ -197,6 +197,8 @@ fn frames_before_the_hello_close_the_session_and_apply_nothing() {
         node: node_id(HUB),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: Limits::default(),
     });
     let batch = Frame::SyncBatch(SyncBatch {
@@ -233,6 +235,8 @@ fn hub_after_handshake(net: &mut Net) -> (Session, Vec<Vec<u8>>) {
         node: node_id(HUB),
         role: Role::Hub,
         token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
         limits: net.limits,
     });
     let hello = Frame::Hello(Hello {
@@ -241,6 +245,8 @@ fn hub_after_handshake(net: &mut Net) -> (Session, Vec<Vec<u8>>) {
         role: Role::Device,
         checkpoint: 0,
         token: net.tokens[1].clone(),
+        nonce: Vec::new(),
+        key: Vec::new(),
     })
     .encode(1 << 20)
     .unwrap();
@@ -481,8 +487,11 @@ fn a_welcome_from_an_unexpected_node_is_refused() {
         node: node_id(1),
         role: Role::Device,
         token: b"t".to_vec(),
-        peer: node_id(HUB),
+        peer: Some(node_id(HUB)),
         verify_peer_token: false,
+        mutual: false,
+        nonce: Vec::new(),
+        key: Vec::new(),
         limits: Limits::default(),
     });
     let fx = s.handle(&mut dev, Event::Opened);
@@ -493,6 +502,9 @@ fn a_welcome_from_an_unexpected_node_is_refused() {
         user: Some(UserId(1)),
         token: vec![],
         checkpoint: 0,
+        nonce: vec![],
+        proof: vec![],
+        grant: vec![],
     })
     .encode(1 << 20)
     .unwrap();

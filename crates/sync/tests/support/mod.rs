@@ -100,8 +100,11 @@ impl Net {
             node: node_id(dialer),
             role: role(dialer),
             token: self.tokens[dialer].clone(),
-            peer: node_id(acceptor),
+            peer: Some(node_id(acceptor)),
             verify_peer_token: acceptor != HUB,
+            mutual: false,
+            nonce: Vec::new(),
+            key: Vec::new(),
             limits: self.limits,
         };
         let accept_cfg = AcceptConfig {
@@ -112,6 +115,8 @@ impl Net {
             } else {
                 self.tokens[acceptor].clone()
             },
+            mutual: false,
+            nonce: Vec::new(),
             limits: self.limits,
         };
         let mut d = Session::dial(dial_cfg);
