@@ -317,11 +317,11 @@ impl Node {
         // One transaction for the whole set: one fsync however many documents changed.
         self.replica.docs().batch(|b| {
             for (id, kind) in &targets {
-                let projection = b.with_doc_mut(id, kind, |doc| {
-                    let taken = std::mem::take(doc);
-                    let Ok(mut rd) = RecordDoc::from_automerge(taken.clone(), &node) else {
-                        *doc = taken;
-                        return None;
+                // The document is handed over without a copy. One that is not a record is
+                // handed back as `None`: nothing is written and the cache reloads it.
+                let projection = b.with_doc_mut_owned(id, kind, |doc| {
+                    let Ok(mut rd) = RecordDoc::from_automerge(doc, &node) else {
+                        return (None, None);
                     };
                     let ctx = EditCtx {
                         author: &author,
@@ -329,18 +329,16 @@ impl Node {
                         catalog: &catalog,
                         policy: &policy,
                     };
-                    // A failed audit write leaves the document as it was; the view is still
-                    // refreshed from the merged content.
-                    if rd.record_automatic_resolutions(&ctx).is_err() {
-                        *rd.automerge_mut() = taken.with_actor(crate::actor_of(&node));
-                    }
+                    // The audit write is one automerge transaction: if it fails, it is rolled
+                    // back and the document is as it was; the view is still refreshed from the
+                    // merged content.
+                    let _ = rd.record_automatic_resolutions(&ctx);
                     let p = rd.project(&ProjectCtx {
                         catalog: &catalog,
                         policy: &policy,
                         directory: &AssumeLive,
                     });
-                    *doc = std::mem::take(rd.automerge_mut());
-                    Some(p)
+                    (Some(std::mem::take(rd.automerge_mut())), Some(p))
                 })?;
                 let Some(p) = projection else { continue };
                 let view = if p.conflicts.is_empty() {

@@ -9,8 +9,15 @@
 //!   according to [`Acl`], from the candidates of its `owner_id` field.
 //! - The checkpoint kept for a peer's feed is stored as the peer checkpoint's `theirs` bytes,
 //!   a u64 little-endian.
+//! - Access is a function of a document's content, the catalog and the policy. It is memoised
+//!   per document with the feed seq of the document's latest write and a fingerprint of the
+//!   catalog and policy, in memory and in the store's key-value table (key
+//!   `service/access/<record>`, see [`encode_access`]); an entry whose seq or fingerprint
+//!   differs is recomputed from the document. Feed seqs are never reused, so a matching seq
+//!   means the same content.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use automerge::sync::{self, SyncDoc};
@@ -71,6 +78,56 @@ pub struct StoreReplica {
     now_ms: i64,
     catalog: Catalog,
     policy: Policy,
+    /// Who may see each document, with the feed seq of the write it was computed from.
+    access: RefCell<HashMap<RecordId, (u64, DocAccess)>>,
+    /// Fingerprint of the catalog and policy the memo was computed with.
+    fingerprint: u64,
+}
+
+const ACCESS_KEY: &str = "service/access/";
+
+/// A fingerprint of what access depends on besides the document (a cache key only: a
+/// collision-free stable hash is not needed, a mismatch only costs a recomputation).
+fn fingerprint(catalog: &Catalog, policy: &Policy) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Serialising plain data cannot fail; a failure would only weaken the cache key.
+    serde_json::to_vec(catalog).unwrap_or_default().hash(&mut h);
+    format!("{policy:?}").hash(&mut h);
+    h.finish()
+}
+
+/// The stored memo entry: seq (u64 LE), fingerprint (u64 LE), then `0` for everyone or `1`
+/// followed by each owner (u64 LE).
+fn encode_access(seq: u64, fingerprint: u64, access: &DocAccess) -> Vec<u8> {
+    let mut out = Vec::with_capacity(25);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    match access {
+        DocAccess::Everyone => out.push(0),
+        DocAccess::Owners(o) => {
+            out.push(1);
+            for u in o {
+                out.extend_from_slice(&u.0.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Decodes [`encode_access`] output; `None` for anything else.
+fn decode_access(bytes: &[u8]) -> Option<(u64, u64, DocAccess)> {
+    let word = |b: &[u8]| <[u8; 8]>::try_from(b).ok().map(u64::from_le_bytes);
+    let seq = word(bytes.get(0..8)?)?;
+    let fp = word(bytes.get(8..16)?)?;
+    let access = match (bytes.get(16)?, &bytes[17..]) {
+        (0, []) => DocAccess::Everyone,
+        (1, rest) if rest.len() % 8 == 0 => {
+            DocAccess::Owners(rest.chunks(8).filter_map(word).map(UserId).collect())
+        }
+        _ => return None,
+    };
+    Some((seq, fp, access))
 }
 
 impl StoreReplica {
@@ -88,6 +145,8 @@ impl StoreReplica {
             now_ms: 0,
             catalog: Catalog::default(),
             policy: Policy::default(),
+            access: RefCell::new(HashMap::new()),
+            fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
         }
     }
 
@@ -140,6 +199,10 @@ impl StoreReplica {
 
     /// Replaces the catalog used to read owners and validate edits.
     pub fn set_catalog(&mut self, catalog: Catalog) {
+        if catalog != self.catalog {
+            self.access.get_mut().clear();
+            self.fingerprint = fingerprint(&catalog, &self.policy);
+        }
         self.catalog = catalog;
     }
 
@@ -171,11 +234,17 @@ impl StoreReplica {
 
     /// Who may see `doc`.
     pub fn access_of(&self, doc: &Automerge) -> DocAccess {
-        if root_kind(doc).as_deref() == Some("catalog") {
-            return DocAccess::Everyone;
+        self.access_of_owned(doc.clone()).1
+    }
+
+    /// [`StoreReplica::access_of`] without a copy: takes the document and hands it back
+    /// unchanged, or `None` if it is not a record (its access is then admins only).
+    fn access_of_owned(&self, doc: Automerge) -> (Option<Automerge>, DocAccess) {
+        if root_kind(&doc).as_deref() == Some("catalog") {
+            return (Some(doc), DocAccess::Everyone);
         }
-        let Ok(record) = RecordDoc::from_automerge(doc.clone(), &self.node) else {
-            return DocAccess::Owners(Vec::new());
+        let Ok(mut record) = RecordDoc::from_automerge(doc, &self.node) else {
+            return (None, DocAccess::Owners(Vec::new()));
         };
         let slot = Slot::record(FieldKey::Std("owner_id".into()));
         let owners = record
@@ -186,22 +255,89 @@ impl StoreReplica {
                 _ => None,
             })
             .collect();
-        DocAccess::Owners(owners)
+        (
+            Some(std::mem::take(record.automerge_mut())),
+            DocAccess::Owners(owners),
+        )
+    }
+
+    fn may_see(&self, user: UserId, access: &DocAccess) -> bool {
+        match access {
+            DocAccess::Everyone => true,
+            DocAccess::Owners(o) => self.acl.may_see_any(user, o),
+        }
     }
 
     /// Whether `user` may see `doc`.
     pub fn visible_to(&self, user: UserId, doc: &Automerge) -> bool {
-        match self.access_of(doc) {
-            DocAccess::Everyone => true,
-            DocAccess::Owners(o) => self.acl.may_see_any(user, &o),
-        }
+        self.may_see(user, &self.access_of(doc))
     }
 
+    /// The access of stored documents (`None`: not stored), from the memo where it is current
+    /// (same feed seq as the store's), else from the document, loaded without a copy.
+    /// Newly computed entries are written to the store's memo in one transaction.
+    fn stored_access(&self, docs: &[RecordId]) -> Result<Vec<Option<DocAccess>>, StoreError> {
+        let store = self.store();
+        let view = store.read()?;
+        let metas = view.doc_metas(docs)?;
+        let mut memo = self.access.borrow_mut();
+        let mut cache = self.docs.borrow_mut();
+        let mut out = Vec::with_capacity(docs.len());
+        let mut computed = Vec::new();
+        for (id, meta) in docs.iter().zip(metas) {
+            let Some(meta) = meta else {
+                out.push(None);
+                continue;
+            };
+            if let Some((seq, access)) = memo.get(id)
+                && *seq == meta.seq
+            {
+                out.push(Some(access.clone()));
+                continue;
+            }
+            let key = format!("{ACCESS_KEY}{id}");
+            let stored = view.kv_get(&key)?.as_deref().and_then(decode_access);
+            let access = match stored {
+                Some((seq, fp, access)) if seq == meta.seq && fp == self.fingerprint => access,
+                _ => {
+                    let access = if meta.kind == "catalog" {
+                        Some(DocAccess::Everyone)
+                    } else {
+                        cache.with_doc_owned(id, |d| self.access_of_owned(d))?
+                    };
+                    let Some(access) = access else {
+                        out.push(None);
+                        continue;
+                    };
+                    computed.push((key, encode_access(meta.seq, self.fingerprint, &access)));
+                    access
+                }
+            };
+            memo.insert(id.clone(), (meta.seq, access.clone()));
+            out.push(Some(access));
+        }
+        drop(view);
+        if !computed.is_empty() {
+            store.write(|w| {
+                for (key, value) in &computed {
+                    w.kv_put(key, value)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Whether the peer's user and this node's user may both hold `doc`. Free when there is
+    /// no user to check (a device trusting its hub); otherwise one document copy, so that a
+    /// document that is not a record stays available (admins may hold it).
     fn may_hold(&self, peer: &Peer, doc: &Automerge) -> bool {
-        [peer.user, self.user]
-            .into_iter()
-            .flatten()
-            .all(|u| self.visible_to(u, doc))
+        let users: Vec<UserId> = [peer.user, self.user].into_iter().flatten().collect();
+        if users.is_empty() {
+            return true;
+        }
+        let access = self.access_of(doc);
+        users.iter().all(|u| self.may_see(*u, &access))
     }
 
     fn receive_existing(
@@ -254,11 +390,9 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Denied);
         }
-        let merged = b.with_doc_mut(inc.doc, &kind, |doc| doc.merge(&mut tmp).is_ok())?;
-        if !merged {
-            *inc.state = saved;
-            return Ok(Received::Rejected);
-        }
+        // The document is new here: the received one becomes the stored one (no merge into an
+        // empty document, which would apply every change a second time).
+        b.with_doc_mut_owned(inc.doc, &kind, |_empty| (Some(tmp), ()))?;
         b.store()
             .put_sync_state(&peer.node, inc.doc, &inc.state.encode())?;
         Ok(Received::Applied { changed: true })
@@ -366,17 +500,15 @@ impl Replica for StoreReplica {
     }
 
     fn visibility(&self, user: UserId, docs: &[RecordId]) -> Result<Vec<Visibility>, StoreError> {
-        let mut cache = self.docs.borrow_mut();
-        let mut out = Vec::with_capacity(docs.len());
-        for id in docs {
-            let v = cache.with_doc(id, |d| self.visible_to(user, d))?;
-            out.push(match v {
+        Ok(self
+            .stored_access(docs)?
+            .into_iter()
+            .map(|a| match a {
                 None => Visibility::Unknown,
-                Some(true) => Visibility::Visible,
-                Some(false) => Visibility::Hidden,
-            });
-        }
-        Ok(out)
+                Some(a) if self.may_see(user, &a) => Visibility::Visible,
+                Some(_) => Visibility::Hidden,
+            })
+            .collect())
     }
 
     fn revoked(&mut self, peer: &DeviceId, user: UserId) -> Result<Vec<RecordId>, StoreError> {
@@ -388,19 +520,25 @@ impl Replica for StoreReplica {
             .map(|e| e.record)
             .collect();
         let states = store.read()?.sync_states(peer, &ids)?;
-        let mut gone = Vec::new();
-        {
-            let mut cache = self.docs.borrow_mut();
-            for (id, state) in ids.iter().zip(states) {
-                // A peer holds a document once a sync state with shared heads exists for it.
-                let held = state
-                    .and_then(|b| sync::State::decode(&b).ok())
-                    .is_some_and(|s| !s.shared_heads.is_empty());
-                if held && cache.with_doc(id, |d| self.visible_to(user, d))? == Some(false) {
-                    gone.push(id.clone());
-                }
-            }
-        }
+        // A peer holds a document once a sync state with shared heads exists for it.
+        let held: Vec<RecordId> = ids
+            .into_iter()
+            .zip(states)
+            .filter(|(_, state)| {
+                state
+                    .as_ref()
+                    .and_then(|b| sync::State::decode(b).ok())
+                    .is_some_and(|s| !s.shared_heads.is_empty())
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let access = self.stored_access(&held)?;
+        let gone: Vec<RecordId> = held
+            .into_iter()
+            .zip(access)
+            .filter(|(_, a)| a.as_ref().is_some_and(|a| !self.may_see(user, a)))
+            .map(|(id, _)| id)
+            .collect();
         if !gone.is_empty() {
             let fresh = sync::State::new().encode();
             store.write(|w| {
@@ -469,5 +607,45 @@ impl Replica for StoreReplica {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_memo_entries_round_trip_and_garbage_is_ignored() {
+        for access in [
+            DocAccess::Everyone,
+            DocAccess::Owners(Vec::new()),
+            DocAccess::Owners(vec![UserId(2), UserId(u64::MAX)]),
+        ] {
+            let bytes = encode_access(7, 9, &access);
+            assert_eq!(decode_access(&bytes), Some((7, 9, access)));
+        }
+        let good = encode_access(7, 9, &DocAccess::Owners(vec![UserId(2)]));
+        assert_eq!(decode_access(&good[..good.len() - 1]), None);
+        assert_eq!(decode_access(&good[..16]), None);
+        assert_eq!(decode_access(b""), None);
+        let mut bad_tag = encode_access(7, 9, &DocAccess::Everyone);
+        bad_tag[16] = 2;
+        assert_eq!(decode_access(&bad_tag), None);
+        bad_tag[16] = 0;
+        bad_tag.push(0);
+        assert_eq!(decode_access(&bad_tag), None);
+    }
+
+    #[test]
+    fn the_fingerprint_follows_the_catalog() {
+        let p = Policy::default();
+        assert_eq!(
+            fingerprint(&Catalog::example(), &p),
+            fingerprint(&Catalog::example(), &p)
+        );
+        assert_ne!(
+            fingerprint(&Catalog::example(), &p),
+            fingerprint(&Catalog::default(), &p)
+        );
     }
 }

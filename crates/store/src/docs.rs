@@ -109,6 +109,20 @@ impl Cache {
         );
     }
 
+    /// Puts back an entry taken out with [`Cache::remove`], as the most recently used, with
+    /// the cache's actor.
+    fn put_back(&mut self, record: RecordId, mut entry: Entry) {
+        if let Some(actor) = &self.actor {
+            entry.doc.set_actor(actor.clone());
+        }
+        self.remove(&record);
+        entry.tick = self.next_tick;
+        self.next_tick += 1;
+        self.lru.insert(entry.tick, record.clone());
+        self.used += entry.estimate;
+        self.entries.insert(record, entry);
+    }
+
     /// Evicts least recently used documents until under budget, always keeping `keep`.
     fn shrink(&mut self, keep: &RecordId) {
         while self.used > self.budget {
@@ -303,6 +317,49 @@ impl Docs {
         Ok(Some(out))
     }
 
+    /// [`Docs::with_doc`] for functions that consume an `Automerge` without changing it (such as
+    /// wrappers that check a document's shape): `f` gets the cached document by value, with no
+    /// copy, and hands it back. If `f` returns `None`, or a document whose heads differ from
+    /// the ones it was given, the copy is dropped from memory (the stored document is
+    /// untouched and is loaded again on next use), so the cache never holds a change the store
+    /// does not. A document that was not in memory is kept afterwards only if it fits in the
+    /// budget without evicting another (for one-off passes over many documents).
+    pub fn with_doc_owned<R>(
+        &mut self,
+        record: &RecordId,
+        f: impl FnOnce(Automerge) -> (Option<Automerge>, R),
+    ) -> Result<Option<R>> {
+        self.revalidate_if_stale()?;
+        let was_cached = self.cache.entries.contains_key(record);
+        if !was_cached {
+            let view = self.store.read()?;
+            if !self.cache.ensure_loaded(record, &view)? {
+                return Ok(None);
+            }
+        } else {
+            self.cache.stats.hits += 1;
+            self.cache.touch(record);
+        }
+        // The entry was inserted or touched just above. It stays out of the cache while `f`
+        // runs, so a panic in `f` leaves the document uncached rather than emptied.
+        let mut entry = self.cache.remove(record).expect("cached");
+        let heads = entry.doc.get_heads();
+        let (back, out) = f(std::mem::take(&mut entry.doc));
+        match back {
+            // A document loaded only for this call is not kept if that would evict others:
+            // a pass over more documents than fit would otherwise evict every one of them
+            // before its next use.
+            Some(_) if !was_cached && self.cache.used + entry.estimate > self.cache.budget => {}
+            Some(doc) if doc.get_heads() == heads => {
+                entry.doc = doc;
+                self.cache.put_back(record.clone(), entry);
+                self.cache.shrink(record);
+            }
+            _ => self.cache.stats.invalidations += 1,
+        }
+        Ok(Some(out))
+    }
+
     /// The kind of a cached or stored document, if it exists.
     pub fn kind(&mut self, record: &RecordId) -> Result<Option<String>> {
         if let Some(e) = self.cache.entries.get(record) {
@@ -386,6 +443,23 @@ impl<'w> DocBatch<'_, 'w> {
         kind: &str,
         f: impl FnOnce(&mut Automerge) -> R,
     ) -> Result<R> {
+        self.with_doc_mut_owned(record, kind, move |mut doc| {
+            let out = f(&mut doc);
+            (Some(doc), out)
+        })
+    }
+
+    /// [`DocBatch::with_doc_mut`] for functions that take the document by value (such as
+    /// wrappers that check a document's shape): `f` gets the document with no copy and hands it
+    /// back, changed or not; its new changes are written as with `with_doc_mut`. If `f`
+    /// returns `None`, nothing is written for this document and its copy is dropped from
+    /// memory (the stored document is untouched and is loaded again on next use).
+    pub fn with_doc_mut_owned<R>(
+        &mut self,
+        record: &RecordId,
+        kind: &str,
+        f: impl FnOnce(Automerge) -> (Option<Automerge>, R),
+    ) -> Result<R> {
         crate::schema::check_kind(kind)?;
         let meta = self.cache.validate(record, &*self.batch)?;
         if let Some(m) = &meta
@@ -408,17 +482,34 @@ impl<'w> DocBatch<'_, 'w> {
         }
         self.touched.push(record.clone());
         // The entry was loaded or inserted just above.
-        let entry = self.cache.entries.get_mut(record).expect("cached");
+        // Out of the cache while `f` runs: a panic in `f` leaves the document uncached.
+        let mut entry = self.cache.remove(record).expect("cached");
         let old_heads = entry.doc.get_heads();
-        let out = f(&mut entry.doc);
+        let (back, out) = f(std::mem::take(&mut entry.doc));
+        let Some(doc) = back else {
+            if exists {
+                self.cache.stats.invalidations += 1;
+            }
+            return Ok(out);
+        };
+        entry.doc = doc;
+        self.cache.put_back(record.clone(), entry);
+        let entry = self.cache.entries.get_mut(record).expect("cached");
         let new_heads = entry.doc.get_heads();
         if new_heads == old_heads {
             if !exists {
                 self.cache.remove(record);
             }
+            self.cache.shrink(record);
             return Ok(out);
         }
-        let changes = entry.doc.save_after(&old_heads);
+        // A new document is written whole in the compressed document format, which loads
+        // much faster than the same changes as a change chunk (no change to apply on load).
+        let changes = if exists {
+            entry.doc.save_after(&old_heads)
+        } else {
+            entry.doc.save()
+        };
         self.batch
             .append_chunk(record, kind, &changes, Some(&entry.doc))?;
         let meta = self
@@ -432,5 +523,98 @@ impl<'w> DocBatch<'_, 'w> {
         entry.estimate = estimate;
         self.cache.shrink(record);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{ROOT, ReadDoc};
+
+    use super::*;
+
+    fn put(doc: &mut Automerge, value: i64) {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "n", value).expect("put");
+        tx.commit();
+    }
+
+    fn n_of(doc: &Automerge) -> Option<i64> {
+        match doc.get(ROOT, "n").ok()?? {
+            (automerge::Value::Scalar(s), _) => s.as_i64(),
+            _ => None,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Docs, RecordId) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path().join("s.redb")).expect("open"));
+        let mut docs = Docs::new(store, 1 << 20);
+        let id: RecordId = "deal-1".parse().expect("id");
+        docs.with_doc_mut(&id, "deal", |d| put(d, 1))
+            .expect("write");
+        (dir, docs, id)
+    }
+
+    #[test]
+    fn a_lent_document_comes_back_unchanged_or_leaves_the_cache() {
+        let (_dir, mut docs, id) = setup();
+        assert_eq!(
+            docs.with_doc_owned(&id, |d| {
+                let n = n_of(&d);
+                (Some(d), n)
+            })
+            .expect("read"),
+            Some(Some(1))
+        );
+        assert!(docs.is_cached(&id));
+        // Not handed back: dropped from memory, still in the store.
+        docs.with_doc_owned(&id, |_| (None, ())).expect("read");
+        assert!(!docs.is_cached(&id));
+        assert_eq!(docs.with_doc(&id, n_of).expect("read"), Some(Some(1)));
+        // Handed back changed: the change is not kept, in memory or on disk.
+        docs.with_doc_owned(&id, |mut d| {
+            put(&mut d, 2);
+            (Some(d), ())
+        })
+        .expect("read");
+        assert!(!docs.is_cached(&id));
+        assert_eq!(docs.with_doc(&id, n_of).expect("read"), Some(Some(1)));
+        let missing: RecordId = "deal-2".parse().expect("id");
+        assert_eq!(
+            docs.with_doc_owned(&missing, |d| (Some(d), ()))
+                .expect("read"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_document_taken_for_writing_is_written_or_left_as_stored() {
+        let (_dir, mut docs, id) = setup();
+        docs.batch(|b| {
+            b.with_doc_mut_owned(&id, "deal", |mut d| {
+                put(&mut d, 3);
+                (Some(d), ())
+            })
+        })
+        .expect("write");
+        docs.clear();
+        assert_eq!(docs.with_doc(&id, n_of).expect("read"), Some(Some(3)));
+        // `None`: nothing written, the stored document is untouched.
+        docs.batch(|b| b.with_doc_mut_owned(&id, "deal", |_| (None, ())))
+            .expect("write");
+        assert!(!docs.is_cached(&id));
+        assert_eq!(docs.with_doc(&id, n_of).expect("read"), Some(Some(3)));
+        // A new document is stored whole and loads back.
+        let fresh: RecordId = "deal-9".parse().expect("id");
+        docs.batch(|b| {
+            b.with_doc_mut_owned(&fresh, "deal", |mut d| {
+                put(&mut d, 9);
+                (Some(d), ())
+            })
+        })
+        .expect("write");
+        docs.clear();
+        assert_eq!(docs.with_doc(&fresh, n_of).expect("read"), Some(Some(9)));
     }
 }
