@@ -26,6 +26,13 @@ pub(crate) struct DeviceArgs {
     cmd: DeviceCmd,
 }
 
+impl DeviceArgs {
+    /// Whether the command runs until stopped (and logs what it serves).
+    pub(crate) fn serves(&self) -> bool {
+        matches!(self.cmd, DeviceCmd::Serve { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DeviceCmd {
     /// Enrol this store with a hub (the token printed by `sellsync hub token`).
@@ -541,13 +548,6 @@ fn warn_if_own_credential_invalid(node: &Node) {
 /// Accepts LAN peers until ctrl-c. Each connection is logged on stderr (a refused peer with
 /// its reason).
 fn serve(node: Node, listen: &str) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
     // Checked before listening: a device without a grant cannot prove itself to anyone. The
     // credential does not change while serving (the store stays open here); each session only
     // draws a fresh nonce.

@@ -25,6 +25,13 @@ pub(crate) struct HubArgs {
     run: HubRun,
 }
 
+impl HubArgs {
+    /// Whether the command runs the hub until stopped (and logs what it serves).
+    pub(crate) fn serves(&self) -> bool {
+        self.cmd.is_none()
+    }
+}
+
 #[derive(Debug, Args)]
 struct HubRun {
     /// The hub's store file (created and initialised if new).

@@ -60,12 +60,20 @@ fn share(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs go to stderr; RUST_LOG sets the level (default: warnings).
+    // Logs go to stderr; RUST_LOG sets the level. Servers log what they serve (info); one-shot
+    // commands only warnings, so that their output stays readable.
+    let serves = match &cli.command {
+        Command::Hub(a) => a.serves(),
+        Command::Device(a) => a.serves(),
+        Command::Sim(_) => true,
+        _ => false,
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if serves { "info" } else { "warn" })
+            }),
         )
         .init();
     match run(cli) {
