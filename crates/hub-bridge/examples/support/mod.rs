@@ -90,6 +90,7 @@ impl<C: Crm> World<C> {
         dir: tempfile::TempDir,
         stop: tokio::sync::oneshot::Sender<()>,
     ) -> World<C> {
+        install_crypto();
         World {
             sim,
             url,
@@ -128,6 +129,7 @@ pub(crate) struct WebApp {
 impl WebApp {
     /// The web app of `user` against the simulator at `url`.
     pub(crate) fn new(url: &str, user: u64) -> WebApp {
+        install_crypto();
         WebApp {
             http: reqwest::Client::new(),
             url: url.to_owned(),
@@ -201,6 +203,12 @@ impl<C> World<C> {
             token: token_for(ADMIN),
         }
     }
+}
+
+/// reqwest's rustls backend is built without a default crypto provider: use ring, like the rest
+/// of sellsync. Installing twice is harmless (the first one stays).
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Now, in ms since the epoch.
