@@ -110,7 +110,8 @@ async fn push(w: &World<ZendeskHttp>, name: &str, records: usize) -> anyhow::Res
     Ok(phase)
 }
 
-/// 1 to 3 edits of distinct fields of a deal, numbered `i`.
+/// 1 to 3 edits of distinct fields of a deal, numbered `i`; each differs from the deal as made
+/// (value 1,000.00, cold, no likelihood, tagged `bench`).
 fn deal_edits(rng: &mut StdRng, i: usize) -> Vec<Edit> {
     let mut kinds = [0u8, 1, 2, 3, 4];
     kinds.shuffle(rng);
@@ -121,9 +122,10 @@ fn deal_edits(rng: &mut StdRng, i: usize) -> Vec<Edit> {
             0 => Edit::Set(key("name"), Value::Text(format!("Bench deal {i} (edited)"))),
             1 => Edit::Set(
                 key("value"),
-                Value::Money(Money::from_cents(rng.random_range(1..10_000) * 100)),
+                Value::Money(Money::from_cents(rng.random_range(1_001..10_000) * 100)),
             ),
-            2 => Edit::Set(key("hot"), Value::Bool(i % 2 == 0)),
+            // The bench deals are made cold: every edit differs from what Zendesk holds.
+            2 => Edit::Set(key("hot"), Value::Bool(true)),
             3 => Edit::Set(
                 key("customized_win_likelihood"),
                 Value::Int(rng.random_range(0..=100)),
@@ -179,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                 "name": format!("Bench deal {i}"),
                 "value": "1000.00",
                 "currency": "EUR",
+                "hot": false,
                 "tags": ["bench"],
             }))
             .await?;
