@@ -406,7 +406,7 @@ async fn sellsync(s: &Scenario) -> anyhow::Result<(Vec<Json>, Vec<bool>, Counts)
             &model(e.field, &e.value)?,
         )?);
     }
-    for (&crm_id, _) in &s.rep {
+    for &crm_id in s.rep.keys() {
         let p = w
             .on_node(|n| n.project(&deal_id(crm_id)?).map_err(anyhow::Error::from))??
             .context("a deal is missing on the hub")?;
