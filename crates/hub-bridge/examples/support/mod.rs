@@ -205,10 +205,9 @@ impl<C> World<C> {
     }
 }
 
-/// reqwest's rustls backend is built without a default crypto provider: use ring, like the rest
-/// of sellsync. Installing twice is harmless (the first one stays).
+/// reqwest's rustls backend needs a crypto provider before any client is built.
 pub(crate) fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    sellsync_hub_bridge::backend::install_crypto_provider();
 }
 
 /// Now, in ms since the epoch.
