@@ -8,10 +8,11 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use chrono::{DateTime, Utc};
+
+use crate::demo::{Names, audit_line, clock};
 use sellsync_model::{
-    ActivityKind, AssumeLive, Author, Catalog, Choice, Chosen, Conflict, Edit, EditCtx, FieldKey,
-    Money, Policy, ProjectCtx, Projection, RecordDoc, RecordKind, RegisterLayout, UserId, Value,
+    ActivityKind, AssumeLive, Author, Catalog, Choice, Conflict, Edit, EditCtx, FieldKey, Money,
+    Policy, ProjectCtx, Projection, RecordDoc, RecordKind, RegisterLayout, UserId, Value,
 };
 
 const T0: i64 = 1_795_000_000_000; // a Monday morning in 2026
@@ -22,11 +23,6 @@ fn key(s: &str) -> FieldKey {
 
 fn money(cents: i64) -> Value {
     Value::Money(Money::from_cents(cents))
-}
-
-fn clock(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S").to_string())
 }
 
 struct Story {
@@ -54,22 +50,11 @@ impl Story {
     }
 
     fn user(&self, id: UserId) -> String {
-        self.catalog
-            .users
-            .get(&id.0)
-            .map_or_else(|| format!("user {id}"), |u| u.name.clone())
+        Names(&self.catalog).user(id)
     }
 
     fn show(&self, field: &FieldKey, v: &Value) -> String {
-        match (field.name(), v) {
-            ("stage_id", Value::Ref(id)) => self
-                .catalog
-                .stages
-                .get(id)
-                .map_or(v.to_string(), |s| s.name.clone()),
-            ("owner_id", Value::Ref(id)) => self.user(UserId(*id)),
-            _ => v.to_string(),
-        }
+        Names(&self.catalog).show(field, v)
     }
 
     fn say(&mut self, line: impl AsRef<str>) {
@@ -277,29 +262,8 @@ pub(crate) fn run() -> Result<String> {
     }
     s.say(format!("     {:<22} {}", "tags", tags.join(", ")));
     for e in &p.audit {
-        let chosen = match &e.chosen {
-            Chosen::Value(v) => v.to_string(),
-            Chosen::Restore => "restore".into(),
-            Chosen::Delete => "delete".into(),
-        };
-        let who = e.by.map_or_else(
-            || "automatically".to_owned(),
-            |u| format!("by {}", s.user(u)),
-        );
-        let candidates: Vec<String> = e
-            .candidates
-            .iter()
-            .map(|c| format!("{} ({})", c.value, s.user(c.by)))
-            .collect();
-        s.say(format!(
-            "     audit: {} [{}] chose {chosen} {who} at {}; candidates: {}",
-            e.slot
-                .as_ref()
-                .map_or_else(|| "record".to_owned(), ToString::to_string),
-            e.policy,
-            clock(e.at),
-            candidates.join(", ")
-        ));
+        let line = audit_line(e, &Names(&s.catalog));
+        s.say(format!("     audit: {line}"));
     }
     s.say("");
     s.say("Nothing was lost: the note, task and tags merged by themselves, the close-date loser");

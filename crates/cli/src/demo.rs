@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use sellsync_bridge::run::Limits as PushLimits;
 use sellsync_hub_bridge::{Bridge, BridgeConfig, Crm, Progress, ZendeskHttp};
 use sellsync_model::{
-    ActivityKind, Catalog, Choice, Chosen, Conflict, Edit, FieldKey, Money, Projection, RecordId,
-    Slot, UserId, Value,
+    ActivityKind, AuditEntry, Catalog, Choice, Chosen, Conflict, Edit, FieldKey, Money, Projection,
+    RecordId, Slot, UserId, Value,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Acl, Node, NodeError, credential, token};
@@ -41,7 +41,7 @@ fn key(s: &str) -> FieldKey {
     FieldKey::std(s)
 }
 
-fn clock(ms: i64) -> String {
+pub(crate) fn clock(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.format("%H:%M:%S").to_string())
 }
@@ -94,18 +94,51 @@ impl Device {
     }
 }
 
+/// One audit entry as a line: the slot, its tier, what was chosen by whom and when, and every
+/// candidate with its author.
+pub(crate) fn audit_line(e: &AuditEntry, names: &Names<'_>) -> String {
+    let show = |v: &Value| {
+        e.slot
+            .as_ref()
+            .map_or_else(|| v.to_string(), |s: &Slot| names.show(&s.field, v))
+    };
+    let chosen = match &e.chosen {
+        Chosen::Value(v) => show(v),
+        Chosen::Restore => "restore".into(),
+        Chosen::Delete => "delete".into(),
+    };
+    let who = e.by.map_or_else(
+        || "automatically".to_owned(),
+        |u| format!("by {}", names.user(u)),
+    );
+    let candidates: Vec<String> = e
+        .candidates
+        .iter()
+        .map(|c| format!("{} ({})", show(&c.value), names.user(c.by)))
+        .collect();
+    format!(
+        "{} [{}] chose {chosen} {who} at {}; candidates: {}",
+        e.slot
+            .as_ref()
+            .map_or_else(|| "record".to_owned(), ToString::to_string),
+        e.policy,
+        clock(e.at),
+        candidates.join(", ")
+    )
+}
+
 /// How values read for people: stage and user names from the catalog.
-struct Names<'a>(&'a Catalog);
+pub(crate) struct Names<'a>(pub(crate) &'a Catalog);
 
 impl Names<'_> {
-    fn user(&self, id: UserId) -> String {
+    pub(crate) fn user(&self, id: UserId) -> String {
         self.0
             .users
             .get(&id.0)
             .map_or_else(|| format!("user {id}"), |u| u.name.clone())
     }
 
-    fn show(&self, field: &FieldKey, v: &Value) -> String {
+    pub(crate) fn show(&self, field: &FieldKey, v: &Value) -> String {
         match (field.name(), v) {
             ("stage_id", Value::Ref(id)) => self
                 .0
@@ -700,38 +733,7 @@ async fn story(opts: Options) -> Result<()> {
     };
     t.say("   Audit trail (every decision, automatic or not):");
     for e in &hub_view.audit {
-        let chosen = match &e.chosen {
-            Chosen::Value(v) => e
-                .slot
-                .as_ref()
-                .map_or(v.to_string(), |s: &Slot| names.show(&s.field, v)),
-            Chosen::Restore => "restore".into(),
-            Chosen::Delete => "delete".into(),
-        };
-        let who = e.by.map_or_else(
-            || "automatically".to_owned(),
-            |u| format!("by {}", names.user(u)),
-        );
-        let candidates: Vec<String> = e
-            .candidates
-            .iter()
-            .map(|c| {
-                let shown = e
-                    .slot
-                    .as_ref()
-                    .map_or(c.value.to_string(), |s| names.show(&s.field, &c.value));
-                format!("{shown} ({})", names.user(c.by))
-            })
-            .collect();
-        t.say(format!(
-            "     {} [{}] chose {chosen} {who} at {}; candidates: {}",
-            e.slot
-                .as_ref()
-                .map_or_else(|| "record".to_owned(), ToString::to_string),
-            e.policy,
-            clock(e.at),
-            candidates.join(", ")
-        ));
+        t.say(format!("     {}", audit_line(e, &names)));
     }
     if opts.faults > 0.0 {
         let mut by: std::collections::BTreeMap<String, u64> = Default::default();

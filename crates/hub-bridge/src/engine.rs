@@ -202,9 +202,7 @@ fn apply_one(b: &mut DocBatch<'_, '_>, basis: &Basis, item: &Incoming, now: i64)
             let wrote = before.is_none() || b.store().feed_head().ok() != before;
             ItemOutcome::Applied(id, wrote)
         }
-        Ok(Applied::Skipped(why)) if why.contains("is not known") => {
-            ItemOutcome::Deferred(format!("{what}: {why}"))
-        }
+        Ok(Applied::Later(why)) => ItemOutcome::Deferred(format!("{what}: {why}")),
         Ok(Applied::Skipped(why)) => ItemOutcome::Ignored(format!("{what}: {why}")),
         Err(e) => ItemOutcome::Deferred(format!("{what}: {e}")),
     }

@@ -145,6 +145,8 @@ pub(crate) enum Applied {
     Record(RecordId),
     /// Nothing to do (an object the bridge does not keep, or a delete of one it never saw).
     Skipped(String),
+    /// Not applied yet: it depends on an object not seen yet (it must come again).
+    Later(String),
 }
 
 /// Writes a CRM version of a deal or contact: a new document, or a change on its shadow basis.
@@ -241,7 +243,7 @@ pub(crate) fn apply_activity(
         .store()
         .record_for_crm(parent.kind.as_str(), parent.crm_id)?
     else {
-        return Ok(Applied::Skipped(format!(
+        return Ok(Applied::Later(format!(
             "{kind} {crm_id}: its {} {} is not known",
             parent.kind, parent.crm_id
         )));
