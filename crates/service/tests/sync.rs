@@ -192,6 +192,36 @@ fn a_deal_created_on_one_device_reaches_another_through_the_hub_in_process() {
     assert_eq!(carl.store().read().unwrap().feed_head().unwrap(), before);
 }
 
+/// A hub serving plain WebSocket sessions on a free loopback port until stopped.
+struct Served {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap();
+    }
+}
+
+async fn serve_hub(hub: &SharedNode, accept: AcceptConfig, cfg: NetConfig) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(net::serve(
+        listener,
+        hub.clone(),
+        move || Session::accept(accept.clone()),
+        cfg,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Served { url, stop, server }
+}
+
 async fn sync_ws(url: &str, dev: &SharedNode) -> net::Outcome {
     let cfg = dial_config(&dev.lock().unwrap());
     net::dial(
@@ -218,18 +248,8 @@ async fn two_devices_edit_offline_and_both_project_the_same_conflict_over_websoc
     let rita: SharedNode = Arc::new(Mutex::new(rita));
     let carl: SharedNode = Arc::new(Mutex::new(carl));
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(net::serve(
-        listener,
-        hub.clone(),
-        move || Session::accept(accept.clone()),
-        NetConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let served = serve_hub(&hub, accept, NetConfig::default()).await;
+    let url = served.url.clone();
 
     let id: RecordId = "deal-acme".parse().unwrap();
     rita.lock()
@@ -275,8 +295,7 @@ async fn two_devices_edit_offline_and_both_project_the_same_conflict_over_websoc
             assert!(view.is_some(), "no conflicts view on {}", n.id());
         }
     }
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// A device whose token is wrong, or revoked, gets nothing and leaves nothing on the hub;
@@ -301,21 +320,16 @@ async fn bad_tokens_revoked_tokens_and_garbage_frames_over_a_real_socket() {
     let hub: SharedNode = Arc::new(Mutex::new(h.node));
     let rita: SharedNode = Arc::new(Mutex::new(rita));
     let carl: SharedNode = Arc::new(Mutex::new(carl));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(net::serve(
-        listener,
-        hub.clone(),
-        move || Session::accept(accept.clone()),
+    let served = serve_hub(
+        &hub,
+        accept,
         NetConfig {
             limits,
             idle_timeout: Duration::from_secs(10),
         },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    )
+    .await;
+    let url = served.url.clone();
     let hub_head = || {
         hub.lock()
             .unwrap()
@@ -419,8 +433,7 @@ async fn bad_tokens_revoked_tokens_and_garbage_frames_over_a_real_socket() {
     // Other devices are untouched and still sync.
     let o = sync_ws(&url, &carl).await;
     assert!(o.finished, "{o:?}");
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// A peer that stops in the middle of a frame, or stalls there: its connection is closed (at
@@ -435,21 +448,16 @@ async fn a_peer_that_stops_mid_frame_is_dropped_and_others_still_sync() {
     let accept = accept_config(&h.node);
     let hub: SharedNode = Arc::new(Mutex::new(h.node));
     let carl: SharedNode = Arc::new(Mutex::new(carl));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(net::serve(
-        listener,
-        hub.clone(),
-        move || Session::accept(accept.clone()),
+    let served = serve_hub(
+        &hub,
+        accept,
         NetConfig {
             idle_timeout: Duration::from_secs(1),
             ..NetConfig::default()
         },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    )
+    .await;
+    let url = served.url.clone();
     let head = || {
         hub.lock()
             .unwrap()
@@ -491,8 +499,7 @@ async fn a_peer_that_stops_mid_frame_is_dropped_and_others_still_sync() {
     }
     // Carl had nothing to send; nothing from the broken peers was stored.
     assert_eq!(head(), head0);
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// The hub listener over TLS: a device trusting the hub's certificate syncs over `wss://`; a
@@ -568,18 +575,8 @@ async fn losing_access_keeps_offline_edits_as_a_permission_conflict() {
     let hub: SharedNode = Arc::new(Mutex::new(h.node));
     let rita: SharedNode = Arc::new(Mutex::new(rita));
     let carl: SharedNode = Arc::new(Mutex::new(carl));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(net::serve(
-        listener,
-        hub.clone(),
-        move || Session::accept(accept.clone()),
-        NetConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let served = serve_hub(&hub, accept, NetConfig::default()).await;
+    let url = served.url.clone();
     let id: RecordId = "deal-team".parse().unwrap();
     carl.lock()
         .unwrap()
@@ -624,8 +621,7 @@ async fn losing_access_keeps_offline_edits_as_a_permission_conflict() {
     );
     let on_hub = hub.lock().unwrap().project(&id).unwrap().unwrap();
     assert_ne!(on_hub.record.fields.get(&key("value")), Some(&rita_value));
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
 
 /// Measurement, not a check: a fresh device pulls `SELLSYNC_SERVICE_PULL_DEALS` deals (none
@@ -652,18 +648,8 @@ async fn fresh_device_pull_measurement() {
     let accept = accept_config(&h.node);
     let hub: SharedNode = Arc::new(Mutex::new(h.node));
     let rita: SharedNode = Arc::new(Mutex::new(rita));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(net::serve(
-        listener,
-        hub.clone(),
-        move || Session::accept(accept.clone()),
-        NetConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let served = serve_hub(&hub, accept, NetConfig::default()).await;
+    let url = served.url.clone();
     let started = std::time::Instant::now();
     let o = sync_ws(&url, &rita).await;
     eprintln!(
@@ -677,6 +663,5 @@ async fn fresh_device_pull_measurement() {
     );
     assert!(o.finished, "{o:?}");
     assert_eq!(o.changed.len(), n + 1);
-    let _ = stop.send(());
-    server.await.unwrap();
+    served.stop().await;
 }
