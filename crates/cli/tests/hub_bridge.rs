@@ -2,35 +2,16 @@
 //! edits offline and syncs; the edit reaches Zendesk, a Zendesk edit reaches the device, and
 //! `bridge status` reports it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BIN, ok, start_command};
 use sellsync_sim::{Sim, SimConfig, demo_data, token_for};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sellsync");
 const ADMIN: u64 = 2;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "sellsync {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -90,30 +71,15 @@ fn a_hub_with_its_bridge_carries_edits_both_ways() {
     ]);
     let bea = bea_store.to_str().unwrap();
 
-    let mut child = Command::new(BIN)
-        .args(["hub", "--store", hub_store, "--listen", "127.0.0.1:0"])
+    // The token through the environment, as an operator would pass it.
+    let mut hub = Command::new(BIN);
+    hub.args(["hub", "--store", hub_store, "--listen", "127.0.0.1:0"])
         .args(["--acl", d.join("acl.toml").to_str().unwrap()])
         .args(["--zendesk-url", &crm, "--bridge-every", "1"])
         .env("SELLSYNC_ZENDESK_TOKEN", token_for(ADMIN))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _hub = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
+        .stderr(Stdio::null());
     // The first start imports before it listens.
-    let line = rx.recv_timeout(Duration::from_secs(120)).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (_hub, url) = start_command(hub);
 
     ok(&[
         "device",

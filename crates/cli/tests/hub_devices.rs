@@ -1,81 +1,34 @@
 //! The real binary: a hub, two tokens, two devices editing one deal offline.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+use std::process::Stdio;
+
+use common::{Running, json, ok, run, start};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sellsync");
-
-/// Kills the hub when the test ends, however it ends.
-struct Hub(Child);
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, stdout, stderr) = run(args);
-    assert!(success, "sellsync {args:?} failed:\n{stdout}\n{stderr}");
-    stdout
-}
-
-fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).unwrap()
-}
-
-fn start_hub(dir: &Path) -> (Hub, String) {
+fn start_hub(dir: &Path) -> (Running, String) {
     start_hub_with(dir, &[])
 }
 
-fn start_hub_with(dir: &Path, extra: &[&str]) -> (Hub, String) {
+fn start_hub_with(dir: &Path, extra: &[&str]) -> (Running, String) {
     let store = dir.join("hub.redb");
-    let mut child = Command::new(BIN)
-        .args([
-            "hub",
-            "--store",
-            store.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--acl", dir.join("acl.toml").to_str().unwrap()])
-        .args(["--catalog", dir.join("catalog.json").to_str().unwrap()])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let hub = Hub(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the hub prints its address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected hub output {line:?}"))
-        .to_owned();
-    (hub, url)
+    let acl = dir.join("acl.toml");
+    let catalog = dir.join("catalog.json");
+    let mut args = vec![
+        "hub",
+        "--store",
+        store.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--acl",
+        acl.to_str().unwrap(),
+        "--catalog",
+        catalog.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start(&args, Stdio::null())
 }
 
 fn value_candidates(conflicts: &Value) -> Vec<Value> {

@@ -1,71 +1,13 @@
 //! The real binary: devices sync with each other over the LAN while the hub is down, then one
 //! of them carries everything to the hub.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
+use common::{Running, json, ok, run, start};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sellsync");
-
-/// Kills a long-running process (hub, serving device) when dropped, however the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, stdout, stderr) = run(args);
-    assert!(success, "sellsync {args:?} failed:\n{stdout}\n{stderr}");
-    stdout
-}
-
-fn json(args: &[&str]) -> Value {
-    serde_json::from_str(&ok(args)).unwrap()
-}
-
-/// Starts a long-running command and returns it with the URL of its first stdout line,
-/// `listening on URL`.
-fn start(args: &[&str], stderr: Stdio) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the process prints its address");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected output {line:?}"))
-        .to_owned();
-    (running, url)
-}
 
 fn start_hub(dir: &Path, store: &str, extra: &[&str]) -> (Running, String) {
     let acl = dir.join("acl.toml");
