@@ -533,22 +533,27 @@ impl Replica for StoreReplica {
             .map(|(id, _)| id)
             .collect();
         let access = self.stored_access(&held)?;
-        let gone: Vec<RecordId> = held
+        Ok(held
             .into_iter()
             .zip(access)
             .filter(|(_, a)| a.as_ref().is_some_and(|a| !self.may_see(user, a)))
             .map(|(id, _)| id)
-            .collect();
-        if !gone.is_empty() {
-            let fresh = sync::State::new().encode();
-            store.write(|w| {
-                for id in &gone {
-                    w.put_sync_state(peer, id, &fresh)?;
-                }
-                Ok(())
-            })?;
-        }
-        Ok(gone)
+            .collect())
+    }
+
+    fn revocation_delivered(
+        &mut self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<(), StoreError> {
+        // A fresh state has no shared heads: the peer no longer counts as holding the document.
+        let fresh = sync::State::new().encode();
+        self.store().write(|w| {
+            for id in docs {
+                w.put_sync_state(peer, id, &fresh)?;
+            }
+            Ok(())
+        })
     }
 
     fn load_states(

@@ -237,14 +237,21 @@ impl Replica for MemReplica {
             .filter(|(p, _)| p == peer)
             .map(|(_, d)| d.clone())
             .collect();
-        let mut gone = Vec::new();
-        for d in held {
-            if self.may_see(user, &d) == Some(false) {
-                self.states.remove(&(peer.clone(), d.clone()));
-                gone.push(d);
-            }
+        Ok(held
+            .into_iter()
+            .filter(|d| self.may_see(user, d) == Some(false))
+            .collect())
+    }
+
+    fn revocation_delivered(
+        &mut self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<(), Infallible> {
+        for d in docs {
+            self.states.remove(&(peer.clone(), d.clone()));
         }
-        Ok(gone)
+        Ok(())
     }
 
     fn load_states(

@@ -163,9 +163,18 @@ pub trait Replica {
     /// Whether `user` may see `doc`, for each document in `docs` (same order).
     fn visibility(&self, user: UserId, docs: &[RecordId]) -> Result<Vec<Visibility>, Self::Error>;
 
-    /// Documents `peer` once received but `user` may no longer see. The replica forgets its
-    /// sync states for them with that peer once reported, so each is reported once.
+    /// Documents `peer` holds (as this replica's sync states with it show) but `user` may no
+    /// longer see. Reported in every session until [`Replica::revocation_delivered`].
     fn revoked(&mut self, peer: &DeviceId, user: UserId) -> Result<Vec<RecordId>, Self::Error>;
+
+    /// The peer has read that it may no longer see `docs` (a session that told it ended): the
+    /// replica forgets its sync states for them with that peer, so they are not reported again
+    /// (and, should access come back, the documents sync from scratch).
+    fn revocation_delivered(
+        &mut self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<(), Self::Error>;
 
     /// The persisted sync states with `peer` for `docs` (same order); `State::new()` where none.
     fn load_states(

@@ -278,6 +278,11 @@ struct Exchange {
     failed_receive: bool,
     /// This node sent its done and waits for the peer's.
     done_sent: bool,
+    /// Documents this node told the peer it may no longer see. Once the exchange ends with the
+    /// peer's done, the peer has read those frames (they went before everything it answered),
+    /// and the replica may forget them ([`Replica::revocation_delivered`]); until then they are
+    /// reported again in every session.
+    revoked_sent: Vec<RecordId>,
 }
 
 /// One side of one connection. See the module docs for the exchange.
@@ -420,6 +425,7 @@ impl Session {
             x.docs.remove(d);
             x.ignored.insert(d.clone());
         }
+        x.revoked_sent.extend(docs.iter().cloned());
         if let Err(abort) = push_revoked(&self.limits, docs, &mut out) {
             self.abort(abort, &mut out);
         }
@@ -637,6 +643,7 @@ impl Session {
             let revoked = replica.revoked(&x.peer.node, u).map_err(Abort::storage)?;
             if !revoked.is_empty() {
                 x.ignored.extend(revoked.iter().cloned());
+                x.revoked_sent.extend(revoked.iter().cloned());
                 push_revoked(&self.limits, revoked, out)?;
             }
         }
@@ -811,6 +818,11 @@ impl Session {
                     let done = Frame::Done { checkpoint: mine };
                     out.send
                         .push(done.encode(self.limits.max_frame).map_err(Abort::frame)?);
+                }
+                if !x.revoked_sent.is_empty() {
+                    replica
+                        .revocation_delivered(&x.peer.node, &x.revoked_sent)
+                        .map_err(Abort::storage)?;
                 }
                 self.finish(x, checkpoint, out);
                 Ok(true)
@@ -992,7 +1004,7 @@ impl Session {
     ) -> Result<(), Abort> {
         let docs: Vec<RecordId> = docs
             .into_iter()
-            .filter(|d| !x.docs.contains_key(d))
+            .filter(|d| !x.docs.contains_key(d) && !x.ignored.contains(d))
             .collect();
         let docs = match x.peer.user {
             None => docs,
@@ -1004,9 +1016,11 @@ impl Session {
                     ));
                 }
                 let mut keep = Vec::with_capacity(docs.len());
+                let mut held_hidden = Vec::new();
                 for (d, v) in docs.into_iter().zip(vis) {
                     if v == Visibility::Hidden {
                         x.ignored.insert(d.clone());
+                        held_hidden.push(d.clone());
                         out.effects.push(Effect::Ignored {
                             doc: d,
                             reason: IgnoreReason::PeerMayNotSee,
@@ -1014,6 +1028,14 @@ impl Session {
                     } else {
                         keep.push(d);
                     }
+                }
+                // A device announced documents its user may no longer see: it holds them (from
+                // a LAN peer, or from before an owner change this hub never sent it), so a hub
+                // tells it, as it does for those its own sync states show the device holds.
+                if self.role == Role::Hub && x.peer.role == Role::Device && !held_hidden.is_empty()
+                {
+                    x.revoked_sent.extend(held_hidden.iter().cloned());
+                    push_revoked(&self.limits, held_hidden, out)?;
                 }
                 keep
             }
@@ -1232,6 +1254,7 @@ impl Exchange {
             skipped_send: false,
             failed_receive: false,
             done_sent: false,
+            revoked_sent: Vec::new(),
         }
     }
 }

@@ -131,6 +131,14 @@ impl Replica for Lan {
         self.mem.revoked(peer, user)
     }
 
+    fn revocation_delivered(
+        &mut self,
+        peer: &DeviceId,
+        docs: &[RecordId],
+    ) -> Result<(), Infallible> {
+        self.mem.revocation_delivered(peer, docs)
+    }
+
     fn load_states(
         &self,
         peer: &DeviceId,

@@ -348,3 +348,135 @@ pub fn standard_acl() -> Acl {
     acl.admins.insert(UserId(9));
     acl
 }
+
+/// One connection of [`Net::sync_many`]: two sessions and the frames in flight each way.
+struct Link {
+    dialer: usize,
+    acceptor: usize,
+    d: Session,
+    a: Session,
+    to_acceptor: std::collections::VecDeque<Vec<u8>>,
+    to_dialer: std::collections::VecDeque<Vec<u8>>,
+    cut_after: Option<u32>,
+    frames: u32,
+    closed: bool,
+    run: Run,
+}
+
+impl Net {
+    fn dial_config(&self, dialer: usize, acceptor: usize) -> (DialConfig, AcceptConfig) {
+        let dial = DialConfig {
+            node: node_id(dialer),
+            role: role(dialer),
+            token: self.tokens[dialer].clone(),
+            peer: Some(node_id(acceptor)),
+            verify_peer_token: acceptor != HUB,
+            mutual: false,
+            nonce: Vec::new(),
+            key: Vec::new(),
+            limits: self.limits,
+        };
+        let accept = AcceptConfig {
+            node: node_id(acceptor),
+            role: role(acceptor),
+            token: if acceptor == HUB {
+                Vec::new()
+            } else {
+                self.tokens[acceptor].clone()
+            },
+            mutual: false,
+            nonce: Vec::new(),
+            limits: self.limits,
+        };
+        (dial, accept)
+    }
+
+    /// Runs several sessions at once, delivering one frame at a time: `schedule` picks, step by
+    /// step, which open connection moves next (cycled), so the sessions' steps interleave on
+    /// shared replicas (typically the hub). Each connection may be cut after `n` of its frames.
+    /// Returns, per connection, what it did (`finished` as in [`Net::sync`]).
+    pub fn sync_many(
+        &mut self,
+        pairs: &[(usize, usize, Option<u32>)],
+        schedule: &[u8],
+    ) -> Vec<Run> {
+        let mut links: Vec<Link> = pairs
+            .iter()
+            .map(|&(dialer, acceptor, cut_after)| {
+                let (dc, ac) = self.dial_config(dialer, acceptor);
+                Link {
+                    dialer,
+                    acceptor,
+                    d: Session::dial(dc),
+                    a: Session::accept(ac),
+                    to_acceptor: Default::default(),
+                    to_dialer: Default::default(),
+                    cut_after,
+                    frames: 0,
+                    closed: false,
+                    run: Run::default(),
+                }
+            })
+            .collect();
+        for l in &mut links {
+            let fx = l.d.handle(&mut self.nodes[l.dialer], Event::Opened);
+            let sent = self.absorb(l.dialer, l.acceptor, fx, &mut l.run);
+            l.to_acceptor.extend(sent);
+        }
+        // Bounded: every exchange here ends well within this many frames per connection.
+        let limit = 400 * links.len().max(1);
+        for step in 0..limit {
+            let open: Vec<usize> = (0..links.len())
+                .filter(|&i| {
+                    !links[i].closed
+                        && (!links[i].to_acceptor.is_empty() || !links[i].to_dialer.is_empty())
+                })
+                .collect();
+            if open.is_empty() {
+                break;
+            }
+            let pick = schedule
+                .get(step % schedule.len().max(1))
+                .copied()
+                .unwrap_or(0);
+            let l = &mut links[open[usize::from(pick) % open.len()]];
+            if l.cut_after.is_some_and(|n| l.frames >= n) {
+                l.closed = true;
+                let fx = l.d.handle(&mut self.nodes[l.dialer], Event::Closed);
+                self.absorb(l.dialer, l.acceptor, fx, &mut l.run);
+                let fx = l.a.handle(&mut self.nodes[l.acceptor], Event::Closed);
+                self.absorb(l.acceptor, l.dialer, fx, &mut l.run);
+                continue;
+            }
+            l.frames += 1;
+            if let Some(frame) = l.to_acceptor.pop_front() {
+                self.check_wire_access(l.dialer, l.acceptor, &frame);
+                let fx =
+                    l.a.handle(&mut self.nodes[l.acceptor], Event::Received(&frame));
+                let sent = self.absorb(l.acceptor, l.dialer, fx, &mut l.run);
+                l.to_dialer.extend(sent);
+            } else if let Some(frame) = l.to_dialer.pop_front() {
+                self.check_wire_access(l.acceptor, l.dialer, &frame);
+                let fx =
+                    l.d.handle(&mut self.nodes[l.dialer], Event::Received(&frame));
+                let sent = self.absorb(l.dialer, l.acceptor, fx, &mut l.run);
+                l.to_acceptor.extend(sent);
+            }
+        }
+        links
+            .into_iter()
+            .map(|mut l| {
+                l.run.frames = l.frames;
+                l.run.finished = !l.closed
+                    && l.d.is_ended()
+                    && l.a.is_ended()
+                    && !l
+                        .run
+                        .effects
+                        .iter()
+                        .any(|(_, e)| matches!(e, Effect::Close(_)));
+                l.run
+            })
+            .collect()
+    }
+}
