@@ -684,9 +684,9 @@ fn resolve(
         message,
     };
     let refused_activity = |a: &ActivityId| {
-        p.conflicts.iter().any(|c| {
-            matches!(c, Conflict::Refused { activity: Some(r), .. } if r == a)
-        })
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Refused { activity: Some(r), .. } if r == a))
     };
     match how {
         Resolution::Record(choice) => {
@@ -701,11 +701,19 @@ fn resolve(
                         deleted_by,
                         restored_by,
                         ..
-                    } => Some(deleted_by.iter().chain(restored_by).map(|c| c.op.clone()).collect()),
+                    } => Some(
+                        deleted_by
+                            .iter()
+                            .chain(restored_by)
+                            .map(|c| c.op.clone())
+                            .collect(),
+                    ),
                     _ => None,
                 })
                 .ok_or_else(|| {
-                    anyhow!("{id} has no record conflict (it was not deleted while others edited it)")
+                    anyhow!(
+                        "{id} has no record conflict (it was not deleted while others edited it)"
+                    )
                 })?;
             node.act(id, now, |rd, ctx| {
                 rd.resolve_record(ctx, &seen, choice)
@@ -715,7 +723,9 @@ fn resolve(
                 RecordChoice::Restore => done(
                     "record".into(),
                     "restore",
-                    format!("restored {id}: the hub creates it again in the CRM with its notes and tasks"),
+                    format!(
+                        "restored {id}: the hub creates it again in the CRM with its notes and tasks"
+                    ),
                 ),
                 RecordChoice::ConfirmDelete => {
                     done("record".into(), "confirm_delete", format!("deleted {id}"))
@@ -749,11 +759,21 @@ fn resolve(
             let a = activity.ok_or_else(|| {
                 anyhow!("--discard deletes a note, task or call: give its id (see `show {id}`)")
             })?;
-            node.apply(id, "discard a refused activity", &[Edit::DeleteActivity(a.clone())], now)?;
-            Ok(done(a.to_string(), "discard", format!("deleted {a} of {id}")))
+            node.apply(
+                id,
+                "discard a refused activity",
+                &[Edit::DeleteActivity(a.clone())],
+                now,
+            )?;
+            Ok(done(
+                a.to_string(),
+                "discard",
+                format!("deleted {a} of {id}"),
+            ))
         }
         Resolution::Field(choice) => {
-            let t = target.ok_or_else(|| anyhow!("give the field (or note, task or call) to settle"))?;
+            let t = target
+                .ok_or_else(|| anyhow!("give the field (or note, task or call) to settle"))?;
             // A refused note, task or call fixed in place: its text (a note) or a field.
             if let (Some(a), FieldChoice::Value(text)) = (&activity, &choice)
                 && refused_activity(a)
@@ -797,8 +817,11 @@ fn resolve(
             let Some(seen) = seen else {
                 // Not a field conflict: a value the CRM refused is fixed by writing a new one.
                 let refused = p.conflicts.iter().any(|c| match c {
-                    Conflict::Validation { slot: s, .. } | Conflict::Permission { slot: Some(s), .. } => *s == slot,
-                    Conflict::Refused { activity: Some(a), .. } => slot.activity.as_ref() == Some(a),
+                    Conflict::Validation { slot: s, .. }
+                    | Conflict::Permission { slot: Some(s), .. } => *s == slot,
+                    Conflict::Refused {
+                        activity: Some(a), ..
+                    } => slot.activity.as_ref() == Some(a),
                     _ => false,
                 });
                 let FieldChoice::Value(v) = &choice else {
@@ -817,7 +840,11 @@ fn resolve(
                     None => Edit::Set(slot.field.clone(), value),
                 };
                 node.apply(id, "fix a refused value", &[edit], now)?;
-                return Ok(done(slot.to_string(), "value", format!("changed {slot} in {id}")));
+                return Ok(done(
+                    slot.to_string(),
+                    "value",
+                    format!("changed {slot} in {id}"),
+                ));
             };
             let choice = match choice {
                 FieldChoice::Mine => Choice::Mine,
@@ -829,7 +856,11 @@ fn resolve(
                 rd.resolve_field(ctx, &slot, &seen, choice)
                     .map_err(|e| NodeError::Refused(e.to_string()))
             })?;
-            Ok(done(slot.to_string(), "field", format!("resolved {slot} in {id}")))
+            Ok(done(
+                slot.to_string(),
+                "field",
+                format!("resolved {slot} in {id}"),
+            ))
         }
     }
 }

@@ -39,7 +39,14 @@ fn a_deal_deleted_in_zendesk_while_edited_is_restored_from_the_device() {
     let hub_store = d.join("hub.redb");
     let hub_store = hub_store.to_str().unwrap();
     let token = ok(&[
-        "hub", "token", "--store", hub_store, "--user", "2", "--device", "ann-phone",
+        "hub",
+        "token",
+        "--store",
+        hub_store,
+        "--user",
+        "2",
+        "--device",
+        "ann-phone",
     ]);
     std::fs::write(d.join("acl.toml"), format!("admins = [{ADMIN}]\n")).unwrap();
     let mut hub = Command::new(BIN);
@@ -52,7 +59,14 @@ fn a_deal_deleted_in_zendesk_while_edited_is_restored_from_the_device() {
     let ann = d.join("ann.redb");
     let ann = ann.to_str().unwrap();
     ok(&[
-        "device", "--store", ann, "init", "--hub", &url, "--token", token.trim(),
+        "device",
+        "--store",
+        ann,
+        "init",
+        "--hub",
+        &url,
+        "--token",
+        token.trim(),
     ]);
     ok(&["device", "--store", ann, "sync"]);
     let http = reqwest::Client::new();
@@ -85,7 +99,14 @@ fn a_deal_deleted_in_zendesk_while_edited_is_restored_from_the_device() {
     assert!(stderr.contains("a note needs some text"), "{stderr}");
 
     // Ann edits offline; a colleague deletes the deal in Zendesk; the hub pulls the delete.
-    ok(&["device", "--store", ann, "set", &id, "name=Ann keeps this one"]);
+    ok(&[
+        "device",
+        "--store",
+        ann,
+        "set",
+        &id,
+        "name=Ann keeps this one",
+    ]);
     ok(&["device", "--store", ann, "note", &id, "Signed on paper"]);
     call(reqwest::Method::DELETE, &format!("/v2/deals/{old}"));
     let deleted_at = sellsync_service::net::now_ms();
@@ -99,15 +120,34 @@ fn a_deal_deleted_in_zendesk_while_edited_is_restored_from_the_device() {
             .to_string()
             .contains(r#""kind":"record""#)
     });
-    let (success, _, stderr) = run(&["device", "--store", ann, "resolve", &id, "name", "--restore"]);
+    let (success, _, stderr) = run(&[
+        "device",
+        "--store",
+        ann,
+        "resolve",
+        &id,
+        "name",
+        "--restore",
+    ]);
     assert!(!success && stderr.contains("whole record"), "{stderr}");
-    let done = json(&["device", "--store", ann, "resolve", &id, "--restore", "--json"]);
+    let done = json(&[
+        "device",
+        "--store",
+        ann,
+        "resolve",
+        &id,
+        "--restore",
+        "--json",
+    ]);
     assert_eq!(done["resolution"], "restore", "{done}");
     assert_eq!(done["record"], id.as_str());
     ok(&["device", "--store", ann, "sync"]);
     // Created again under a new id, with the notes it had and Ann's.
     until("the restored deal in Zendesk with its notes", || {
-        let deals = call(reqwest::Method::GET, "/v2/deals?per_page=100&name=Ann%20keeps%20this%20one");
+        let deals = call(
+            reqwest::Method::GET,
+            "/v2/deals?per_page=100&name=Ann%20keeps%20this%20one",
+        );
         let Some(new) = deals["items"]
             .as_array()
             .and_then(|a| a.first())
@@ -126,8 +166,10 @@ fn a_deal_deleted_in_zendesk_while_edited_is_restored_from_the_device() {
         let s = json(&["bridge", "status", "--store", hub_store, "--json"]);
         s["queue"] == 0
     });
-    assert!(json(&["device", "--store", ann, "conflicts", "--json"])
-        .to_string()
-        .contains(r#""kind":"record""#)
-        .eq(&false));
+    assert!(
+        json(&["device", "--store", ann, "conflicts", "--json"])
+            .to_string()
+            .contains(r#""kind":"record""#)
+            .eq(&false)
+    );
 }
