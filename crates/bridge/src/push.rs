@@ -183,7 +183,10 @@ fn plan_record(
         target: Target::Record,
         op: OpKind::Update,
         resource: resource_of(v.kind),
-        crm_id: v.crm_id.or(input.shadow.map(|s| s.crm_id)),
+        // The shadow, not the document, says whether the CRM holds the record: a record the
+        // CRM deleted has none (its document may still name the old id), so that restoring it
+        // creates it again under a new id.
+        crm_id: input.shadow.map(|s| s.crm_id),
         body: Map::new(),
         fields: Vec::new(),
         basis: input.heads.to_vec(),
@@ -268,7 +271,8 @@ fn plan_activities(input: &PushInput<'_>, base: &PlannedOp, out: &mut Plan) {
             expect_updated_at: None,
             ..base.clone()
         };
-        match (a.crm_id.or(shadow.map(|s| s.crm_id)), a.deleted) {
+        // As for the record: the shadow says whether the CRM holds the activity.
+        match (shadow.map(|s| s.crm_id), a.deleted) {
             (None, true) => {}
             (Some(id), true) => out
                 .ops
@@ -419,9 +423,13 @@ pub fn field_of_pointer(op: &PlannedOp, pointer: Option<&str>) -> Option<FieldKe
     op.fields.contains(&key).then_some(key)
 }
 
-/// Records a refusal (422 or 403) as a flag on the field, or on the record when the CRM named
-/// no field the operation sent. Returns the field flagged, so that the caller can send the
-/// record's other fields without it.
+/// Records a refusal (422 or 403) as a conflict on the thing refused, so that nothing waits
+/// without a conflict a person can see and settle:
+/// - a note, task or call: a flag on the activity (it is held back alone; never sent in part);
+/// - a field of the record the CRM named: a flag on that field; the returned field lets the
+///   caller send the record's other fields without it ([`without_field`]);
+/// - a 422 on an update of the record naming no field it sent: a flag on every field sent;
+/// - otherwise (a 403, a create, an update of tags alone): a flag on the record.
 pub fn on_refused(
     doc: &mut RecordDoc,
     op: &PlannedOp,
@@ -431,15 +439,28 @@ pub fn on_refused(
     ctx: &EditCtx<'_>,
 ) -> Result<Option<FieldKey>, OutcomeError> {
     let field = field_of_pointer(op, pointer);
-    let slot = field.clone().map(|f| Slot {
-        activity: match &op.target {
-            Target::Activity { id, .. } => Some(id.clone()),
-            Target::Record => None,
-        },
-        field: f,
-    });
-    doc.report_rejection(ctx, slot.as_ref(), kind, message)?;
-    Ok(field)
+    match (&op.target, field) {
+        (Target::Activity { id, .. }, field) => {
+            doc.report_activity_rejection(ctx, id, field.as_ref(), kind, message)?;
+            Ok(None)
+        }
+        (Target::Record, Some(field)) => {
+            doc.report_rejection(ctx, Some(&Slot::record(field.clone())), kind, message)?;
+            Ok(Some(field))
+        }
+        (Target::Record, None)
+            if kind == FlagKind::Validation && op.op == OpKind::Update && !op.fields.is_empty() =>
+        {
+            for field in &op.fields {
+                doc.report_rejection(ctx, Some(&Slot::record(field.clone())), kind, message)?;
+            }
+            Ok(None)
+        }
+        (Target::Record, None) => {
+            doc.report_rejection(ctx, None, kind, message)?;
+            Ok(None)
+        }
+    }
 }
 
 /// The same operation without `field` (the rest of the record still goes), or `None` when
@@ -479,14 +500,31 @@ pub fn without_field(op: &PlannedOp, field: &FieldKey) -> Option<PlannedOp> {
     })
 }
 
-/// A 404 on an update: the record was deleted in the CRM. Writes the delete on the shadow basis
-/// (a record conflict if devices edited it since).
+/// A 404 on an update: the CRM deleted what the update was for.
+///
+/// - The record: the delete is written on the shadow basis (a record conflict if devices edited
+///   it since) and the shadow is dropped, because the CRM no longer holds the record: nothing
+///   more is sent for it, and a restore creates it again under a new id.
+/// - A note, task or call: its delete is written the same way, and it leaves the shadow.
 pub fn on_gone(
     doc: &mut RecordDoc,
-    shadow: &mut Shadow,
+    shadow: &mut Option<Shadow>,
+    op: &PlannedOp,
     ctx: &WriteCtx<'_>,
 ) -> Result<bool, OutcomeError> {
-    Ok(pull::pull_delete(doc, shadow, ctx)?)
+    let s = shadow
+        .as_mut()
+        .ok_or_else(|| OutcomeError::NoShadow(op.record.clone()))?;
+    match (&op.target, op.crm_id) {
+        (Target::Activity { .. }, Some(crm_id)) => {
+            Ok(pull::pull_activity_delete(doc, s, crm_id, ctx)?)
+        }
+        _ => {
+            let wrote = pull::pull_delete(doc, s, ctx)?;
+            *shadow = None;
+            Ok(wrote)
+        }
+    }
 }
 
 /// The heads of `doc` in hex (what [`PushInput::heads`] wants).

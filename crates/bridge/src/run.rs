@@ -212,7 +212,7 @@ impl PushRun {
                     op.record.clone(),
                     "its record could not be pushed in this run",
                 )),
-                Event::Gone { op } => {
+                Event::Gone { op } if op.target == Target::Record => {
                     Some((op.record.clone(), "its record was deleted in the CRM"))
                 }
                 _ => None,

@@ -541,7 +541,10 @@ async fn a_zendesk_delete_of_an_edited_deal_found_by_a_push_is_a_record_conflict
     };
     assert_eq!(call(&w.sim, ADMIN, &del).await, Ok(CrmResponse::Deleted));
     let events = w.push(ADMIN, 3_000_000).await;
-    assert!(matches!(&events[..], [Event::Gone { .. }]), "{events:?}");
+    let [Event::Gone { op }] = &events[..] else {
+        panic!("{events:?}");
+    };
+    let op = op.clone();
     let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
     let wctx = WriteCtx {
         user: UserId(ADMIN),
@@ -550,7 +553,10 @@ async fn a_zendesk_delete_of_an_edited_deal_found_by_a_push_is_a_record_conflict
         policy: &policy,
     };
     let (doc, shadow) = w.docs.get_mut(&id).unwrap();
-    assert!(push::on_gone(doc, shadow, &wctx).unwrap());
+    let mut kept = Some(shadow.clone());
+    assert!(push::on_gone(doc, &mut kept, &op, &wctx).unwrap());
+    // The CRM no longer holds the record: its shadow goes (a restore creates it again).
+    assert!(kept.is_none());
     let p = w.project(id);
     assert!(matches!(
         p.conflicts.first(),

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use sellsync_model::DeviceId;
 use sellsync_model::{
-    ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot,
-    Value, parse_input,
+    ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordChoice, RecordId,
+    RecordKind, RefusalTarget, Slot, Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Node, NodeError, credential, token};
@@ -84,8 +84,8 @@ enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Create a deal: FIELD=VALUE pairs (name, value, currency, stage_id required; owner_id
-    /// defaults to this device's user). Prints the new id.
+    /// Create a deal: FIELD=VALUE pairs (name required, as in Zendesk Sell; owner_id defaults
+    /// to this device's user). Prints the new id.
     CreateDeal {
         /// The record id (default: generated).
         #[arg(long)]
@@ -127,12 +127,15 @@ enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Settle a field conflict.
+    /// Settle a conflict: a field conflict (--mine, --theirs, --pick, --value), a record
+    /// conflict (--restore, --confirm-delete), or what the CRM refused (--value fixes it,
+    /// --discard deletes a refused note, task or call, --retry sends it again as it is).
     Resolve {
         /// The record id.
         id: String,
-        /// The field (e.g. value, custom_fields.Region, <activity id>.completed).
-        field: String,
+        /// The field (e.g. value, custom_fields.Region, <activity id>.completed) or a note, task
+        /// or call id; none for the record itself.
+        field: Option<String>,
         /// Keep the value written on this device.
         #[arg(long, group = "choice")]
         mine: bool,
@@ -142,9 +145,25 @@ enum DeviceCmd {
         /// Keep candidate N (1-based, as listed by `conflicts`).
         #[arg(long, group = "choice")]
         pick: Option<usize>,
-        /// Write a new value.
+        /// Write a new value (for a refused note: its new text).
         #[arg(long, group = "choice")]
         value: Option<String>,
+        /// Keep a record deleted while others edited it, with their edits; the bridge creates
+        /// it again in the CRM with its notes and tasks.
+        #[arg(long, group = "choice")]
+        restore: bool,
+        /// Delete a record deleted while others edited it, discarding their edits.
+        #[arg(long, group = "choice")]
+        confirm_delete: bool,
+        /// Delete a note, task or call the CRM refused.
+        #[arg(long, group = "choice")]
+        discard: bool,
+        /// Send what the CRM refused again, as it is.
+        #[arg(long, group = "choice")]
+        retry: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The audit trail of a record.
     Audit {
@@ -322,40 +341,31 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             theirs,
             pick,
             value,
+            restore,
+            confirm_delete,
+            discard,
+            retry,
+            json,
         } => {
-            let id = record_id(&id)?;
-            let slot: Slot = field.parse().map_err(|e: String| anyhow!("{field}: {e}"))?;
-            let p = projection(&mut node, &id)?;
-            let seen: Vec<String> = p
-                .conflicts
-                .iter()
-                .find_map(|c| match c {
-                    Conflict::Field {
-                        slot: s,
-                        candidates,
-                        ..
-                    } if *s == slot => Some(candidates.iter().map(|c| c.op.clone()).collect()),
-                    _ => None,
-                })
-                .ok_or_else(|| anyhow!("no open conflict on {slot} in {id}"))?;
-            let choice = match (mine, theirs, pick, value) {
-                (true, ..) => Choice::Mine,
-                (_, true, ..) => Choice::Theirs,
-                (_, _, Some(n), _) => Choice::Pick(n),
-                (_, _, _, Some(v)) => Choice::Value(parse_input(
-                    node.replica_ref().catalog(),
-                    p.record.kind,
-                    None,
-                    &slot.field,
-                    &v,
-                )?),
-                _ => bail!("give one of --mine, --theirs, --pick N, --value V"),
+            let how = match (mine, theirs, pick, value) {
+                (true, ..) => Resolution::Field(FieldChoice::Mine),
+                (_, true, ..) => Resolution::Field(FieldChoice::Theirs),
+                (_, _, Some(n), _) => Resolution::Field(FieldChoice::Pick(n)),
+                (_, _, _, Some(v)) => Resolution::Field(FieldChoice::Value(v)),
+                _ if restore => Resolution::Record(RecordChoice::Restore),
+                _ if confirm_delete => Resolution::Record(RecordChoice::ConfirmDelete),
+                _ if discard => Resolution::Discard,
+                _ if retry => Resolution::Retry,
+                _ => bail!(
+                    "give one of --mine, --theirs, --pick N, --value V, --restore, \
+                     --confirm-delete, --discard, --retry"
+                ),
             };
-            node.act(&id, now, |rd, ctx| {
-                rd.resolve_field(ctx, &slot, &seen, choice)
-                    .map_err(|e| NodeError::Refused(e.to_string()))
-            })?;
-            println!("resolved {slot} in {id}");
+            let done = resolve(&mut node, now, &record_id(&id)?, field.as_deref(), how)?;
+            if json {
+                return print_json(&done);
+            }
+            println!("{}", done.message);
             Ok(())
         }
         DeviceCmd::Audit { id, json } => {
@@ -620,6 +630,239 @@ fn deals(node: &mut Node, json_out: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How `resolve` settles a conflict.
+enum Resolution {
+    /// A field conflict, or a fix of a value the CRM refused (`--value`).
+    Field(FieldChoice),
+    /// A record conflict.
+    Record(RecordChoice),
+    /// Delete a refused note, task or call.
+    Discard,
+    /// Send a refused thing again as it is.
+    Retry,
+}
+
+enum FieldChoice {
+    Mine,
+    Theirs,
+    Pick(usize),
+    Value(String),
+}
+
+/// What `resolve` did.
+#[derive(serde::Serialize)]
+struct Resolved {
+    record: String,
+    target: String,
+    resolution: &'static str,
+    message: String,
+}
+
+/// Settles one conflict of record `id`. `target` is a field, a note, task or call id, or none
+/// for the record itself.
+fn resolve(
+    node: &mut Node,
+    now: i64,
+    id: &RecordId,
+    target: Option<&str>,
+    how: Resolution,
+) -> Result<Resolved> {
+    let p = projection(node, id)?;
+    let activity = target.and_then(|t| {
+        p.record
+            .activities
+            .iter()
+            .find(|a| a.id.as_str() == t)
+            .map(|a| a.id.clone())
+    });
+    let done = |target: String, resolution, message: String| Resolved {
+        record: id.to_string(),
+        target,
+        resolution,
+        message,
+    };
+    let refused_activity = |a: &ActivityId| {
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Refused { activity: Some(r), .. } if r == a))
+    };
+    match how {
+        Resolution::Record(choice) => {
+            if let Some(t) = target {
+                bail!("--restore and --confirm-delete settle the whole record; drop {t:?}");
+            }
+            let seen: Vec<String> = p
+                .conflicts
+                .iter()
+                .find_map(|c| match c {
+                    Conflict::Record {
+                        deleted_by,
+                        restored_by,
+                        ..
+                    } => Some(
+                        deleted_by
+                            .iter()
+                            .chain(restored_by)
+                            .map(|c| c.op.clone())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{id} has no record conflict (it was not deleted while others edited it)"
+                    )
+                })?;
+            node.act(id, now, |rd, ctx| {
+                rd.resolve_record(ctx, &seen, choice)
+                    .map_err(|e| NodeError::Refused(e.to_string()))
+            })?;
+            Ok(match choice {
+                RecordChoice::Restore => done(
+                    "record".into(),
+                    "restore",
+                    format!(
+                        "restored {id}: the hub creates it again in the CRM with its notes and tasks"
+                    ),
+                ),
+                RecordChoice::ConfirmDelete => {
+                    done("record".into(), "confirm_delete", format!("deleted {id}"))
+                }
+            })
+        }
+        Resolution::Retry => {
+            let what = match (&activity, target) {
+                (Some(a), _) => RefusalTarget::Activity(a.clone()),
+                (None, None) => RefusalTarget::Record,
+                (None, Some(t)) => {
+                    let slot: Slot = t.parse().map_err(|e: String| anyhow!("{t}: {e}"))?;
+                    match slot.activity {
+                        Some(a) => RefusalTarget::Activity(a),
+                        None => RefusalTarget::Field(slot),
+                    }
+                }
+            };
+            node.act(id, now, |rd, ctx| {
+                rd.retry_refused(ctx, &what)
+                    .map_err(|e| NodeError::Refused(e.to_string()))
+            })?;
+            let name = target.unwrap_or("record").to_owned();
+            Ok(done(
+                name.clone(),
+                "retry",
+                format!("{name} of {id} goes to the CRM again with the next bridge round"),
+            ))
+        }
+        Resolution::Discard => {
+            let a = activity.ok_or_else(|| {
+                anyhow!("--discard deletes a note, task or call: give its id (see `show {id}`)")
+            })?;
+            node.apply(
+                id,
+                "discard a refused activity",
+                &[Edit::DeleteActivity(a.clone())],
+                now,
+            )?;
+            Ok(done(
+                a.to_string(),
+                "discard",
+                format!("deleted {a} of {id}"),
+            ))
+        }
+        Resolution::Field(choice) => {
+            let t = target
+                .ok_or_else(|| anyhow!("give the field (or note, task or call) to settle"))?;
+            // A refused note, task or call fixed in place: its text (a note) or a field.
+            if let (Some(a), FieldChoice::Value(text)) = (&activity, &choice)
+                && refused_activity(a)
+            {
+                node.apply(
+                    id,
+                    "fix a refused note",
+                    &[Edit::SetNoteText {
+                        id: a.clone(),
+                        text: text.clone(),
+                    }],
+                    now,
+                )?;
+                return Ok(done(a.to_string(), "value", format!("changed {a} of {id}")));
+            }
+            let slot: Slot = t.parse().map_err(|e: String| anyhow!("{t}: {e}"))?;
+            let activity_kind = slot.activity.as_ref().and_then(|a| {
+                p.record
+                    .activities
+                    .iter()
+                    .find(|v| v.id == *a)
+                    .map(|v| v.kind)
+            });
+            let parse = |v: &str| {
+                parse_input(
+                    node.replica_ref().catalog(),
+                    p.record.kind,
+                    activity_kind,
+                    &slot.field,
+                    v,
+                )
+            };
+            let seen: Option<Vec<String>> = p.conflicts.iter().find_map(|c| match c {
+                Conflict::Field {
+                    slot: s,
+                    candidates,
+                    ..
+                } if *s == slot => Some(candidates.iter().map(|c| c.op.clone()).collect()),
+                _ => None,
+            });
+            let Some(seen) = seen else {
+                // Not a field conflict: a value the CRM refused is fixed by writing a new one.
+                let refused = p.conflicts.iter().any(|c| match c {
+                    Conflict::Validation { slot: s, .. }
+                    | Conflict::Permission { slot: Some(s), .. } => *s == slot,
+                    Conflict::Refused {
+                        activity: Some(a), ..
+                    } => slot.activity.as_ref() == Some(a),
+                    _ => false,
+                });
+                let FieldChoice::Value(v) = &choice else {
+                    bail!("no open conflict on {slot} in {id}");
+                };
+                if !refused {
+                    bail!("no open conflict on {slot} in {id}");
+                }
+                let value = parse(v)?;
+                let edit = match &slot.activity {
+                    Some(a) => Edit::SetActivity {
+                        id: a.clone(),
+                        field: slot.field.clone(),
+                        value,
+                    },
+                    None => Edit::Set(slot.field.clone(), value),
+                };
+                node.apply(id, "fix a refused value", &[edit], now)?;
+                return Ok(done(
+                    slot.to_string(),
+                    "value",
+                    format!("changed {slot} in {id}"),
+                ));
+            };
+            let choice = match choice {
+                FieldChoice::Mine => Choice::Mine,
+                FieldChoice::Theirs => Choice::Theirs,
+                FieldChoice::Pick(n) => Choice::Pick(n),
+                FieldChoice::Value(v) => Choice::Value(parse(&v)?),
+            };
+            node.act(id, now, |rd, ctx| {
+                rd.resolve_field(ctx, &slot, &seen, choice)
+                    .map_err(|e| NodeError::Refused(e.to_string()))
+            })?;
+            Ok(done(
+                slot.to_string(),
+                "field",
+                format!("resolved {slot} in {id}"),
+            ))
+        }
+    }
 }
 
 fn print_conflicts(id: &RecordId, conflicts: &[Conflict]) {

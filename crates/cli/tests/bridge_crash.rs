@@ -1,6 +1,7 @@
-//! Crash campaign of the bridge: a hub store holds 200 changes (20 deals created offline, 150
-//! field edits on 50 deals, 30 notes); `sellsync bridge sync` pushes them to the simulator and
-//! is killed with SIGKILL at random moments, again and again, until a round completes. Then
+//! Crash campaign of the bridge: a hub store holds 185 changes (20 deals created offline, 135
+//! field edits on 45 deals, 30 notes), and the other 5 demo deals were edited while deleted in
+//! Zendesk, then restored (to be created again with their notes); `sellsync bridge sync` pushes
+//! them to the simulator and is killed with SIGKILL at random moments, again and again, until a round completes. Then
 //! Zendesk must hold every change exactly once: nothing lost, nothing duplicated.
 //!
 //! `SELLSYNC_CRASH_TRIALS` sets the number of trials (default 6; the full campaign is 50).
@@ -10,8 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sellsync_hub_bridge::{Bridge, BridgeConfig, ZendeskHttp};
-use sellsync_model::{Edit, FieldKey, Money, RecordId, RecordKind, UserId, Value};
+use sellsync_model::{
+    Conflict, Edit, FieldKey, Money, RecordChoice, RecordId, RecordKind, UserId, Value,
+};
 use sellsync_service::Node;
+use sellsync_service::NodeError;
 use sellsync_service::net::{SharedNode, now_ms};
 use sellsync_sim::{Sim, SimConfig, demo_data, token_for};
 use sellsync_store::{NodeIdentity, Role, Store, StoreRead};
@@ -19,8 +23,9 @@ use serde_json::Value as Json;
 
 const ADMIN: u64 = 2;
 const NEW_DEALS: usize = 20;
-const EDITED_DEALS: usize = 50;
+const EDITED_DEALS: usize = 45;
 const NOTES: usize = 30;
+const RESTORED: usize = 5;
 
 /// A small deterministic generator (xorshift64*), seeded per trial.
 struct Rng(u64);
@@ -61,7 +66,7 @@ async fn list(url: &str, what: &str) -> Vec<Json> {
     out
 }
 
-/// Imports the demo account into a new hub store and makes the 200 changes on it.
+/// Imports the demo account into a new hub store and makes the changes on it.
 async fn prepare(path: &std::path::Path, url: &str) -> Vec<u64> {
     let store = Arc::new(Store::open(path).unwrap());
     Node::init(
@@ -83,13 +88,76 @@ async fn prepare(path: &std::path::Path, url: &str) -> Vec<u64> {
     );
     bridge.import(&|_| {}).await.unwrap();
     bridge.pull().await.unwrap();
-    let deals: Vec<u64> = list(url, "deals")
+    let all: Vec<u64> = list(url, "deals")
         .await
         .iter()
         .filter_map(|d| d["id"].as_u64())
-        .take(EDITED_DEALS)
         .collect();
+    let deals: Vec<u64> = all.iter().copied().take(EDITED_DEALS).collect();
+    // Deals edited on the hub while deleted in Zendesk, then restored.
+    let restored: Vec<u64> = all
+        .iter()
+        .copied()
+        .skip(EDITED_DEALS)
+        .take(RESTORED)
+        .collect();
+    let http = reqwest::Client::new();
+    for (i, crm_id) in restored.iter().enumerate() {
+        let id: RecordId = format!("zd-{crm_id}").parse().unwrap();
+        node.lock()
+            .unwrap()
+            .apply(
+                &id,
+                "edited while deleted",
+                &[
+                    Edit::Set(key("name"), Value::Text(format!("Crash restored {i}"))),
+                    Edit::AddNote {
+                        id: format!("crash-restored-note-{i}").parse().unwrap(),
+                        content: format!("Crash restored note {i}"),
+                    },
+                ],
+                now_ms(),
+            )
+            .unwrap();
+        let r = http
+            .delete(format!("{url}/v2/deals/{crm_id}"))
+            .bearer_auth(token_for(ADMIN))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    bridge.pull().await.unwrap();
     let mut n = node.lock().unwrap();
+    for crm_id in &restored {
+        let id: RecordId = format!("zd-{crm_id}").parse().unwrap();
+        let seen: Vec<String> = n
+            .project(&id)
+            .unwrap()
+            .unwrap()
+            .conflicts
+            .iter()
+            .find_map(|c| match c {
+                Conflict::Record {
+                    deleted_by,
+                    restored_by,
+                    ..
+                } => Some(
+                    deleted_by
+                        .iter()
+                        .chain(restored_by)
+                        .map(|c| c.op.clone())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .expect("a record conflict");
+        n.act(&id, now_ms(), |rd, ctx| {
+            rd.resolve_record(ctx, &seen, RecordChoice::Restore)
+                .map_err(|e| NodeError::Refused(e.to_string()))
+        })
+        .unwrap();
+    }
     let stage = *n.replica_ref().catalog().stages.keys().next().unwrap();
     for (i, crm_id) in deals.iter().enumerate() {
         let id: RecordId = format!("zd-{crm_id}").parse().unwrap();
@@ -250,6 +318,19 @@ async fn trial(seed: u64) -> (u32, u32, u32) {
             "seed {seed}: {name}"
         );
     }
+    // Each restored deal once (the deleted ones gone, so the count above holds), with its notes.
+    for i in 0..RESTORED {
+        let name = format!("Crash restored {i}");
+        assert_eq!(
+            deals.iter().filter(|d| d["name"] == name.as_str()).count(),
+            1,
+            "seed {seed}: {name} in {:?}",
+            deals
+                .iter()
+                .map(|d| (&d["id"], &d["name"]))
+                .collect::<Vec<_>>()
+        );
+    }
     for (i, crm_id) in edited.iter().enumerate() {
         let d = deals.iter().find(|d| d["id"] == *crm_id).unwrap();
         assert_eq!(d["name"], format!("Crash edit {crm_id}"), "seed {seed}");
@@ -262,9 +343,13 @@ async fn trial(seed: u64) -> (u32, u32, u32) {
         assert_eq!(value, 1000.0 + i as f64, "seed {seed}: deal {crm_id}");
     }
     let notes = list(&url, "notes").await;
-    assert_eq!(notes.len(), notes_before + NOTES, "seed {seed}");
-    for i in 0..NOTES {
-        let content = format!("Crash note {i}");
+    // The restored deals' notes were deleted with them and are created again, once each.
+    assert_eq!(notes.len(), notes_before + NOTES + RESTORED, "seed {seed}");
+    let restored_notes = (0..RESTORED).map(|i| format!("Crash restored note {i}"));
+    for content in (0..NOTES)
+        .map(|i| format!("Crash note {i}"))
+        .chain(restored_notes)
+    {
         assert_eq!(
             notes
                 .iter()

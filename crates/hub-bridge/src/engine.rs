@@ -809,8 +809,12 @@ impl<C: Crm> Bridge<C> {
                 },
             };
             let moved_before = report.moved.len();
+            let created_before = records_created(report);
             self.drive(run, report).await?;
-            if report.moved.len() == moved_before {
+            // Another round when a record moved in the CRM (pulled, to be planned again), or when
+            // records were created that others' operations wait for (a restored deal's notes).
+            let created = records_created(report) > created_before && !report.waiting.is_empty();
+            if report.moved.len() == moved_before && !created {
                 break;
             }
         }
@@ -926,16 +930,17 @@ impl<C: Crm> Bridge<C> {
                                 _ => {}
                             }
                         }
-                        Event::Gone { .. } => {
+                        Event::Gone { op } => {
+                            let mut before = None;
                             let r = with_record(b, &basis.device, &record, |doc, shadow| {
-                                let s = shadow
-                                    .as_mut()
-                                    .ok_or_else(|| BridgeError::NoShadow(record.clone()))?;
-                                push::on_gone(doc, s, &wctx)?;
-                                Ok(())
+                                before = shadow.clone();
+                                push::on_gone(doc, shadow, op, &wctx)?;
+                                Ok(shadow.is_none())
                             })?;
-                            if let Some(Err(e)) = r {
-                                failure = Some(e);
+                            match (r, before) {
+                                (Some(Ok(true)), Some(old)) => records::forget_crm_copy(b, &old)?,
+                                (Some(Err(e)), _) => failure = Some(e),
+                                _ => {}
                             }
                         }
                         Event::Moved { op, data } => {
@@ -1059,6 +1064,15 @@ impl<C: Crm> Bridge<C> {
             }
         }
     }
+}
+
+/// How many records this push created in the CRM.
+fn records_created(report: &PushReport) -> usize {
+    report
+        .pushed
+        .iter()
+        .filter(|op| op.target == Target::Record && op.op == OpKind::Create)
+        .count()
 }
 
 /// After a successful create: the record's CRM id in the index, or the activity's parent in

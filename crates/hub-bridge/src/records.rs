@@ -213,16 +213,35 @@ pub(crate) fn apply_record_delete(
     };
     let wctx = basis.wctx(now_ms);
     let out = with_record(b, &basis.device, &id, |doc, shadow| {
-        let s = shadow
-            .as_mut()
+        let old = shadow
+            .take()
             .ok_or_else(|| BridgeError::NoShadow(id.clone()))?;
-        pull::pull_delete(doc, s, &wctx)?;
-        Ok(())
+        let mut s = old.clone();
+        pull::pull_delete(doc, &mut s, &wctx)?;
+        // The CRM no longer holds the record: its shadow goes (see `forget_crm_copy`).
+        Ok(old)
     })?;
     match out {
-        Some(r) => r.map(|()| Applied::Record(id)),
+        Some(Ok(old)) => {
+            forget_crm_copy(b, &old)?;
+            Ok(Applied::Record(id))
+        }
+        Some(Err(e)) => Err(e),
         None => Ok(Applied::Skipped(format!("{id} is not stored"))),
     }
+}
+
+/// The CRM deleted a record (and with it its notes, tasks and calls): the bridge forgets the
+/// CRM's copy in the same transaction as the shadow goes. Its CRM id leaves the index and its
+/// activities' ids leave the activity index, so that the CRM's deletes of the children settle
+/// as deletes of unknown objects, no delete is sent for what is gone, and a restore creates the
+/// record again under a new id (no shadow: the push plans a create).
+pub(crate) fn forget_crm_copy(b: &mut DocBatch<'_, '_>, old: &Shadow) -> Result<(), StoreError> {
+    b.store().unmap_crm_id(&old.record)?;
+    for a in old.activities.values() {
+        b.store().kv_remove(&activity_key(a.kind, a.crm_id))?;
+    }
+    Ok(())
 }
 
 /// Writes a CRM version of a note, task or call into its parent's document.

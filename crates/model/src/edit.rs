@@ -209,7 +209,7 @@ impl RecordDoc {
         let mut doc = RecordDoc::birth(kind, id, layout, ctx.author, ctx.now_ms);
         for spec in schema::record_fields(kind).iter().filter(|s| s.required) {
             let given = fields.iter().any(|(k, v)| {
-                k.name() == spec.name && matches!(k, FieldKey::Std(_)) && *v != Value::Null
+                k.name() == spec.name && matches!(k, FieldKey::Std(_)) && !is_blank(v)
             });
             if !given {
                 return Err(EditError::Invalid {
@@ -465,6 +465,7 @@ impl RecordDoc {
                 }
                 Edit::AddNote { id, content } => {
                     RecordDoc::check_new_activity(snap, id, &new_ids)?;
+                    check_note_text(content)?;
                     new_ids.push(id.clone());
                     plan.push(Planned::NewActivity {
                         id: id.clone(),
@@ -496,7 +497,7 @@ impl RecordDoc {
                                 reason,
                             }
                         })?;
-                        if *value != Value::Null {
+                        if !is_blank(value) {
                             stored.push((key.clone(), value.to_scalar()));
                         }
                     }
@@ -530,6 +531,14 @@ impl RecordDoc {
                             delete: *delete,
                         });
                     }
+                    let text = RecordDoc::note_text_of(snap, id);
+                    let after: String = text
+                        .chars()
+                        .take(*pos)
+                        .chain(insert.chars())
+                        .chain(text.chars().skip(pos + delete))
+                        .collect();
+                    check_note_text(&after)?;
                     if *delete > 0 || !insert.is_empty() {
                         plan.push(Planned::Splice {
                             id: id.clone(),
@@ -541,6 +550,7 @@ impl RecordDoc {
                 }
                 Edit::SetNoteText { id, text } => {
                     RecordDoc::note_len(snap, id)?;
+                    check_note_text(text)?;
                     plan.push(Planned::SetText {
                         id: id.clone(),
                         text: text.clone(),
@@ -608,6 +618,12 @@ impl RecordDoc {
             field: key.to_string(),
             reason,
         })?;
+        if is_blank(value) && self.is_required(snap, ctx.catalog, scope, key, def) {
+            return Err(EditError::Invalid {
+                field: key.to_string(),
+                reason: "is required and cannot be cleared (give it a value instead)".into(),
+            });
+        }
         let a = self.analyse_slot(snap, ctx.catalog, ctx.policy, scope, key);
         if a.outcome == Outcome::Conflict {
             return Err(EditError::InConflict { slot: a.slot });
@@ -634,6 +650,38 @@ impl RecordDoc {
             value: new,
         });
         Ok(())
+    }
+
+    /// Whether the CRM requires `key` on this record or activity, so that it may not be
+    /// cleared: the schema's required fields, a contact's `name` (organisation) or `last_name`
+    /// (person), and custom fields the catalog marks required.
+    fn is_required(
+        &self,
+        snap: &Snapshot,
+        catalog: &Catalog,
+        scope: &Scope,
+        key: &FieldKey,
+        def: FieldDef<'_>,
+    ) -> bool {
+        match def {
+            FieldDef::Std(spec) if spec.required => true,
+            FieldDef::Std(_) if *scope == Scope::Record && self.kind == RecordKind::Contact => {
+                let organization = snap
+                    .candidates(&Scope::Record, &FieldKey::std("is_organization"))
+                    .last()
+                    .is_some_and(|f| f.reg.value == Scalar::Bool(true));
+                key.name() == if organization { "name" } else { "last_name" }
+            }
+            FieldDef::Custom(d) => catalog.loaded && d.required,
+            FieldDef::Std(_) | FieldDef::UnknownCustom => false,
+        }
+    }
+
+    fn note_text_of(snap: &Snapshot, id: &ActivityId) -> String {
+        snap.activities
+            .get(id)
+            .and_then(|a| a.content.clone())
+            .unwrap_or_default()
     }
 
     fn check_new_activity(
@@ -688,6 +736,27 @@ pub(crate) fn write_audit<T: Transactable + ReadDoc>(
     // An audit entry is plain data; serialising it cannot fail.
     let json = serde_json::to_string(entry).unwrap_or_default();
     tx.put(audit, entry.id.as_str(), json)
+}
+
+/// Whether a value counts as not given: null, or text of nothing but white space (the CRM
+/// refuses both for a required field).
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Text(t) => t.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// A note must say something: the CRM refuses a note without text.
+fn check_note_text(text: &str) -> Result<(), EditError> {
+    if text.trim().is_empty() {
+        return Err(EditError::Invalid {
+            field: "content".into(),
+            reason: "a note needs some text (delete the note instead of emptying it)".into(),
+        });
+    }
+    Ok(())
 }
 
 fn check_tag(tag: &str) -> Result<(), EditError> {

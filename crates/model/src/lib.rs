@@ -39,6 +39,6 @@ pub use project::{
     RefStatus, SellRecord,
 };
 pub use register::RegisterLayout;
-pub use resolve::{Choice, RecordChoice, ResolveError};
+pub use resolve::{Choice, RecordChoice, RefusalTarget, ResolveError};
 pub use schema::{ActivityKind, CUSTOM_PREFIX, FieldKey, RecordKind};
 pub use value::{Money, RecordRef, Value};

@@ -179,6 +179,24 @@ pub enum Conflict {
         /// `catalog` when found offline, `crm` when the CRM refused it.
         source: String,
     },
+    /// The CRM refused a note, task or call (`activity`), or the record as a whole when it named
+    /// no field (`activity` absent). What it refused is held back (an activity alone, so the
+    /// record's other changes still go); a person fixes it (edit the activity, or the record),
+    /// discards the activity, or retries it as it is.
+    Refused {
+        /// The refused note, task or call; absent when the CRM refused the record itself.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        activity: Option<ActivityId>,
+        /// The field the CRM named, if it named one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<FieldKey>,
+        /// Validation (422) or permission (403).
+        refusal: FlagKind,
+        /// The CRM's message.
+        message: String,
+        /// When it was reported (ms).
+        at: i64,
+    },
     /// The CRM refused a change for lack of permission, or the user lost access to the record.
     Permission {
         /// The field, or none for the whole record.
@@ -199,7 +217,7 @@ impl Conflict {
             | Conflict::Relationship { slot, .. }
             | Conflict::Validation { slot, .. } => Some(slot),
             Conflict::Permission { slot, .. } => slot.as_ref(),
-            Conflict::Record { .. } => None,
+            Conflict::Record { .. } | Conflict::Refused { .. } => None,
         }
     }
 
@@ -210,6 +228,7 @@ impl Conflict {
             Conflict::Validation { .. } => 2,
             Conflict::Relationship { .. } => 3,
             Conflict::Permission { .. } => 4,
+            Conflict::Refused { .. } => 5,
         }
     }
 }
@@ -714,26 +733,27 @@ fn activity_views(
         .collect()
 }
 
+/// What a CRM refusal shows, while it stands. A field flag stands while the field's candidates
+/// are exactly those refused; an activity flag while the activity is live and unchanged since
+/// (its fingerprint); a record flag until it is retried.
 fn flag_conflicts(snap: &Snapshot, analyses: &[SlotAnalysis<'_>]) -> Vec<Conflict> {
     let mut out = Vec::new();
     for json in snap.flags.values() {
         let Ok(flag) = serde_json::from_str::<Flag>(json) else {
             continue;
         };
-        // A flag stands while the values it refused are still the current candidates.
-        let current = match &flag.slot {
-            Some(slot) => analyses
-                .iter()
-                .find(|a| &a.slot == slot)
-                .map(SlotAnalysis::ops)
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        if flag.slot.is_some() && current != flag.against {
+        if !flag.stands(snap, analyses) {
             continue;
         }
-        out.push(match (flag.kind, flag.slot) {
-            (FlagKind::Validation, Some(slot)) => {
+        out.push(match (flag.activity(), flag.slot, flag.kind) {
+            (Some(activity), slot, refusal) => Conflict::Refused {
+                activity: Some(activity),
+                field: slot.map(|s| s.field),
+                refusal,
+                message: flag.message,
+                at: flag.at,
+            },
+            (None, Some(slot), FlagKind::Validation) => {
                 let value = analyses
                     .iter()
                     .find(|a| a.slot == slot)
@@ -746,8 +766,21 @@ fn flag_conflicts(snap: &Snapshot, analyses: &[SlotAnalysis<'_>]) -> Vec<Conflic
                     source: "crm".into(),
                 }
             }
-            (_, slot) => Conflict::Permission {
+            (None, slot @ Some(_), FlagKind::Permission) => Conflict::Permission {
                 slot,
+                message: flag.message,
+                at: flag.at,
+            },
+            // The record as a whole: a validation refusal is not a lack of permission.
+            (None, None, FlagKind::Validation) => Conflict::Refused {
+                activity: None,
+                field: None,
+                refusal: FlagKind::Validation,
+                message: flag.message,
+                at: flag.at,
+            },
+            (None, None, FlagKind::Permission) => Conflict::Permission {
+                slot: None,
                 message: flag.message,
                 at: flag.at,
             },
@@ -756,17 +789,71 @@ fn flag_conflicts(snap: &Snapshot, analyses: &[SlotAnalysis<'_>]) -> Vec<Conflic
     out
 }
 
+/// What the CRM was sent of an activity: its text and the operations of its field values. A
+/// refusal of the activity stands while this is unchanged; `None` once the activity is deleted
+/// (or unknown).
+pub(crate) fn activity_fingerprint(snap: &Snapshot, id: &ActivityId) -> Option<String> {
+    let a = snap.activities.get(id)?;
+    if a.deleted
+        .last()
+        .is_some_and(|f| f.reg.value == Scalar::Bool(true))
+    {
+        return None;
+    }
+    let mut parts = vec![
+        "activity".to_owned(),
+        id.to_string(),
+        a.content.clone().unwrap_or_default(),
+    ];
+    for (key, regs) in &a.fields {
+        parts.push(key.clone());
+        parts.extend(regs.iter().map(|f| f.op.to_string()));
+    }
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Some(entry_id(&parts))
+}
+
+impl Flag {
+    /// The note, task or call the flag is about, if any (flags written before activity flags
+    /// had their own key name it in their slot).
+    pub fn activity(&self) -> Option<ActivityId> {
+        self.activity
+            .clone()
+            .or_else(|| self.slot.as_ref().and_then(|s| s.activity.clone()))
+    }
+
+    fn stands(&self, snap: &Snapshot, analyses: &[SlotAnalysis<'_>]) -> bool {
+        match (self.activity(), &self.slot) {
+            (Some(id), _) => activity_fingerprint(snap, &id)
+                .is_some_and(|fp| self.against == std::slice::from_ref(&fp)),
+            (None, Some(slot)) => {
+                let current = analyses
+                    .iter()
+                    .find(|a| &a.slot == slot)
+                    .map(SlotAnalysis::ops)
+                    .unwrap_or_default();
+                current == self.against
+            }
+            (None, None) => true,
+        }
+    }
+}
+
 /// What the CRM refused, reported by the bridge and kept in the document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Flag {
     /// Validation or permission.
     pub kind: FlagKind,
-    /// The field, or none for the whole record.
+    /// The field, or none for the whole record (or activity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<Slot>,
+    /// The note, task or call refused (then `slot`, if any, names its field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ActivityId>,
     /// The CRM's message.
     pub message: String,
-    /// The candidate operations the CRM refused: the flag lapses once the field is written again.
+    /// What the CRM refused: the candidate operations of a field, or an activity's fingerprint.
+    /// The flag lapses once that changes (the field written again, the activity edited).
     #[serde(default)]
     pub against: Vec<String>,
     /// When it was reported (ms).
@@ -879,16 +966,32 @@ pub(crate) fn push_view_of(p: &Projection) -> PushView {
                 Conflict::Validation { .. } => "not accepted",
                 Conflict::Relationship { .. } => "points at a missing record",
                 Conflict::Permission { .. } => "not permitted",
-                Conflict::Record { .. } => "record conflict",
+                Conflict::Record { .. } | Conflict::Refused { .. } => "record conflict",
             };
             held.entry(slot.to_string())
                 .or_insert_with(|| reason.to_owned());
         }
     }
+    // A refused activity waits alone; the rest of the record still goes.
+    let refused: BTreeSet<&ActivityId> = p
+        .conflicts
+        .iter()
+        .filter_map(|c| match c {
+            Conflict::Refused {
+                activity: Some(id), ..
+            } => Some(id),
+            _ => None,
+        })
+        .collect();
+    for id in &refused {
+        held.insert(id.to_string(), "refused by the CRM".into());
+    }
     let record_blocked = p.conflicts.iter().any(|c| {
         matches!(
             c,
-            Conflict::Record { .. } | Conflict::Permission { slot: None, .. }
+            Conflict::Record { .. }
+                | Conflict::Permission { slot: None, .. }
+                | Conflict::Refused { activity: None, .. }
         )
     });
     let action = match (record_blocked, p.record.state) {
@@ -911,6 +1014,7 @@ pub(crate) fn push_view_of(p: &Projection) -> PushView {
         p.record
             .activities
             .iter()
+            .filter(|a| !refused.contains(&a.id))
             .map(|a| ActivityPush {
                 id: a.id.clone(),
                 kind: a.kind,

@@ -7,7 +7,9 @@ use automerge::{ChangeHash, ROOT};
 use crate::ActivityId;
 use crate::doc::{RecordDoc, Scope, Slot, commit_options};
 use crate::edit::{EditCtx, write_audit};
-use crate::project::{AuditEntry, Chosen, Flag, FlagKind, Outcome, RecordState, entry_id};
+use crate::project::{
+    AuditEntry, Chosen, Flag, FlagKind, Outcome, RecordState, activity_fingerprint, entry_id,
+};
 use crate::register;
 use crate::validate;
 use crate::value::{Scalar, Value};
@@ -32,6 +34,17 @@ pub enum RecordChoice {
     Restore,
     /// Delete it, knowing the edits it discards.
     ConfirmDelete,
+}
+
+/// What a retry of a CRM refusal is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusalTarget {
+    /// The record as a whole.
+    Record,
+    /// One field of the record.
+    Field(Slot),
+    /// A note, task or call (every refusal on it).
+    Activity(ActivityId),
 }
 
 /// Why a resolution was refused. The document is unchanged.
@@ -289,7 +302,8 @@ impl RecordDoc {
 
     /// Records that the CRM refused the current value of `slot` (or the record, for `None`).
     /// The flag is shown as a validation or permission conflict until the field is written again
-    /// or the flag is cleared.
+    /// or the flag is retried. A slot of an activity flags the activity (see
+    /// [`RecordDoc::report_activity_rejection`]).
     pub fn report_rejection(
         &mut self,
         ctx: &EditCtx<'_>,
@@ -297,34 +311,113 @@ impl RecordDoc {
         kind: FlagKind,
         message: &str,
     ) -> Result<ChangeHash, ResolveError> {
+        if let Some(Slot {
+            activity: Some(id),
+            field,
+        }) = slot
+        {
+            return self.report_activity_rejection(ctx, id, Some(field), kind, message);
+        }
         let (now_ms, catalog, policy) = (ctx.now_ms, ctx.catalog, ctx.policy);
         let against = match slot {
             None => Vec::new(),
             Some(slot) => {
                 let snap = self.snapshot();
-                let scope = match &slot.activity {
-                    None => Scope::Record,
-                    Some(id) => snap
-                        .activity_scope(id)
-                        .ok_or_else(|| ResolveError::UnknownActivity(id.to_string()))?,
-                };
-                self.analyse_slot(&snap, catalog, policy, &scope, &slot.field)
+                self.analyse_slot(&snap, catalog, policy, &Scope::Record, &slot.field)
                     .ops()
             }
         };
-        let slot_name = slot.map_or_else(|| "record".to_owned(), ToString::to_string);
-        let key = entry_id(&["flag", &slot_name]);
         let flag = Flag {
             kind,
             slot: slot.cloned(),
+            activity: None,
             message: message.to_owned(),
             against,
             at: now_ms,
         };
-        // A flag is plain data; serialising it cannot fail.
-        let json = serde_json::to_string(&flag).unwrap_or_default();
+        self.put_flag(now_ms, &flag)
+    }
+
+    /// Records that the CRM refused a note, task or call (naming `field`, if it named one). The
+    /// activity is held back from the CRM, alone, and shown as a [`Conflict::Refused`] until it
+    /// is edited, deleted or retried.
+    ///
+    /// [`Conflict::Refused`]: crate::Conflict::Refused
+    pub fn report_activity_rejection(
+        &mut self,
+        ctx: &EditCtx<'_>,
+        activity: &ActivityId,
+        field: Option<&crate::FieldKey>,
+        kind: FlagKind,
+        message: &str,
+    ) -> Result<ChangeHash, ResolveError> {
+        let snap = self.snapshot();
+        let fingerprint = activity_fingerprint(&snap, activity)
+            .ok_or_else(|| ResolveError::UnknownActivity(activity.to_string()))?;
+        let flag = Flag {
+            kind,
+            slot: field.map(|f| Slot {
+                activity: Some(activity.clone()),
+                field: f.clone(),
+            }),
+            activity: Some(activity.clone()),
+            message: message.to_owned(),
+            against: vec![fingerprint],
+            at: ctx.now_ms,
+        };
+        self.put_flag(ctx.now_ms, &flag)
+    }
+
+    /// A person asks for what the CRM refused to be sent again as it is: removes the refusal's
+    /// flags on `target`. If the CRM refuses again, the bridge reports it again.
+    pub fn retry_refused(
+        &mut self,
+        ctx: &EditCtx<'_>,
+        target: &RefusalTarget,
+    ) -> Result<ChangeHash, ResolveError> {
+        let snap = self.snapshot();
+        let keys: Vec<String> = snap
+            .flags
+            .iter()
+            .filter_map(|(key, json)| {
+                let flag = serde_json::from_str::<Flag>(json).ok()?;
+                let hit = match (target, flag.activity()) {
+                    (RefusalTarget::Activity(id), Some(a)) => *id == a,
+                    (RefusalTarget::Field(slot), None) => flag.slot.as_ref() == Some(slot),
+                    (RefusalTarget::Record, None) => flag.slot.is_none(),
+                    _ => false,
+                };
+                hit.then(|| key.clone())
+            })
+            .collect();
+        let name = match target {
+            RefusalTarget::Record => "the record".to_owned(),
+            RefusalTarget::Field(slot) => slot.to_string(),
+            RefusalTarget::Activity(id) => id.to_string(),
+        };
+        if keys.is_empty() {
+            return Err(ResolveError::NoConflict(name));
+        }
         let flags = self.objs.flags.clone();
-        self.commit(&format!("crm refused {slot_name}"), now_ms, |tx| {
+        self.commit(&format!("retry {name}"), ctx.now_ms, |tx| {
+            for key in &keys {
+                tx.delete(&flags, key.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn put_flag(&mut self, now_ms: i64, flag: &Flag) -> Result<ChangeHash, ResolveError> {
+        let name = match (&flag.activity, &flag.slot) {
+            (Some(id), _) => format!("activity {id}"),
+            (None, Some(slot)) => slot.to_string(),
+            (None, None) => "record".to_owned(),
+        };
+        let key = entry_id(&["flag", &name]);
+        // A flag is plain data; serialising it cannot fail.
+        let json = serde_json::to_string(flag).unwrap_or_default();
+        let flags = self.objs.flags.clone();
+        self.commit(&format!("crm refused {name}"), now_ms, |tx| {
             tx.put(&flags, key.as_str(), json)
         })
     }
