@@ -476,6 +476,7 @@ fn reload_acl_from(file: Option<PathBuf>, ttl_ms: i64) -> admin::ReloadAcl {
             .map_err(|e| format!("{}: {e}", file.display()))?;
         node.replica().set_access(None, acl);
         node.replica().set_issuer(Some(issuer));
+        admin::reannounce_records(&node.store()).map_err(|e| e.to_string())?;
         Ok(format!("access file {} in force", file.display()))
     })
 }

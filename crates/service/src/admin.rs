@@ -200,6 +200,26 @@ pub fn devices(store: &Store, now_ms: i64) -> Result<Vec<DeviceEntry>, AdminErro
         .collect())
 }
 
+/// After the access rules changed: every record is announced again in the hub's change feed,
+/// so that each device's next session offers it and a record a device may now see reaches it
+/// although it did not change (a document the device already holds costs a heads exchange, no
+/// more). Returns how many records.
+pub fn reannounce_records(store: &Store) -> Result<usize, AdminError> {
+    let records: Vec<_> = store
+        .read()?
+        .changed_since(0, usize::MAX)?
+        .into_iter()
+        .map(|e| e.record)
+        .collect();
+    store.write(|w| {
+        for r in &records {
+            w.reannounce_doc(r)?;
+        }
+        Ok(())
+    })?;
+    Ok(records.len())
+}
+
 /// How a running hub reloads its access file: reads and applies it, or says why not (the hub
 /// keeps its rules then). Returns a description of what is now in force.
 pub type ReloadAcl = Arc<dyn Fn(&mut Node) -> Result<String, String> + Send + Sync>;
