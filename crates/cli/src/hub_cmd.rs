@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sellsync_hub_bridge::{Bridge, BridgeConfig, Progress, ZendeskHttp, status_path};
 use sellsync_model::{Catalog, DeviceId, Policy, UserId};
-use sellsync_service::net::{self, NetConfig, SharedNode};
 use sellsync_service::admin::{self, AdminRequest};
+use sellsync_service::net::{self, NetConfig, SharedNode};
 use sellsync_service::{Acl, Node, credential};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
 use sellsync_sync::{AcceptConfig, Limits, Role, Session};
@@ -242,7 +242,10 @@ fn open_stopped_hub(path: &Path) -> Result<Arc<Store>> {
     match store.read()?.identity()? {
         Some(id) if id.role == StoreRole::Hub => Ok(store),
         Some(_) => bail!("{} is a device's store, not a hub's", path.display()),
-        None => bail!("{} is not initialised (run the hub or `hub token` first)", path.display()),
+        None => bail!(
+            "{} is not initialised (run the hub or `hub token` first)",
+            path.display()
+        ),
     }
 }
 
@@ -255,7 +258,12 @@ fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: b
         Some(v) => v["revoked"].as_u64().context("the hub's answer")? as usize,
         None => {
             let store = open_stopped_hub(path)?;
-            admin::revoke(&store, token_id.as_deref(), device.as_deref(), net::now_ms())?
+            admin::revoke(
+                &store,
+                token_id.as_deref(),
+                device.as_deref(),
+                net::now_ms(),
+            )?
         }
     };
     if json {
@@ -483,7 +491,9 @@ fn reload_acl_from(file: Option<PathBuf>, ttl_ms: i64) -> admin::ReloadAcl {
 
 /// The bridge's part of `/healthz`: `{"bridge": null}` without one, else when its import,
 /// pull or push last succeeded (the latest of the three), its queue and its last error.
-fn bridge_health(bridge: Option<&Bridge<ZendeskHttp>>) -> serde_json::Map<String, serde_json::Value> {
+fn bridge_health(
+    bridge: Option<&Bridge<ZendeskHttp>>,
+) -> serde_json::Map<String, serde_json::Value> {
     let value = match bridge {
         None => serde_json::Value::Null,
         Some(b) => {

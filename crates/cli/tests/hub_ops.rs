@@ -130,7 +130,12 @@ fn ctrl_c_during_the_first_import_stops_the_hub_and_the_import_runs_at_the_next_
     let _ = child.wait();
     assert!(stopped, "one ctrl-c stops the hub during its first import");
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(!out.contains("listening"), "it never served: {out}");
     // Interrupted, the import is not marked done (there may be no status file yet).
     let (_, status, _) = run(&["bridge", "status", "--store", store, "--json"]);
@@ -154,8 +159,12 @@ fn a_running_hub_takes_token_revoke_devices_and_reload_acl() {
     // Issued while the hub runs (it holds the store): through its admin channel.
     let ta = token(&hub, "2", "a-phone");
     let tb = token(&hub, "3", "b-phone");
-    ok(&["device", "--store", &a, "init", "--hub", &url, "--token", &ta]);
-    ok(&["device", "--store", &b, "init", "--hub", &url, "--token", &tb]);
+    ok(&[
+        "device", "--store", &a, "init", "--hub", &url, "--token", &ta,
+    ]);
+    ok(&[
+        "device", "--store", &b, "init", "--hub", &url, "--token", &tb,
+    ]);
     create_deal(&a, "deal-acme");
     assert_eq!(sync(&a)["finished"], true);
     assert_eq!(sync(&b)["finished"], true);
@@ -188,7 +197,9 @@ fn a_running_hub_takes_token_revoke_devices_and_reload_acl() {
     assert_eq!(deal_ids(&b), ["deal-acme"]);
 
     // Revoked while running: the next connection is refused.
-    let r = json(&["hub", "revoke", "--store", &hub, "--device", "b-phone", "--json"]);
+    let r = json(&[
+        "hub", "revoke", "--store", &hub, "--device", "b-phone", "--json",
+    ]);
     assert_eq!(r["revoked"], 1, "{r}");
     let (success, _, _) = run(&["device", "--store", &b, "sync"]);
     assert!(!success, "a revoked device still syncs");
@@ -246,8 +257,12 @@ fn a_device_projects_with_the_policy_of_its_hub() {
         ],
         Stdio::null(),
     );
-    ok(&["device", "--store", &a, "init", "--hub", &url, "--token", &ta]);
-    ok(&["device", "--store", &b, "init", "--hub", &url, "--token", &tb]);
+    ok(&[
+        "device", "--store", &a, "init", "--hub", &url, "--token", &ta,
+    ]);
+    ok(&[
+        "device", "--store", &b, "init", "--hub", &url, "--token", &tb,
+    ]);
     create_deal(&a, "deal-acme");
     sync(&a);
     sync(&b);
@@ -289,7 +304,9 @@ fn hub_logs_are_plain_text_naming_each_session_and_healthz_answers() {
     let ta = token(&hub, "2", "a-phone");
     let log = d.join("hub.log");
     let (running, url) = start_hub(d, &hub, Stdio::from(std::fs::File::create(&log).unwrap()));
-    ok(&["device", "--store", &a, "init", "--hub", &url, "--token", &ta]);
+    ok(&[
+        "device", "--store", &a, "init", "--hub", &url, "--token", &ta,
+    ]);
     assert_eq!(sync(&a)["finished"], true);
 
     let addr = url.trim_start_matches("ws://").trim_end_matches('/');
@@ -302,7 +319,10 @@ fn hub_logs_are_plain_text_naming_each_session_and_healthz_answers() {
 
     drop(running);
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains('\x1b'), "colour codes in a log file:\n{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a log file:\n{text}"
+    );
     let line = text
         .lines()
         .find(|l| l.contains("session ended"))
@@ -311,7 +331,10 @@ fn hub_logs_are_plain_text_naming_each_session_and_healthz_answers() {
         line.contains("device=\"a-phone\"") || line.contains("device=a-phone"),
         "{line}"
     );
-    assert!(line.contains("user=2") && line.contains("finished"), "{line}");
+    assert!(
+        line.contains("user=2") && line.contains("finished"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -323,8 +346,12 @@ fn a_serving_device_still_reads_and_edits_and_its_peers_sync() {
     let (hub, a, b) = (path("hub"), path("a"), path("b"));
     let (ta, tb) = (token(&hub, "2", "a-phone"), token(&hub, "3", "b-phone"));
     let (running, url) = start_hub(d, &hub, Stdio::null());
-    ok(&["device", "--store", &a, "init", "--hub", &url, "--token", &ta]);
-    ok(&["device", "--store", &b, "init", "--hub", &url, "--token", &tb]);
+    ok(&[
+        "device", "--store", &a, "init", "--hub", &url, "--token", &ta,
+    ]);
+    ok(&[
+        "device", "--store", &b, "init", "--hub", &url, "--token", &tb,
+    ]);
     create_deal(&a, "deal-acme");
     sync(&a);
     sync(&b);
@@ -336,7 +363,14 @@ fn a_serving_device_still_reads_and_edits_and_its_peers_sync() {
     );
     // The rep's own commands work while the device serves.
     assert_eq!(deal_ids(&a), ["deal-acme"]);
-    ok(&["device", "--store", &a, "set", "deal-acme", "name=Renamed while serving"]);
+    ok(&[
+        "device",
+        "--store",
+        &a,
+        "set",
+        "deal-acme",
+        "name=Renamed while serving",
+    ]);
     // And the peer gets the edit.
     let s = json(&["device", "--store", &b, "sync", "--peer", &lan, "--json"]);
     assert_eq!(s["finished"], true, "{s}");

@@ -530,7 +530,10 @@ mod tests {
         let hub: DeviceId = "hub".parse().unwrap();
         let mut doc = CatalogDoc::new(&hub, 0);
         assert_eq!(doc.policy().unwrap(), None);
-        assert_eq!(doc.write_policy("[deal]\nname = \"manual\"\n", 1).unwrap(), 1);
+        assert_eq!(
+            doc.write_policy("[deal]\nname = \"manual\"\n", 1).unwrap(),
+            1
+        );
         assert_eq!(
             doc.write_policy("[deal]\nname = \"manual\"\n", 2).unwrap(),
             1,

@@ -296,7 +296,9 @@ pub fn call(socket: &Path, req: &AdminRequest) -> Result<Option<AdminAnswer>, Ad
         .read_line(&mut answer)
         .map_err(|e| channel(e.to_string()))?;
     if answer.is_empty() {
-        return Err(channel("the hub closed the channel without answering".into()));
+        return Err(channel(
+            "the hub closed the channel without answering".into(),
+        ));
     }
     serde_json::from_str(&answer)
         .map(Some)

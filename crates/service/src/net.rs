@@ -625,7 +625,10 @@ async fn health_answer(nodes: &Nodes, extra: Option<&HealthExtra>) -> (u16, serd
     if let Some(extra) = extra {
         body.extend(extra());
     }
-    (if failing { 503 } else { 200 }, serde_json::Value::Object(body))
+    (
+        if failing { 503 } else { 200 },
+        serde_json::Value::Object(body),
+    )
 }
 
 /// Serves one accepted connection: a `GET /healthz` gets the health answer; anything else is
@@ -667,7 +670,11 @@ async fn connection<S>(
     if request_path(&head) == Some("/healthz") {
         let (code, body) = health_answer(&nodes, health.as_ref()).await;
         let body = body.to_string();
-        let reason = if code == 200 { "OK" } else { "Service Unavailable" };
+        let reason = if code == 200 {
+            "OK"
+        } else {
+            "Service Unavailable"
+        };
         let answer = format!(
             "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
@@ -701,7 +708,15 @@ pub async fn serve_tls(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let extras = Extras { tls, health: None };
-    serve_nodes(listener, Nodes::Held(node), make_session, cfg, extras, shutdown).await;
+    serve_nodes(
+        listener,
+        Nodes::Held(node),
+        make_session,
+        cfg,
+        extras,
+        shutdown,
+    )
+    .await;
 }
 
 /// Accepts connections on `listener` until `shutdown` resolves. Each connection is either a

@@ -130,7 +130,9 @@ impl Node {
             None => self.replica.set_policy(Policy::default()),
             Some((Ok(policy), _)) => self.replica.set_policy(policy),
             Some((Err(e), version)) => {
-                tracing::warn!("the hub's policy version {version} is unusable here ({e}); keeping the policy in use");
+                tracing::warn!(
+                    "the hub's policy version {version} is unusable here ({e}); keeping the policy in use"
+                );
             }
         }
         Ok(())

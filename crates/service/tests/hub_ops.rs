@@ -181,13 +181,19 @@ fn devices_project_with_the_policy_the_hub_distributes_with_the_catalog() {
 
     // Unchanged text keeps its version; a new text gets the next one and reaches devices, and
     // every record projects again with it.
-    assert_eq!(hub.write_policy("[deal]\nname = \"manual\"\n", T0).unwrap(), 1);
+    assert_eq!(
+        hub.write_policy("[deal]\nname = \"manual\"\n", T0).unwrap(),
+        1
+    );
     assert_eq!(hub.write_policy("", T0 + 1000).unwrap(), 2);
     assert!(sync_in_process(&mut a, &mut hub));
     assert_eq!(a.policy_version().unwrap(), Some(2));
     assert!(conflicting_fields(&mut a, &id).is_empty());
     let view = a.store().read().unwrap().conflicts(&id).unwrap();
-    assert!(view.is_none(), "a's conflicts view is rewritten under the new policy");
+    assert!(
+        view.is_none(),
+        "a's conflicts view is rewritten under the new policy"
+    );
 }
 
 #[test]
@@ -247,11 +253,10 @@ async fn the_sync_listener_answers_healthz_and_still_serves_sessions() {
         },
     ));
     let a = addr.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        http(&a, "GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
-    })
-    .await
-    .unwrap();
+    let answer =
+        tokio::task::spawn_blocking(move || http(&a, "GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n"))
+            .await
+            .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     let body: serde_json::Value =
         serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
@@ -292,7 +297,8 @@ async fn a_leased_node_is_opened_per_session_and_the_store_is_free_between() {
     drop(hub_node);
     let path = hub_path.clone();
     let lease = net::NodeLease::new(move || {
-        let store = Store::open_waiting(&path, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        let store =
+            Store::open_waiting(&path, Duration::from_secs(5)).map_err(|e| e.to_string())?;
         Node::open(Arc::new(store), Some(acl())).map_err(|e| e.to_string())
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -376,7 +382,9 @@ async fn the_admin_socket_carries_commands_to_the_running_hub() {
         raw.write_all(b"{\"cmd\": \"format-disk\"}\n").unwrap();
         let mut garbage = String::new();
         raw.read_to_string(&mut garbage).unwrap();
-        (issued, bad_device, listed, revoked, relisted, reloaded, garbage)
+        (
+            issued, bad_device, listed, revoked, relisted, reloaded, garbage,
+        )
     })
     .await
     .unwrap();
@@ -391,7 +399,10 @@ async fn the_admin_socket_carries_commands_to_the_running_hub() {
     let store = shared.lock().unwrap().store();
     let err = store.read().unwrap().verify_token(secret, T0).unwrap_err();
     assert!(
-        matches!(err, sellsync_store::StoreError::Token(sellsync_store::TokenRejected::Revoked)),
+        matches!(
+            err,
+            sellsync_store::StoreError::Token(sellsync_store::TokenRejected::Revoked)
+        ),
         "{err}"
     );
     assert!(matches!(bad_device, AdminAnswer::Error(e) if e.contains("not a device id")));
