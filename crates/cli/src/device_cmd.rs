@@ -181,9 +181,15 @@ enum DeviceCmd {
     },
 }
 
+/// How long a command waits for the store while another process holds it (a serving device
+/// holds it only during each LAN session).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn open_node(path: &Path) -> Result<Node> {
-    let store =
-        Arc::new(Store::open(path).with_context(|| format!("opening store {}", path.display()))?);
+    let store = Arc::new(
+        Store::open_waiting(path, STORE_WAIT)
+            .with_context(|| format!("opening store {}", path.display()))?,
+    );
     let mut node = Node::open(store, None)?;
     if node.identity().role != StoreRole::Device {
         bail!("{} is a hub's store, not a device's", path.display());
@@ -250,7 +256,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             Some(peer) => sync(node, Target::Peer(&peer, peer_id.as_deref()), json),
             None => sync(node, Target::Hub(hub.as_deref()), json),
         },
-        DeviceCmd::Serve { listen } => serve(node, &listen),
+        DeviceCmd::Serve { listen } => serve(node, &args.store, &listen),
         DeviceCmd::Deals { json } => deals(&mut node, json),
         DeviceCmd::Show { id, json } => {
             let p = projection(&mut node, &record_id(&id)?)?;
@@ -557,13 +563,20 @@ fn warn_if_own_credential_invalid(node: &Node) {
 
 /// Accepts LAN peers until ctrl-c. Each connection is logged on stderr (a refused peer with
 /// its reason).
-fn serve(node: Node, listen: &str) -> Result<()> {
+///
+/// The store is open only while sessions run (shared by concurrent ones), so that the device's
+/// other commands (`deals`, `set`, `sync` with the hub…) work while it serves; a command and a
+/// session that meet wait for each other (up to [`STORE_WAIT`]).
+fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
     // Checked before listening: a device without a grant cannot prove itself to anyone. The
-    // credential does not change while serving (the store stays open here); each session only
-    // draws a fresh nonce.
+    // credential is the one held at start; each session only draws a fresh nonce.
     let base = credential::lan_accept_config(&node, Limits::default())?;
     warn_if_own_credential_invalid(&node);
-    let shared: SharedNode = Arc::new(Mutex::new(node));
+    drop(node);
+    let path = path.to_owned();
+    let nodes = net::Nodes::Leased(Arc::new(net::NodeLease::new(move || {
+        open_node(&path).map_err(|e| format!("{e:#}"))
+    })));
     let make = move || {
         let mut cfg = base.clone();
         cfg.nonce = credential::nonce().unwrap_or_else(|e| {
@@ -580,7 +593,8 @@ fn serve(node: Node, listen: &str) -> Result<()> {
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         println!("listening on ws://{addr}/");
-        net::serve(listener, shared, make, NetConfig::default(), async {
+        let extras = net::Extras::default();
+        net::serve_nodes(listener, nodes, make, NetConfig::default(), extras, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;

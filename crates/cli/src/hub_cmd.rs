@@ -9,9 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sellsync_hub_bridge::{Bridge, BridgeConfig, Progress, ZendeskHttp, status_path};
-use sellsync_model::{Catalog, DeviceId, UserId};
+use sellsync_model::{Catalog, DeviceId, Policy, UserId};
+use sellsync_service::admin::{self, AdminRequest};
 use sellsync_service::net::{self, NetConfig, SharedNode};
-use sellsync_service::{Acl, Node, credential, token};
+use sellsync_service::{Acl, Node, credential};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
 use sellsync_sync::{AcceptConfig, Limits, Role, Session};
 
@@ -46,6 +47,10 @@ struct HubRun {
     /// Catalog to share with devices (JSON of a sellsync catalog), written before serving.
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// The organisation's field policy (TOML: per-field tiers), checked at start and handed to
+    /// every device with the catalog. Without it, the policy last given stays in force.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// The hub's node id, used when the store is new.
     #[arg(long, default_value = "hub")]
     node: String,
@@ -111,6 +116,24 @@ enum HubCmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the devices the hub issued tokens to, with their tokens.
+    Devices {
+        /// The hub's store file.
+        #[arg(long)]
+        store: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running hub read its access file (--acl) again.
+    ReloadAcl {
+        /// The hub's store file.
+        #[arg(long)]
+        store: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Opens a hub store, initialising its identity if it has none.
@@ -153,7 +176,27 @@ pub(crate) fn run(args: HubArgs) -> Result<()> {
             device,
             json,
         }) => revoke(&store, token_id, device, json),
+        Some(HubCmd::Devices { store, json }) => devices(&store, json),
+        Some(HubCmd::ReloadAcl { store, json }) => reload_acl(&store, json),
         None => serve(args.run),
+    }
+}
+
+/// Sends `req` to the hub running on `store`, if one runs: `None` when none does (the caller
+/// then opens the store itself).
+fn ask_running_hub(store: &Path, req: &AdminRequest) -> Result<Option<serde_json::Value>> {
+    #[cfg(unix)]
+    {
+        match admin::call(&admin::socket_path(store), req)? {
+            None => Ok(None),
+            Some(admin::AdminAnswer::Ok(v)) => Ok(Some(v)),
+            Some(admin::AdminAnswer::Error(e)) => bail!("{e}"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (store, req);
+        Ok(None)
     }
 }
 
@@ -165,46 +208,63 @@ fn issue(
     expires_in: Option<i64>,
     json: bool,
 ) -> Result<()> {
-    let store = open_hub(path, node)?;
-    let hub = store.read()?.identity()?.context("hub identity")?.device_id;
-    let device: DeviceId = device.parse().context("--device")?;
-    let now = net::now_ms();
-    let expires = expires_in.map(|s| now.saturating_add(s.saturating_mul(1000)));
-    let issued = store.write(|w| w.issue_token(UserId(user), &device, now, expires))?;
-    let full = token::format(&hub, UserId(user), &device, &issued.token);
+    let req = AdminRequest::Token {
+        user,
+        device: device.to_owned(),
+        expires_in,
+    };
+    let issued: admin::IssuedOut = match ask_running_hub(path, &req)? {
+        Some(v) => serde_json::from_value(v).context("the hub's answer")?,
+        None => {
+            let store = open_hub(path, node)?;
+            admin::issue_token(&store, user, device, expires_in, net::now_ms())?
+        }
+    };
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "token": full,
-                "token_id": issued.info.token_id,
-                "user": user,
-                "device": device.as_str(),
-                "hub": hub.as_str(),
-                "expires_at_ms": expires,
-            })
-        );
+        println!("{}", serde_json::to_value(&issued)?);
     } else {
-        println!("{full}");
+        println!("{}", issued.token);
         eprintln!(
-            "token id {} for user {user} on device {device}",
-            issued.info.token_id
+            "token id {} for user {user} on device {}",
+            issued.token_id, issued.device
         );
     }
     Ok(())
 }
 
-fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: bool) -> Result<()> {
+/// Opens the store of a stopped hub (refusing a device's store).
+fn open_stopped_hub(path: &Path) -> Result<Arc<Store>> {
+    if !path.exists() {
+        bail!("no store at {}", path.display());
+    }
     let store =
         Arc::new(Store::open(path).with_context(|| format!("opening store {}", path.display()))?);
-    let now = net::now_ms();
-    let revoked = match (token_id, device) {
-        (Some(id), _) => usize::from(store.write(|w| w.revoke_token(&id, now))?),
-        (None, Some(d)) => {
-            let d: DeviceId = d.parse().context("--device")?;
-            store.write(|w| w.revoke_device_tokens(&d, now))?
+    match store.read()?.identity()? {
+        Some(id) if id.role == StoreRole::Hub => Ok(store),
+        Some(_) => bail!("{} is a device's store, not a hub's", path.display()),
+        None => bail!(
+            "{} is not initialised (run the hub or `hub token` first)",
+            path.display()
+        ),
+    }
+}
+
+fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: bool) -> Result<()> {
+    let req = AdminRequest::Revoke { token_id, device };
+    let AdminRequest::Revoke { token_id, device } = &req else {
+        unreachable!("built above")
+    };
+    let revoked = match ask_running_hub(path, &req)? {
+        Some(v) => v["revoked"].as_u64().context("the hub's answer")? as usize,
+        None => {
+            let store = open_stopped_hub(path)?;
+            admin::revoke(
+                &store,
+                token_id.as_deref(),
+                device.as_deref(),
+                net::now_ms(),
+            )?
         }
-        (None, None) => bail!("give --token-id or --device"),
     };
     if json {
         println!("{}", serde_json::json!({ "revoked": revoked }));
@@ -212,6 +272,45 @@ fn revoke(path: &Path, token_id: Option<String>, device: Option<String>, json: b
         println!("revoked {revoked} token(s)");
     }
     Ok(())
+}
+
+fn devices(path: &Path, json: bool) -> Result<()> {
+    let list: Vec<admin::DeviceEntry> = match ask_running_hub(path, &AdminRequest::Devices)? {
+        Some(v) => serde_json::from_value(v).context("the hub's answer")?,
+        None => admin::devices(&*open_stopped_hub(path)?, net::now_ms())?,
+    };
+    if json {
+        println!("{}", serde_json::to_value(&list)?);
+        return Ok(());
+    }
+    for d in &list {
+        let ids: Vec<&str> = d.tokens.iter().map(|t| t.token_id.as_str()).collect();
+        println!(
+            "{:<24} user {:<8} {:<8} tokens {}",
+            d.device,
+            d.user,
+            if d.live { "live" } else { "revoked" },
+            ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn reload_acl(path: &Path, json: bool) -> Result<()> {
+    match ask_running_hub(path, &AdminRequest::ReloadAcl)? {
+        Some(v) => {
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", v["reloaded"].as_str().unwrap_or("reloaded"));
+            }
+            Ok(())
+        }
+        None => bail!(
+            "no hub is running on {}: the access file is read when the hub starts",
+            path.display()
+        ),
+    }
 }
 
 fn serve(run: HubRun) -> Result<()> {
@@ -227,6 +326,31 @@ fn serve(run: HubRun) -> Result<()> {
         None => String::new(),
     };
     let acl = Acl::from_toml(&acl_text)?;
+    // The catalog and policy files are read and checked before anything is written: a bad file
+    // is an error at start and changes nothing.
+    let catalog: Option<Catalog> = match &run.catalog {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?)
+        }
+        None => None,
+    };
+    let policy_text = match &run.policy {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let policy = Policy::from_toml(&text)
+                .with_context(|| format!("{} is not a usable policy file", p.display()))?;
+            if let Some(c) = &catalog {
+                policy
+                    .check_against(c)
+                    .with_context(|| format!("{} is not a usable policy file", p.display()))?;
+            }
+            Some(text)
+        }
+        None => None,
+    };
     let tls = match (&run.tls_cert, &run.tls_key) {
         (Some(c), Some(k)) => Some(net::tls_acceptor(c, k)?),
         _ => None,
@@ -243,12 +367,14 @@ fn serve(run: HubRun) -> Result<()> {
         run.credential_ttl.saturating_mul(1000),
     )?;
     node.replica().set_issuer(Some(issuer));
-    if let Some(p) = &run.catalog {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        let catalog: Catalog =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
-        node.write_catalog(&catalog, net::now_ms())?;
+    if let Some(catalog) = &catalog {
+        node.write_catalog(catalog, net::now_ms())?;
+    }
+    if let (Some(p), Some(text)) = (&run.policy, &policy_text) {
+        let version = node
+            .write_policy(text, net::now_ms())
+            .with_context(|| format!("{} is not a usable policy file", p.display()))?;
+        tracing::info!("policy {} in force (version {version})", p.display());
     }
     let accept = AcceptConfig {
         node: node.id().clone(),
@@ -274,6 +400,8 @@ fn serve(run: HubRun) -> Result<()> {
         }
         _ => None,
     };
+    let health_bridge = bridge.clone();
+    let reload = reload_acl_from(run.acl.clone(), run.credential_ttl.saturating_mul(1000));
     let every = Duration::from_secs(run.bridge_every.max(1));
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -281,40 +409,114 @@ fn serve(run: HubRun) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        // One ctrl-c stops everything, whatever the hub is doing: the first import, the
+        // bridge's rounds, the listener.
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => {
+                    let _ = stop.send(true);
+                }
+                // Without a signal handler nothing but a kill stops the hub; `stop` stays alive.
+                Err(_) => std::future::pending::<()>().await,
+            }
+        });
+        // Admin commands (token, revoke, devices, reload-acl) reach the running hub here.
+        #[cfg(unix)]
+        {
+            let socket = admin::AdminSocket::bind(&path)?;
+            tokio::spawn(socket.serve(shared.clone(), reload, stop_requested(stopped.clone())));
+        }
         let bridge_task = match bridge {
             Some(b) => {
                 if !b.imported().await? {
-                    import_with_progress(&b).await?;
+                    // Dropping the import between two writes is safe: each write is committed
+                    // whole, the import is idempotent and only marked done at its end, so the
+                    // next start imports again from the beginning.
+                    tokio::select! {
+                        r = import_with_progress(&b) => r?,
+                        _ = stop_requested(stopped.clone()) => {
+                            eprintln!("stopped during the first import; it runs again at the next start");
+                            return Ok(());
+                        }
+                    }
                 }
+                let stopped = stopped.clone();
                 Some(tokio::spawn(async move {
-                    let mut stopped = stopped;
-                    b.run(every, async move {
-                        let _ = stopped.changed().await;
-                    })
-                    .await;
+                    b.run(every, stop_requested(stopped)).await;
                 }))
             }
             None => None,
         };
         println!("listening on {scheme}://{addr}/");
-        net::serve_tls(
+        let extras = net::Extras {
+            tls,
+            health: Some(Arc::new(move || bridge_health(health_bridge.as_deref()))),
+        };
+        net::serve_nodes(
             listener,
-            shared,
+            net::Nodes::Held(shared),
             move || Session::accept(accept.clone()),
             NetConfig::default(),
-            tls,
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
+            extras,
+            stop_requested(stopped),
         )
         .await;
-        let _ = stop.send(true);
         if let Some(t) = bridge_task {
             let _ = t.await;
         }
         Ok(())
     })
+}
+
+/// How the running hub reloads its access file: the file given with `--acl`, checked whole
+/// (a file that does not parse changes nothing), then in force for every later session and in
+/// every later grant.
+fn reload_acl_from(file: Option<PathBuf>, ttl_ms: i64) -> admin::ReloadAcl {
+    Arc::new(move |node: &mut Node| {
+        let Some(file) = &file else {
+            return Err("this hub was started without --acl; restart it with one".to_owned());
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let acl = Acl::from_toml(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let issuer = credential::Issuer::load(&node.store(), node.id().clone(), text, ttl_ms)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        node.replica().set_access(None, acl);
+        node.replica().set_issuer(Some(issuer));
+        admin::reannounce_records(&node.store()).map_err(|e| e.to_string())?;
+        Ok(format!("access file {} in force", file.display()))
+    })
+}
+
+/// The bridge's part of `/healthz`: `{"bridge": null}` without one, else when its import,
+/// pull or push last succeeded (the latest of the three), its queue and its last error.
+fn bridge_health(
+    bridge: Option<&Bridge<ZendeskHttp>>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let value = match bridge {
+        None => serde_json::Value::Null,
+        Some(b) => {
+            let status = b.status();
+            let last_success_ms = [&status.last_import, &status.last_pull, &status.last_push]
+                .into_iter()
+                .flatten()
+                .filter(|run| run.result == "ok")
+                .map(|run| run.ended_ms)
+                .max();
+            serde_json::json!({
+                "last_success_ms": last_success_ms,
+                "queue": status.queue,
+                "last_error": status.errors.back().map(|e| &e.message),
+            })
+        }
+    };
+    serde_json::Map::from_iter([("bridge".to_owned(), value)])
+}
+
+/// Resolves once a stop was requested (ctrl-c), or at once if it already was.
+async fn stop_requested(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// The first import, with a progress line on stderr.

@@ -68,8 +68,11 @@ fn main() -> ExitCode {
         Command::Sim(_) => true,
         _ => false,
     };
+    // Colour only for a person at a terminal: a log file or pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(if serves { "info" } else { "warn" })

@@ -72,8 +72,10 @@ pub struct BridgeStatus {
 }
 
 impl BridgeStatus {
-    /// Adds an error, keeping the last [`MAX_ERRORS`].
+    /// Adds an error, keeping the last [`MAX_ERRORS`], and logs it: every error the status
+    /// shows is also in the hub's log.
     pub fn error(&mut self, at_ms: i64, step: &str, record: Option<String>, message: String) {
+        tracing::warn!(step, record = record.as_deref(), "bridge: {message}");
         self.errors.push_back(ErrorEntry {
             at_ms,
             step: step.to_owned(),
@@ -109,6 +111,42 @@ pub(crate) fn write_file(path: &Path, status: &BridgeStatus) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_error_of_the_status_is_logged() {
+        let sink = Captured::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            BridgeStatus::default().error(
+                1,
+                "push",
+                Some("zd-104".into()),
+                "refused: stage 99 does not exist".into(),
+            );
+        });
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("WARN"), "{log}");
+        assert!(log.contains("refused: stage 99 does not exist"), "{log}");
+        assert!(log.contains("zd-104") && log.contains("push"), "{log}");
+    }
 
     #[test]
     fn errors_are_bounded_and_the_file_round_trips() {

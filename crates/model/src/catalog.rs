@@ -226,10 +226,23 @@ const SECTIONS: [&str; 6] = [
     "custom_fields",
 ];
 
-/// The catalog as an Automerge document. Only the hub writes it (from the CRM); devices read it.
+/// The organisation's field policy as the hub distributes it: the policy file's text and its
+/// version (1 for the first file, one more each time the text changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyText {
+    /// The version, counted by the hub.
+    pub version: u64,
+    /// The policy file (TOML, see [`crate::Policy::from_toml`]).
+    pub toml: String,
+}
+
+/// The catalog as an Automerge document. Only the hub writes it (from the CRM, and its policy
+/// file); devices read it.
 ///
-/// Layout: `ROOT { schema: 1, kind: "catalog", loaded: bool, <section>: { <key>: json } }`,
-/// one JSON string per entry so that a change to one stage is one small operation.
+/// Layout: `ROOT { schema: 1, kind: "catalog", loaded: bool, <section>: { <key>: json },
+/// policy_version?: u64, policy_toml?: str }`, one JSON string per entry so that a change to one
+/// stage is one small operation. The policy keys are absent until the hub is given a policy
+/// file; catalog writes never touch them.
 #[derive(Debug)]
 pub struct CatalogDoc {
     doc: Automerge,
@@ -332,6 +345,56 @@ impl CatalogDoc {
             )
             .map_err(|f| f.error)?;
         Ok(true)
+    }
+
+    /// The policy the hub distributed, if any.
+    pub fn policy(&self) -> Result<Option<PolicyText>, LoadError> {
+        let version = match self.doc.get(ROOT, "policy_version")? {
+            Some((v, _)) => v.as_u64(),
+            None => None,
+        };
+        let toml = match self.doc.get(ROOT, "policy_toml")? {
+            Some((v, _)) => v.as_str().map(str::to_owned),
+            None => None,
+        };
+        match (version, toml) {
+            (Some(version), Some(toml)) => Ok(Some(PolicyText { version, toml })),
+            (None, None) => Ok(None),
+            _ => Err(LoadError::NotARecord(
+                "catalog document: policy_version and policy_toml go together".into(),
+            )),
+        }
+    }
+
+    /// Writes the policy file's text (the hub, after checking it), in one change. Unchanged
+    /// text writes nothing; changed text gets the next version. Returns the version now in force.
+    pub fn write_policy(
+        &mut self,
+        toml: &str,
+        now_secs: i64,
+    ) -> Result<u64, automerge::AutomergeError> {
+        let current = self.policy().ok().flatten();
+        if let Some(p) = &current
+            && p.toml == toml
+        {
+            return Ok(p.version);
+        }
+        let version = current.map_or(1, |p| p.version + 1);
+        self.doc
+            .transact_with::<_, _, automerge::AutomergeError, _>(
+                |_| {
+                    CommitOptions::default()
+                        .with_message(format!("policy: version {version}"))
+                        .with_time(now_secs)
+                },
+                |tx| {
+                    tx.put(ROOT, "policy_toml", toml)?;
+                    tx.put(ROOT, "policy_version", version)?;
+                    Ok(())
+                },
+            )
+            .map_err(|f| f.error)?;
+        Ok(version)
     }
 
     fn read_sections(&self) -> BTreeMap<&'static str, BTreeMap<String, String>> {
@@ -460,6 +523,34 @@ mod tests {
         smaller.stages.remove(&13);
         assert!(doc.write(&smaller, 3).unwrap());
         assert_eq!(doc.read().unwrap(), smaller);
+    }
+
+    #[test]
+    fn the_policy_travels_in_the_catalog_document_with_a_version() {
+        let hub: DeviceId = "hub".parse().unwrap();
+        let mut doc = CatalogDoc::new(&hub, 0);
+        assert_eq!(doc.policy().unwrap(), None);
+        assert_eq!(
+            doc.write_policy("[deal]\nname = \"manual\"\n", 1).unwrap(),
+            1
+        );
+        assert_eq!(
+            doc.write_policy("[deal]\nname = \"manual\"\n", 2).unwrap(),
+            1,
+            "unchanged text keeps its version"
+        );
+        assert_eq!(doc.write_policy("", 3).unwrap(), 2);
+        // A catalog write leaves the policy alone, and both reach a device.
+        assert!(doc.write(&Catalog::example(), 4).unwrap());
+        let phone = CatalogDoc::load(&doc.automerge().save(), &"phone".parse().unwrap()).unwrap();
+        assert_eq!(
+            phone.policy().unwrap(),
+            Some(PolicyText {
+                version: 2,
+                toml: String::new()
+            })
+        );
+        assert_eq!(phone.read().unwrap(), Catalog::example());
     }
 
     #[test]

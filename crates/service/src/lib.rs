@@ -6,6 +6,8 @@
 //!   resolutions recorded, conflict and notification views refreshed) and the user's edits.
 //! - [`net`]: the WebSocket transport: a listener that accepts sessions (hub, or a device's LAN
 //!   peers) and a dialer that runs one session to the end, optionally over TLS (rustls).
+//! - [`admin`]: the hub's admin commands, and the local socket (Unix) that carries them to a
+//!   running hub.
 //! - [`token`]: the enrollment token format, `<hub node>.<user id>.<device>.<secret>`.
 //! - [`credential`]: Ed25519 keys of hubs and devices, the peer credentials and grants a hub
 //!   hands its devices, and their checks between LAN peers (tested in process by
@@ -17,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod acl;
+pub mod admin;
 pub mod credential;
 pub mod net;
 mod node;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sellsync_model::RecordId;
+use sellsync_store::StoreRead;
 use sellsync_sync::{CloseReason, Effect, Effects, Event, Limits, Peer, Session};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -394,6 +395,15 @@ pub async fn serve(
     serve_tls(listener, node, make_session, cfg, None, shutdown).await;
 }
 
+/// Why a connection ended, in a few words, for the log.
+fn outcome_words(o: &Outcome) -> String {
+    match (&o.closed, o.finished) {
+        (_, true) => format!("finished, {} document(s) changed", o.changed.len()),
+        (Some(reason), false) => format!("closed: {reason:?}"),
+        (None, false) => "ended early".to_owned(),
+    }
+}
+
 async fn accept_one<S>(
     stream: S,
     addr: std::net::SocketAddr,
@@ -407,23 +417,285 @@ async fn accept_one<S>(
     let ws = match tokio::time::timeout(cfg.idle_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            tracing::info!("{addr}: websocket handshake failed: {e}");
+            tracing::info!(%addr, "websocket handshake failed: {e}");
             return;
         }
         Err(_) => {
-            tracing::info!("{addr}: websocket handshake timed out");
+            tracing::info!(%addr, "websocket handshake timed out");
             return;
         }
     };
     match run_session(ws, node, session, false, cfg).await {
-        Ok(o) => tracing::info!(
-            "{addr}: session ended: finished={} changed={} closed={:?}",
-            o.finished,
-            o.changed.len(),
-            o.closed
-        ),
-        Err(e) => tracing::warn!("{addr}: {e}"),
+        Ok(o) => {
+            // Who it was (as authenticated, not as claimed) and how it ended.
+            let device = o.peer.as_ref().map(|p| p.node.to_string());
+            let user = o.peer.as_ref().and_then(|p| p.user).map(|u| u.0);
+            let device = device.as_deref().unwrap_or("unauthenticated");
+            let outcome = outcome_words(&o);
+            if o.finished {
+                tracing::info!(%addr, device, user, outcome, "session ended");
+            } else {
+                tracing::warn!(%addr, device, user, outcome, "session ended");
+            }
+        }
+        Err(e) => tracing::warn!(%addr, "session failed: {e}"),
     }
+}
+
+/// Where a listener's sessions find their node.
+#[derive(Clone)]
+pub enum Nodes {
+    /// One node, open for as long as the listener runs (the hub).
+    Held(SharedNode),
+    /// A node opened when a connection arrives and closed when the last session using it ends,
+    /// so that the store is free between sessions (a device serving LAN peers while its user
+    /// reads and edits with other commands).
+    Leased(Arc<NodeLease>),
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Nodes::Held(_) => f.write_str("Nodes::Held"),
+            Nodes::Leased(_) => f.write_str("Nodes::Leased"),
+        }
+    }
+}
+
+/// Opens a node for the sessions that need it and shares it among concurrent ones.
+///
+/// Invariant: at most one node (one open store) exists per lease; it lives exactly as long as
+/// some session holds it.
+pub struct NodeLease {
+    open: Box<dyn Fn() -> Result<Node, String> + Send + Sync>,
+    current: Mutex<std::sync::Weak<Mutex<Node>>>,
+}
+
+impl std::fmt::Debug for NodeLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeLease")
+    }
+}
+
+impl NodeLease {
+    /// A lease opening nodes with `open` (which may wait for the store's lock).
+    pub fn new(open: impl Fn() -> Result<Node, String> + Send + Sync + 'static) -> NodeLease {
+        NodeLease {
+            open: Box::new(open),
+            current: Mutex::new(std::sync::Weak::new()),
+        }
+    }
+
+    /// The node of the sessions running now, or a freshly opened one (blocking).
+    pub fn node(&self) -> Result<SharedNode, String> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(node) = current.upgrade() {
+            return Ok(node);
+        }
+        let node = Arc::new(Mutex::new((self.open)()?));
+        *current = Arc::downgrade(&node);
+        Ok(node)
+    }
+}
+
+impl Nodes {
+    async fn node(&self) -> Result<SharedNode, String> {
+        match self {
+            Nodes::Held(n) => Ok(n.clone()),
+            Nodes::Leased(lease) => {
+                let lease = lease.clone();
+                tokio::task::spawn_blocking(move || lease.node())
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+}
+
+/// The extra part of a `/healthz` answer (the hub adds its bridge's), computed per request.
+pub type HealthExtra = Arc<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+
+/// What a listener serves besides sessions.
+#[derive(Clone, Default)]
+pub struct Extras {
+    /// Serve `wss://` with this acceptor (connections failing the TLS handshake are dropped).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Added to the `/healthz` answer.
+    pub health: Option<HealthExtra>,
+}
+
+impl std::fmt::Debug for Extras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extras")
+            .field("tls", &self.tls.is_some())
+            .field("health", &self.health.is_some())
+            .finish()
+    }
+}
+
+/// The longest HTTP request head read before deciding between `/healthz` and a WebSocket.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Replayed<S> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let pos = self.pos;
+            buf.put_slice(&self.head[pos..pos + n]);
+            self.pos += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The path of an HTTP request head's first line (`GET /healthz HTTP/1.1` gives `/healthz`).
+fn request_path(head: &[u8]) -> Option<&str> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    let _method = parts.next()?;
+    let target = parts.next()?;
+    Some(target.split('?').next().unwrap_or(target))
+}
+
+/// The `/healthz` answer: the store is readable (for a held node), plus the extras.
+async fn health_answer(nodes: &Nodes, extra: Option<&HealthExtra>) -> (u16, serde_json::Value) {
+    let store = match nodes {
+        Nodes::Held(node) => {
+            let node = node.clone();
+            let check = tokio::task::spawn_blocking(move || {
+                let n = lock(&node);
+                let store = n.store();
+                drop(n);
+                store.read().and_then(|r| r.identity()).map(|_| ())
+            });
+            match check.await {
+                Ok(Ok(())) => serde_json::Value::from("ok"),
+                Ok(Err(e)) => serde_json::Value::from(e.to_string()),
+                Err(e) => serde_json::Value::from(e.to_string()),
+            }
+        }
+        // Opened only for sessions: nothing to check between them.
+        Nodes::Leased(_) => serde_json::Value::from("opened per session"),
+    };
+    let failing = store != "ok" && store != "opened per session";
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "status".into(),
+        serde_json::Value::from(if failing { "failing" } else { "ok" }),
+    );
+    body.insert("store".into(), store);
+    if let Some(extra) = extra {
+        body.extend(extra());
+    }
+    (
+        if failing { 503 } else { 200 },
+        serde_json::Value::Object(body),
+    )
+}
+
+/// Serves one accepted connection: a `GET /healthz` gets the health answer; anything else is
+/// a WebSocket handshake for one session.
+async fn connection<S>(
+    mut stream: S,
+    addr: std::net::SocketAddr,
+    nodes: Nodes,
+    session: Session,
+    cfg: NetConfig,
+    health: Option<HealthExtra>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let read_head = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(cfg.idle_timeout, read_head).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::info!(%addr, "connection error before a request: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%addr, "no request before the idle timeout");
+            return;
+        }
+    }
+    if request_path(&head) == Some("/healthz") {
+        let (code, body) = health_answer(&nodes, health.as_ref()).await;
+        let body = body.to_string();
+        let reason = if code == 200 {
+            "OK"
+        } else {
+            "Service Unavailable"
+        };
+        let answer = format!(
+            "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let node = match nodes.node().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(%addr, "cannot open the store for this session: {e}");
+            return;
+        }
+    };
+    let stream = Replayed {
+        head,
+        pos: 0,
+        inner: stream,
+    };
+    accept_one(stream, addr, node, session, cfg).await;
 }
 
 /// [`serve`], over TLS when `tls` is given (connections failing the TLS handshake are dropped).
@@ -433,6 +705,30 @@ pub async fn serve_tls(
     make_session: impl Fn() -> Session + Send + Sync + 'static,
     cfg: NetConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let extras = Extras { tls, health: None };
+    serve_nodes(
+        listener,
+        Nodes::Held(node),
+        make_session,
+        cfg,
+        extras,
+        shutdown,
+    )
+    .await;
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves. Each connection is either a
+/// `GET /healthz` (answered with `{"status", "store", ...}` and closed) or one session on a
+/// node from `nodes`, built by `make_session`; its end is logged with the device and user it
+/// authenticated and its outcome.
+pub async fn serve_nodes(
+    listener: TcpListener,
+    nodes: Nodes,
+    make_session: impl Fn() -> Session + Send + Sync + 'static,
+    cfg: NetConfig,
+    extras: Extras,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let make_session = Arc::new(make_session);
@@ -449,18 +745,18 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let node = node.clone();
+        let nodes = nodes.clone();
         let make_session = make_session.clone();
-        let tls = tls.clone();
+        let Extras { tls, health } = extras.clone();
         tokio::spawn(async move {
             let session = make_session();
             match tls {
-                None => accept_one(stream, addr, node, session, cfg).await,
+                None => connection(stream, addr, nodes, session, cfg, health).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(cfg.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => accept_one(s, addr, node, session, cfg).await,
-                        Ok(Err(e)) => tracing::info!("{addr}: TLS handshake failed: {e}"),
-                        Err(_) => tracing::info!("{addr}: TLS handshake timed out"),
+                        Ok(Ok(s)) => connection(s, addr, nodes, session, cfg, health).await,
+                        Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
                     }
                 }
             }

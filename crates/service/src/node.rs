@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use sellsync_model::{
     AssumeLive, Author, Catalog, CatalogDoc, DeviceId, Edit, EditCtx, EditError, FieldKey,
-    FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout,
-    UserId, Value,
+    FlagKind, LoadError, Policy, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
+    RegisterLayout, UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
 
@@ -109,19 +109,75 @@ impl Node {
         }
     }
 
-    /// Reads the catalog document into the replica (an empty catalog when there is none).
+    /// Reads the catalog document into the replica (an empty catalog when there is none), and
+    /// the hub's field policy it carries (the default tiers when it carries none).
+    ///
+    /// A policy that does not parse here (written by a newer hub) leaves the policy in use as it
+    /// was, with a warning: this node's projections may then differ from the hub's until it is
+    /// upgraded.
     pub fn reload_catalog(&mut self) -> Result<(), NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
         let bytes = self.replica.docs().with_doc(&id, |d| d.save())?;
-        let catalog = match bytes {
-            None => Catalog::default(),
+        let (catalog, policy) = match bytes {
+            None => (Catalog::default(), None),
             Some(b) => CatalogDoc::load(&b, &node)
-                .and_then(|c| c.read())
+                .and_then(|c| Ok((c.read()?, c.policy()?)))
                 .map_err(|e| NodeError::Load(id, Box::new(e)))?,
         };
         self.replica.set_catalog(catalog);
+        match policy.map(|p| (Policy::from_toml(&p.toml), p.version)) {
+            None => self.replica.set_policy(Policy::default()),
+            Some((Ok(policy), _)) => self.replica.set_policy(policy),
+            Some((Err(e), version)) => {
+                tracing::warn!(
+                    "the hub's policy version {version} is unusable here ({e}); keeping the policy in use"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// The version of the hub's policy in force (`None`: the default tiers, no file given).
+    pub fn policy_version(&self) -> Result<Option<u64>, NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let bytes = self.replica.docs().with_doc(&id, |d| d.save())?;
+        let Some(b) = bytes else { return Ok(None) };
+        let policy = CatalogDoc::load(&b, &node)
+            .and_then(|c| c.policy())
+            .map_err(|e| NodeError::Load(id, Box::new(e)))?;
+        Ok(policy.map(|p| p.version))
+    }
+
+    /// Makes `toml` the organisation's field policy (hub side), at `now_ms`: checked whole
+    /// (unknown sections, fields, tiers, and custom fields the catalog does not define are
+    /// errors, and change nothing), then written into the catalog document, which carries it to
+    /// every device. Returns the policy's version (unchanged text keeps its version).
+    pub fn write_policy(&mut self, toml: &str, now_ms: i64) -> Result<u64, NodeError> {
+        let policy = Policy::from_toml(toml).map_err(|e| NodeError::Refused(e.to_string()))?;
+        if self.replica.catalog().loaded {
+            policy
+                .check_against(self.replica.catalog())
+                .map_err(|e| NodeError::Refused(e.to_string()))?;
+        }
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let secs = now_ms.div_euclid(1000);
+        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
+            let mut cdoc = if doc.get_heads().is_empty() {
+                CatalogDoc::new(&node, secs)
+            } else {
+                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
+            };
+            let version = cdoc.write_policy(toml, secs).map_err(|e| e.to_string())?;
+            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
+            Ok::<u64, String>(version)
+        })?;
+        let version =
+            result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
+        self.reload_catalog()?;
+        Ok(version)
     }
 
     /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`.
@@ -300,13 +356,20 @@ impl Node {
     pub fn refresh(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
         let author = self.author();
         let node = self.identity.device_id.clone();
+        let mut all = Vec::new();
         if ids.iter().any(|i| i.as_str() == CATALOG_ID) {
+            let before = self.replica.policy().clone();
             self.reload_catalog()?;
+            // A new policy changes how every record projects: every view is rewritten.
+            if *self.replica.policy() != before {
+                all = self.records()?.into_iter().map(|(id, _)| id).collect();
+                all.retain(|id| !ids.contains(id));
+            }
         }
         let catalog = self.replica.catalog().clone();
         let policy = self.replica.policy().clone();
         let mut targets = Vec::new();
-        for id in ids.iter().filter(|i| i.as_str() != CATALOG_ID) {
+        for id in ids.iter().chain(&all).filter(|i| i.as_str() != CATALOG_ID) {
             if let Some(kind) = self.replica.docs().kind(id)? {
                 targets.push((id, kind));
             }

@@ -206,6 +206,15 @@ impl StoreReplica {
         self.catalog = catalog;
     }
 
+    /// Replaces the field policy (the hub's, read from the catalog document).
+    pub fn set_policy(&mut self, policy: Policy) {
+        if policy != self.policy {
+            self.access.get_mut().clear();
+            self.fingerprint = fingerprint(&self.catalog, &policy);
+        }
+        self.policy = policy;
+    }
+
     /// The catalog in use.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

@@ -100,6 +100,21 @@ impl Store {
         Store::open_with(path, StoreOptions::default())
     }
 
+    /// [`Store::open`], waiting up to `wait` while another `Store` has the file open: a short
+    /// command waits for the session or command holding the store (a device serving LAN peers
+    /// opens it only for each session) instead of failing at once. Other errors return at once.
+    pub fn open_waiting(path: impl AsRef<Path>, wait: std::time::Duration) -> Result<Store> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Store::open(path.as_ref()) {
+                Err(StoreError::AlreadyOpen { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// [`Store::open`] with explicit options.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();

@@ -173,6 +173,19 @@ impl<'a> WriteBatch<'a> {
         Ok(Some(info.seq))
     }
 
+    /// Moves a document to a new feed seq without changing its content, so that every peer's
+    /// next session announces it again (the hub does this when its access rules change: records
+    /// a device may now see reach it although they did not change). Returns the new seq, or
+    /// `None` if there is no such document.
+    pub fn reannounce_doc(&mut self, record: &RecordId) -> Result<Option<u64>> {
+        let Some(mut info) = doc_info(self, record)? else {
+            return Ok(None);
+        };
+        info.seq = self.bump_feed(record, info.seq)?;
+        self.put_info(record, &info)?;
+        Ok(Some(info.seq))
+    }
+
     /// Replaces a document's content with a snapshot (`Automerge::save()` output), creating it
     /// with `kind` if needed, and moves it to a new feed seq, which it returns.
     ///
