@@ -283,8 +283,13 @@ impl Run {
                         k.tag_removed.extend(seen);
                     }
                 }
-                let shown: BTreeSet<String> =
-                    self.w.project(&self.docs[r]).record.tags.into_iter().collect();
+                let shown: BTreeSet<String> = self
+                    .w
+                    .project(&self.docs[r])
+                    .record
+                    .tags
+                    .into_iter()
+                    .collect();
                 assert_eq!(shown, self.knows[r].tags(), "replica {r}'s tags");
             }
             Op::AddNote { r } => {
