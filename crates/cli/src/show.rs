@@ -373,6 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn a_task_shows_its_text_and_fields() {
+        let catalog = Catalog::example();
+        let names = Names { catalog: &catalog };
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert(
+            FieldKey::Std("content".into()),
+            Value::Text("Send the quote".into()),
+        );
+        fields.insert(FieldKey::Std("completed".into()), Value::Bool(false));
+        let task = ActivityView {
+            id: "task-1".parse().unwrap(),
+            kind: sellsync_model::ActivityKind::Task,
+            crm_id: None,
+            deleted: false,
+            created_by: UserId(2),
+            created_at: 0,
+            content: None,
+            fields,
+        };
+        let line = activity(names, &task);
+        assert!(line.contains("Send the quote"), "{line}");
+        assert!(line.contains("by Rita Rep") && line.contains("completed: false"), "{line}");
+    }
+
+    #[test]
     fn catalog_ids_read_as_names() {
         let catalog = Catalog::example();
         let names = Names { catalog: &catalog };

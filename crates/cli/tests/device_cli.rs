@@ -18,7 +18,11 @@ struct Hub {
 }
 
 fn start_hub(dir: &Path) -> Hub {
-    std::fs::write(dir.join("acl.toml"), "admins = [1]\n").unwrap();
+    std::fs::write(
+        dir.join("acl.toml"),
+        "admins = [1]\n[[teams]]\nid = 10\nmembers = [2, 3]\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.join("catalog.json"),
         serde_json::to_string(&sellsync_model::Catalog::example()).unwrap(),
@@ -472,4 +476,60 @@ fn a_hubs_own_plain_openssl_certificate_is_trusted_with_ca() {
     ]);
     assert!(!success && err.contains("TLS handshake"), "{err}");
     assert!(!dev2.exists(), "a refused enrolment leaves nothing");
+}
+
+#[test]
+fn conflicts_audit_and_notifications_read_as_names_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hub = start_hub(d);
+    let rita = rita(d, &hub);
+    let carl = d.join("carl.redb").to_str().unwrap().to_owned();
+    ok(&[
+        "device",
+        "--store",
+        &carl,
+        "init",
+        "--hub",
+        &hub.url,
+        "--token",
+        &token(d, "carl-web"),
+    ]);
+    // Rita and Carl share a team: Carl sees her deal; then both edit it offline.
+    ok(&["device", "--store", &rita, "sync"]);
+    let got = ok(&["device", "--store", &carl, "sync"]);
+    assert!(got.contains("changed deal-acme \"Acme renewal\""), "{got}");
+    assert_eq!(got.matches("deal-acme").count(), 1, "each record once: {got}");
+    for (store, value, date) in [(&rita, "1500.00", "2027-02-15"), (&carl, "1200.00", "2027-03-01")] {
+        ok(&[
+            "device",
+            "--store",
+            store,
+            "set",
+            "deal-acme",
+            &format!("value={value}"),
+            &format!("estimated_close_date={date}"),
+        ]);
+    }
+    for store in [&rita, &carl, &rita] {
+        ok(&["device", "--store", store, "sync"]);
+    }
+    let text = ok(&["device", "--store", &rita, "conflicts"]);
+    assert!(text.contains("deal-acme \"Acme renewal\": value is in conflict"), "{text}");
+    assert!(text.contains("by Rita Rep") && text.contains("by Carl Colleague"), "{text}");
+    assert!(!text.contains("user ") && !text.contains('#'), "{text}");
+    ok(&["device", "--store", &rita, "resolve", "deal-acme", "value", "--pick", "1"]);
+    let audit = ok(&["device", "--store", &rita, "audit", "deal-acme"]);
+    assert!(audit.contains("chosen by Rita Rep"), "{audit}");
+    assert!(!audit.contains("user 2"), "{audit}");
+    // Times are local dates, not milliseconds.
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert!(audit.lines().all(|l| l.starts_with(&year)), "{audit}");
+    // Whoever lost the close date is told, in words.
+    let mut told = String::new();
+    for store in [&rita, &carl] {
+        told.push_str(&ok(&["device", "--store", store, "notifications"]));
+    }
+    assert!(told.contains("estimated_close_date"), "{told}");
+    assert!(told.contains("gave way to") && !told.contains('{'), "{told}");
 }
