@@ -704,8 +704,9 @@ fn make_room(path: &Path, enrolled: &token::Enrollment, force: bool) -> Result<P
 /// Puts back what [`make_room`] found.
 fn undo_init(path: &Path, prior: Prior) -> Result<()> {
     match prior {
-        Prior::Fresh => std::fs::remove_file(path)
-            .with_context(|| format!("removing {}", path.display()))?,
+        Prior::Fresh => {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?
+        }
         Prior::Enrolled(identity, ca) => {
             let store = Store::open_existing(path)?;
             store.write(|w| {
@@ -754,11 +755,15 @@ fn check_with_hub(path: &Path, user: UserId) -> Result<HubCheck> {
         None if out.error.is_none() => {}
         None => return Ok(HubCheck::Unreachable(out.error.clone().unwrap_or_default())),
         Some(CloseReason::ConnectionLost) => {
-            return Ok(HubCheck::Unreachable(closed_sentence(&CloseReason::ConnectionLost)));
+            return Ok(HubCheck::Unreachable(closed_sentence(
+                &CloseReason::ConnectionLost,
+            )));
         }
         Some(reason) => return Ok(HubCheck::Refused(closed_sentence(reason))),
     }
-    let node = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let node = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let catalog = node.replica_ref().catalog();
     if catalog.loaded && !catalog.users.is_empty() && !catalog.users.contains_key(&user.0) {
         let known: Vec<String> = catalog
@@ -833,7 +838,10 @@ fn init(path: &Path, e: &Enrol<'_>, json_out: bool) -> Result<()> {
     let check = match check_with_hub(path, enrolled.user) {
         Ok(HubCheck::Refused(why)) => {
             undo_init(path, prior)?;
-            bail!("the hub refused this enrolment: {why}; {} is as it was", path.display());
+            bail!(
+                "the hub refused this enrolment: {why}; {} is as it was",
+                path.display()
+            );
         }
         Ok(c) => c,
         Err(err) => {
@@ -846,7 +854,9 @@ fn init(path: &Path, e: &Enrol<'_>, json_out: bool) -> Result<()> {
         HubCheck::Unreachable(why) => (
             false,
             0,
-            format!("; the hub is not reachable now ({why}): the token is checked at the first sync"),
+            format!(
+                "; the hub is not reachable now ({why}): the token is checked at the first sync"
+            ),
         ),
         HubCheck::Refused(_) => unreachable!("undone above"),
     };
@@ -893,10 +903,15 @@ fn closed_sentence(reason: &CloseReason) -> String {
         CloseReason::Malformed(why) => format!("the peer sent a frame that cannot be read: {why}"),
         CloseReason::OutOfOrder(why) => format!("the peer broke the protocol: {why}"),
         CloseReason::PeerError { code, reason } => {
-            format!("the peer refused the session ({}): {reason}", error_code(*code))
+            format!(
+                "the peer refused the session ({}): {reason}",
+                error_code(*code)
+            )
         }
         CloseReason::Storage(why) => format!("this device's store failed: {why}"),
-        CloseReason::ConnectionLost => "the connection was lost before the exchange was done".into(),
+        CloseReason::ConnectionLost => {
+            "the connection was lost before the exchange was done".into()
+        }
         other => format!("the session ended early: {other:?}"),
     }
 }
@@ -1109,7 +1124,10 @@ fn list_records(node: &mut Node, kind: RecordKind, json_out: bool) -> Result<()>
     };
     let f = |p: &Projection, name: &str| show::field(names, p, name);
     if held.is_empty() {
-        eprintln!("no {}s on this device yet (`sync` brings them from the hub)", kind);
+        eprintln!(
+            "no {}s on this device yet (`sync` brings them from the hub)",
+            kind
+        );
     }
     for p in &held {
         let conflicts = match p.conflicts.len() {
@@ -1164,7 +1182,12 @@ fn catalog(node: &Node, json_out: bool) -> Result<()> {
             .pipelines
             .get(&s.pipeline_id)
             .map_or_else(|| s.pipeline_id.to_string(), |p| p.name.clone());
-        outln!("  {:>6}  {:<20} {:<12} pipeline {pipeline}", s.id, s.name, s.category)?;
+        outln!(
+            "  {:>6}  {:<20} {:<12} pipeline {pipeline}",
+            s.id,
+            s.name,
+            s.category
+        )?;
     }
     outln!("users (owner_id):")?;
     for u in c.users.values() {

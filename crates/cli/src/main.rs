@@ -124,6 +124,24 @@ fn describe(err: &anyhow::Error) -> String {
     line
 }
 
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(a) if a.core => {
+            print!("{}", core_demo::run()?);
+            Ok(())
+        }
+        Command::Demo(a) => demo::run(demo::Options {
+            faults: a.faults,
+            seed: a.seed,
+            json: a.json,
+        }),
+        Command::Bridge(args) => bridge_cmd::run(args),
+        Command::Sim(args) => sim_cmd::run(args),
+        Command::Hub(args) => hub_cmd::run(*args),
+        Command::Device(args) => device_cmd::run(args),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,23 +175,5 @@ mod tests {
             .context("printing the deals");
         assert!(is_broken_pipe(&err));
         assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Demo(a) if a.core => {
-            print!("{}", core_demo::run()?);
-            Ok(())
-        }
-        Command::Demo(a) => demo::run(demo::Options {
-            faults: a.faults,
-            seed: a.seed,
-            json: a.json,
-        }),
-        Command::Bridge(args) => bridge_cmd::run(args),
-        Command::Sim(args) => sim_cmd::run(args),
-        Command::Hub(args) => hub_cmd::run(*args),
-        Command::Device(args) => device_cmd::run(args),
     }
 }

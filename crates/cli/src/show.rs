@@ -171,7 +171,10 @@ pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
         let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
         let (da, db) = (digits(a), digits(b));
         let order = if da > 0 && db > 0 {
-            let (na, nb) = (a[..da].trim_start_matches('0'), b[..db].trim_start_matches('0'));
+            let (na, nb) = (
+                a[..da].trim_start_matches('0'),
+                b[..db].trim_start_matches('0'),
+            );
             let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
             (a, b) = (&a[da..], &b[db..]);
             o
@@ -207,10 +210,12 @@ pub(crate) fn field(names: Names<'_>, p: &Projection, name: &str) -> String {
 
 /// How a record is named in a line: its id and, if it has one, its name.
 pub(crate) fn title(id: &RecordId, p: Option<&Projection>) -> String {
-    let name = p.and_then(|p| match p.record.fields.get(&FieldKey::Std("name".into())) {
-        Some(Value::Text(n)) if !n.is_empty() => Some(n.clone()),
-        _ => None,
-    });
+    let name = p.and_then(
+        |p| match p.record.fields.get(&FieldKey::Std("name".into())) {
+            Some(Value::Text(n)) if !n.is_empty() => Some(n.clone()),
+            _ => None,
+        },
+    );
     match name {
         Some(n) => format!("{id} \"{n}\""),
         None => id.to_string(),
@@ -221,10 +226,13 @@ pub(crate) fn title(id: &RecordId, p: Option<&Projection>) -> String {
 /// calls their fields.
 pub(crate) fn activity(names: Names<'_>, a: &ActivityView) -> String {
     let content_key = FieldKey::Std("content".into());
-    let text = a.content.clone().or_else(|| match a.fields.get(&content_key) {
-        Some(Value::Text(t)) => Some(t.clone()),
-        _ => None,
-    });
+    let text = a
+        .content
+        .clone()
+        .or_else(|| match a.fields.get(&content_key) {
+            Some(Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        });
     let mut line = format!("{} {}", a.kind, a.id);
     if a.deleted {
         line.push_str(" (deleted)");
@@ -366,8 +374,13 @@ mod tests {
             id.to_string()
         );
         assert_eq!(resolve_name(&catalog, &stage, "12").unwrap(), "12");
-        let err = resolve_name(&catalog, &stage, "Nowhere").unwrap_err().to_string();
-        assert!(err.contains("no stage named \"Nowhere\"") && err.contains(&name), "{err}");
+        let err = resolve_name(&catalog, &stage, "Nowhere")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no stage named \"Nowhere\"") && err.contains(&name),
+            "{err}"
+        );
         let name_key = FieldKey::Std("name".into());
         assert_eq!(resolve_name(&catalog, &name_key, "Acme").unwrap(), "Acme");
     }
@@ -394,7 +407,10 @@ mod tests {
         };
         let line = activity(names, &task);
         assert!(line.contains("Send the quote"), "{line}");
-        assert!(line.contains("by Rita Rep") && line.contains("completed: false"), "{line}");
+        assert!(
+            line.contains("by Rita Rep") && line.contains("completed: false"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -30,11 +30,19 @@ fn start_hub(dir: &Path) -> Hub {
     .unwrap();
     let store = dir.join("hub.redb").to_str().unwrap().to_owned();
     // Issued before the hub holds its store.
-    for (user, device) in [("2", "rita-phone"), ("3", "carl-web"), ("99", "nobody-phone")] {
+    for (user, device) in [
+        ("2", "rita-phone"),
+        ("3", "carl-web"),
+        ("99", "nobody-phone"),
+    ] {
         let t = json(&[
             "hub", "token", "--store", &store, "--user", user, "--device", device, "--json",
         ]);
-        std::fs::write(dir.join(format!("{device}.token")), t["token"].as_str().unwrap()).unwrap();
+        std::fs::write(
+            dir.join(format!("{device}.token")),
+            t["token"].as_str().unwrap(),
+        )
+        .unwrap();
     }
     let acl = dir.join("acl.toml");
     let catalog = dir.join("catalog.json");
@@ -97,7 +105,14 @@ fn a_closed_stdout_ends_every_reading_command_quietly() {
     let d = dir.path();
     let hub = start_hub(d);
     let store = rita(d, &hub);
-    ok(&["device", "--store", &store, "note", "deal-acme", "call back"]);
+    ok(&[
+        "device",
+        "--store",
+        &store,
+        "note",
+        "deal-acme",
+        "call back",
+    ]);
     for args in [
         vec!["deals"],
         vec!["deals", "--json"],
@@ -214,11 +229,18 @@ fn a_damaged_store_gives_one_clear_error_and_is_rebuilt_from_the_hub() {
     ]);
     assert!(out.contains("first sync"), "{out}");
     let deals = json(&["device", "--store", &store, "deals", "--json"]);
-    assert_eq!(deals[0]["id"], "deal-acme", "the hub gave the deal back: {deals}");
+    assert_eq!(
+        deals[0]["id"], "deal-acme",
+        "the hub gave the deal back: {deals}"
+    );
     let kept: Vec<_> = std::fs::read_dir(d)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains("rita.redb.damaged-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("rita.redb.damaged-")
+        })
         .collect();
     assert_eq!(kept.len(), 1, "the damaged file is kept aside");
 }
@@ -287,15 +309,36 @@ fn errors_read_as_sentences() {
     let d = dir.path();
     let hub = start_hub(d);
     let store = rita(d, &hub);
-    let (success, _, err) = run(&["device", "--store", &store, "set", "deal-acme", "value=-5.00"]);
+    let (success, _, err) = run(&[
+        "device",
+        "--store",
+        &store,
+        "set",
+        "deal-acme",
+        "value=-5.00",
+    ]);
     assert!(!success);
     assert!(err.contains("an amount cannot be below zero"), "{err}");
-    let (_, _, err) = run(&["device", "--store", &store, "set", "deal-acme", "stage_id=Nowhere"]);
+    let (_, _, err) = run(&[
+        "device",
+        "--store",
+        &store,
+        "set",
+        "deal-acme",
+        "stage_id=Nowhere",
+    ]);
     assert!(
         err.contains("no stage named \"Nowhere\"") && err.contains("Qualified (12)"),
         "{err}"
     );
-    let (_, _, err) = run(&["device", "--store", &store, "set", "deal-acme", "stage_id=99"]);
+    let (_, _, err) = run(&[
+        "device",
+        "--store",
+        &store,
+        "set",
+        "deal-acme",
+        "stage_id=99",
+    ]);
     assert!(err.contains("choose one of"), "{err}");
     // A hub that does not speak TLS, dialed as wss://.
     let plain = hub.url.replace("ws://", "wss://");
@@ -313,7 +356,10 @@ fn errors_read_as_sentences() {
         "--ca",
         pem.to_str().unwrap(),
     ]);
-    assert!(err.contains("TLS handshake") && err.contains("plain ws://"), "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("plain ws://"),
+        "{err}"
+    );
     // A revoked token: a sentence, not a dump.
     drop(hub);
     let hub_store = d.join("hub.redb");
@@ -374,11 +420,26 @@ fn output_names_things_and_orders_them_as_people_count() {
     }
     let del = json(&["device", "--store", &store, "delete", "deal-62", "--json"]);
     assert_eq!(del["deleted"], true, "{del}");
-    let set = json(&["device", "--store", &store, "set", "deal-104", "owner_id=Carl Colleague", "--json"]);
+    let set = json(&[
+        "device",
+        "--store",
+        &store,
+        "set",
+        "deal-104",
+        "owner_id=Carl Colleague",
+        "--json",
+    ]);
     assert_eq!(set["set"], serde_json::json!(["owner_id"]), "{set}");
-    let note = json(&["device", "--store", &store, "note", "deal-104", "hello", "--json"]);
-    assert!(note["note"].as_str().unwrap().starts_with("note-"), "{note}");
-    let tag = json(&["device", "--store", &store, "tag", "--json", "deal-104", "+q1"]);
+    let note = json(&[
+        "device", "--store", &store, "note", "deal-104", "hello", "--json",
+    ]);
+    assert!(
+        note["note"].as_str().unwrap().starts_with("note-"),
+        "{note}"
+    );
+    let tag = json(&[
+        "device", "--store", &store, "tag", "--json", "deal-104", "+q1",
+    ]);
     assert_eq!(tag["tags"], serde_json::json!(["q1"]), "{tag}");
 
     let lines: Vec<String> = ok(&["device", "--store", &store, "deals"])
@@ -391,15 +452,29 @@ fn output_names_things_and_orders_them_as_people_count() {
         .collect();
     assert_eq!(ids, vec!["deal-62", "deal-104", "deal-acme"], "{lines:?}");
     assert!(lines[0].contains("deleted"), "{}", lines[0]);
-    assert!(lines[1].contains("live") && lines[1].contains("Prospecting"), "{}", lines[1]);
+    assert!(
+        lines[1].contains("live") && lines[1].contains("Prospecting"),
+        "{}",
+        lines[1]
+    );
     assert!(lines[1].contains("Carl Colleague"), "{}", lines[1]);
-    assert!(lines[2].contains("Qualified") && lines[2].contains("Rita Rep"), "{}", lines[2]);
+    assert!(
+        lines[2].contains("Qualified") && lines[2].contains("Rita Rep"),
+        "{}",
+        lines[2]
+    );
 
     let shown = ok(&["device", "--store", &store, "show", "deal-104"]);
-    assert!(shown.contains("hello") && shown.contains("by Rita Rep"), "{shown}");
+    assert!(
+        shown.contains("hello") && shown.contains("by Rita Rep"),
+        "{shown}"
+    );
     assert!(!shown.contains('#'), "{shown}");
     let catalog = ok(&["device", "--store", &store, "catalog"]);
-    assert!(catalog.contains("Qualified") && catalog.contains("Trade fair"), "{catalog}");
+    assert!(
+        catalog.contains("Qualified") && catalog.contains("Trade fair"),
+        "{catalog}"
+    );
     let contacts = run(&["device", "--store", &store, "contacts"]);
     assert!(contacts.0, "{contacts:?}");
 }
@@ -419,8 +494,15 @@ fn a_hubs_own_plain_openssl_certificate_is_trusted_with_ca() {
     let key = fixtures.join("hub-openssl-key.pem");
     let hub_store = d.join("hub.redb");
     let t = json(&[
-        "hub", "token", "--store", hub_store.to_str().unwrap(), "--user", "2", "--device",
-        "rita-phone", "--json",
+        "hub",
+        "token",
+        "--store",
+        hub_store.to_str().unwrap(),
+        "--user",
+        "2",
+        "--device",
+        "rita-phone",
+        "--json",
     ]);
     let (_hub, url) = start(
         &[
@@ -460,7 +542,8 @@ fn a_hubs_own_plain_openssl_certificate_is_trusted_with_ca() {
     let s = json(&["device", "--store", dev, "sync", "--json"]);
     assert_eq!(s["finished"], true, "{s}");
     // Another certificate is not trusted.
-    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("../service/tests/fixtures/hub-cert.pem");
+    let other =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../service/tests/fixtures/hub-cert.pem");
     let dev2 = d.join("dev2.redb");
     let (success, _, err) = run(&[
         "device",
@@ -499,8 +582,15 @@ fn conflicts_audit_and_notifications_read_as_names_and_times() {
     ok(&["device", "--store", &rita, "sync"]);
     let got = ok(&["device", "--store", &carl, "sync"]);
     assert!(got.contains("changed deal-acme \"Acme renewal\""), "{got}");
-    assert_eq!(got.matches("deal-acme").count(), 1, "each record once: {got}");
-    for (store, value, date) in [(&rita, "1500.00", "2027-02-15"), (&carl, "1200.00", "2027-03-01")] {
+    assert_eq!(
+        got.matches("deal-acme").count(),
+        1,
+        "each record once: {got}"
+    );
+    for (store, value, date) in [
+        (&rita, "1500.00", "2027-02-15"),
+        (&carl, "1200.00", "2027-03-01"),
+    ] {
         ok(&[
             "device",
             "--store",
@@ -515,10 +605,25 @@ fn conflicts_audit_and_notifications_read_as_names_and_times() {
         ok(&["device", "--store", store, "sync"]);
     }
     let text = ok(&["device", "--store", &rita, "conflicts"]);
-    assert!(text.contains("deal-acme \"Acme renewal\": value is in conflict"), "{text}");
-    assert!(text.contains("by Rita Rep") && text.contains("by Carl Colleague"), "{text}");
+    assert!(
+        text.contains("deal-acme \"Acme renewal\": value is in conflict"),
+        "{text}"
+    );
+    assert!(
+        text.contains("by Rita Rep") && text.contains("by Carl Colleague"),
+        "{text}"
+    );
     assert!(!text.contains("user ") && !text.contains('#'), "{text}");
-    ok(&["device", "--store", &rita, "resolve", "deal-acme", "value", "--pick", "1"]);
+    ok(&[
+        "device",
+        "--store",
+        &rita,
+        "resolve",
+        "deal-acme",
+        "value",
+        "--pick",
+        "1",
+    ]);
     let audit = ok(&["device", "--store", &rita, "audit", "deal-acme"]);
     assert!(audit.contains("chosen by Rita Rep"), "{audit}");
     assert!(!audit.contains("user 2"), "{audit}");
@@ -531,5 +636,8 @@ fn conflicts_audit_and_notifications_read_as_names_and_times() {
         told.push_str(&ok(&["device", "--store", store, "notifications"]));
     }
     assert!(told.contains("estimated_close_date"), "{told}");
-    assert!(told.contains("gave way to") && !told.contains('{'), "{told}");
+    assert!(
+        told.contains("gave way to") && !told.contains('{'),
+        "{told}"
+    );
 }

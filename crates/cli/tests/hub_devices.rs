@@ -273,7 +273,10 @@ fn a_device_syncs_with_a_tls_hub_trusting_its_certificate() {
         "--json",
     ]);
     assert_eq!(init["hub_checked"], true, "{init}");
-    assert!(init["received"].as_u64().unwrap() >= 1, "the catalog: {init}");
+    assert!(
+        init["received"].as_u64().unwrap() >= 1,
+        "the catalog: {init}"
+    );
     let s = json(&["device", "--store", dev, "sync", "--json"]);
     assert_eq!(s["finished"], true, "{s}");
 }

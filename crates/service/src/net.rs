@@ -169,10 +169,12 @@ pub fn tls_connector_pem(pem: &[u8]) -> Result<tokio_rustls::TlsConnector, TlsEr
         return Err(TlsError("no certificate".into()));
     }
     let provider = provider();
-    let webpki =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| TlsError(e.to_string()))?;
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError(e.to_string()))?;
     let verifier = PinnedOrChained {
         pinned: certs,
         chained: webpki,
@@ -206,7 +208,11 @@ impl rustls::client::danger::ServerCertVerifier for PinnedOrChained {
         ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
             return Ok(rustls::client::danger::ServerCertVerified::assertion());
         }
         self.chained

@@ -355,8 +355,9 @@ async fn a_rep_adds_notes_and_tasks_to_their_own_deal() {
         .expect("user");
     let own = r.deal_owned_by(bea_id).await;
     for path in ["/v2/notes", "/v2/tasks"] {
-        let body =
-            Some(json!({"data": {"content": "call back", "resource_type": "deal", "resource_id": own}}));
+        let body = Some(
+            json!({"data": {"content": "call back", "resource_type": "deal", "resource_id": own}}),
+        );
         let (status, created) = split(r.call(Method::POST, path, &bea, body).await).await;
         assert_eq!(status, 200, "{path}: {created}");
         assert_eq!(created["data"]["resource_id"], json!(own));
