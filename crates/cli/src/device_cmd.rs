@@ -8,12 +8,16 @@ use clap::{Args, Subcommand};
 use sellsync_model::DeviceId;
 use sellsync_model::{
     ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordChoice, RecordId,
-    RecordKind, RefusalTarget, Slot, Value, parse_input,
+    RecordKind, RefusalTarget, Slot, UserId, Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Node, NodeError, credential, token};
-use sellsync_store::{NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreRead};
-use sellsync_sync::{Limits, Session};
+use sellsync_store::{
+    NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreError, StoreRead,
+};
+use sellsync_sync::{CloseReason, ErrorCode, Limits, Session};
+
+use crate::show;
 use serde_json::json;
 
 /// A device's commands.
@@ -47,6 +51,13 @@ enum DeviceCmd {
         /// Its content is kept in the store.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Enrol again a store that is already initialised (or damaged): same device and user
+        /// keep their records; anything else moves the old file aside first.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// One sync round with the hub (or with a LAN peer): prints what moved, exits.
     Sync {
@@ -76,6 +87,18 @@ enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the contacts held.
+    Contacts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The catalog the hub shared: stages, users, sources, loss reasons, custom fields.
+    Catalog {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one record as projected (fields, conflicts, notifications, audit).
     Show {
         /// The record id.
@@ -92,6 +115,9 @@ enum DeviceCmd {
         id: Option<String>,
         /// FIELD=VALUE pairs.
         fields: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Set fields of a record: FIELD=VALUE pairs (an empty value clears the field).
     Set {
@@ -100,6 +126,9 @@ enum DeviceCmd {
         /// FIELD=VALUE pairs.
         #[arg(required = true)]
         fields: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Add a note to a record.
     Note {
@@ -107,6 +136,9 @@ enum DeviceCmd {
         id: String,
         /// The note's text.
         text: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Add (+TAG) or remove (-TAG) tags.
     Tag {
@@ -115,11 +147,17 @@ enum DeviceCmd {
         /// +TAG or -TAG, several allowed.
         #[arg(required = true, allow_hyphen_values = true)]
         tags: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a record.
     Delete {
         /// The record id.
         id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List open conflicts of every record.
     Conflicts {
@@ -181,16 +219,26 @@ enum DeviceCmd {
     },
 }
 
-/// How long a command waits for the store while another process holds it (a serving device
-/// holds it only during each LAN session).
-const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
+/// Opens an initialised device store. A missing file is refused (nothing is created); a
+/// damaged one is refused once, here, with the way to rebuild it from the hub.
 fn open_node(path: &Path) -> Result<Node> {
-    let store = Arc::new(
-        Store::open_waiting(path, STORE_WAIT)
-            .with_context(|| format!("opening store {}", path.display()))?,
-    );
-    let mut node = Node::open(store, None)?;
+    let store = Arc::new(open_store(path)?);
+    if store.was_repaired() {
+        eprintln!(
+            "warning: {} was damaged and has been repaired; its latest changes may be gone: \
+             sync with the hub",
+            path.display()
+        );
+    }
+    let mut node = match Node::open(store, None) {
+        Err(NodeError::NoIdentity) => bail!(
+            "{} is not enrolled with a hub yet: run `sellsync device --store {} init --hub URL \
+             --token TOKEN`",
+            path.display(),
+            path.display()
+        ),
+        other => other?,
+    };
     if node.identity().role != StoreRole::Device {
         bail!("{} is a hub's store, not a device's", path.display());
     }
@@ -203,12 +251,39 @@ fn open_node(path: &Path) -> Result<Node> {
     Ok(node)
 }
 
+/// [`Store::open_existing`], with a damaged store's error saying how to rebuild it.
+/// How long a command waits for the store while another process holds it (a serving device
+/// holds it only during each LAN session).
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn open_store(path: &Path) -> Result<Store> {
+    Store::open_existing_waiting(path, STORE_WAIT).map_err(|e| match e {
+        StoreError::Damaged { .. } => anyhow!(
+            "{e}; restore it from the hub: `sellsync device --store {} init --force --hub URL \
+             --token TOKEN` keeps the damaged file aside and enrols a fresh store, then `sync` \
+             brings its records back (see docs/cli.md, \"A damaged store\")",
+            path.display()
+        ),
+        other => anyhow::Error::new(other),
+    })
+}
+
 fn record_id(s: &str) -> Result<RecordId> {
     s.parse().map_err(|e| anyhow!("record id {s:?}: {e}"))
 }
 
 fn field_key(s: &str) -> Result<FieldKey> {
     s.parse().map_err(|e: String| anyhow!("field {s:?}: {e}"))
+}
+
+/// Parses one typed value of a field, a catalog entry's name standing for its id.
+fn parse_value(node: &Node, kind: RecordKind, key: &FieldKey, input: &str) -> Result<Value> {
+    let catalog = node.replica_ref().catalog();
+    let input = show::resolve_name(catalog, key, input)?;
+    parse_input(catalog, kind, None, key, &input).map_err(|e| match show::choices(catalog, key) {
+        Some(choices) => anyhow!("{e}; choose one of: {choices}"),
+        None => e.into(),
+    })
 }
 
 fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(FieldKey, Value)>> {
@@ -219,7 +294,7 @@ fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(F
                 .split_once('=')
                 .ok_or_else(|| anyhow!("expected FIELD=VALUE, got {p:?}"))?;
             let key = field_key(k)?;
-            let value = parse_input(node.replica_ref().catalog(), kind, None, &key, v)?;
+            let value = parse_value(node, kind, &key, v)?;
             Ok((key, value))
         })
         .collect()
@@ -227,7 +302,7 @@ fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(F
 
 fn projection(node: &mut Node, id: &RecordId) -> Result<Projection> {
     node.project(id)?
-        .ok_or_else(|| anyhow!("no record {id} on this device"))
+        .ok_or_else(|| anyhow!("no record {id} on this device (`device deals` lists them)"))
 }
 
 fn kind_of(node: &mut Node, id: &RecordId) -> Result<RecordKind> {
@@ -235,14 +310,39 @@ fn kind_of(node: &mut Node, id: &RecordId) -> Result<RecordKind> {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?)?;
+    Ok(())
+}
+
+/// Prints a command's result: `json` as JSON, or else the line.
+fn report(json_out: bool, json: serde_json::Value, line: impl std::fmt::Display) -> Result<()> {
+    if json_out {
+        return print_json(&json);
+    }
+    outln!("{line}")?;
     Ok(())
 }
 
 pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     let now = net::now_ms();
-    if let DeviceCmd::Init { hub, token, ca } = &args.cmd {
-        return init(&args.store, hub, token, ca.as_deref());
+    if let DeviceCmd::Init {
+        hub,
+        token,
+        ca,
+        force,
+        json,
+    } = &args.cmd
+    {
+        return init(
+            &args.store,
+            &Enrol {
+                hub,
+                token,
+                ca: ca.as_deref(),
+                force: *force,
+            },
+            *json,
+        );
     }
     let mut node = open_node(&args.store)?;
     match args.cmd {
@@ -257,32 +357,39 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             None => sync(node, Target::Hub(hub.as_deref()), json),
         },
         DeviceCmd::Serve { listen } => serve(node, &args.store, &listen),
-        DeviceCmd::Deals { json } => deals(&mut node, json),
+        DeviceCmd::Deals { json } => list_records(&mut node, RecordKind::Deal, json),
+        DeviceCmd::Contacts { json } => list_records(&mut node, RecordKind::Contact, json),
+        DeviceCmd::Catalog { json } => catalog(&node, json),
         DeviceCmd::Show { id, json } => {
             let p = projection(&mut node, &record_id(&id)?)?;
             if json {
                 return print_json(&p);
             }
-            println!("{} {} ({:?})", p.record.kind, p.record.id, p.record.state);
+            let names = show::Names {
+                catalog: node.replica_ref().catalog(),
+            };
+            outln!(
+                "{} {} ({})",
+                p.record.kind,
+                show::title(&p.record.id, Some(&p)),
+                show::state(p.record.state)
+            )?;
             for (k, v) in &p.record.fields {
-                println!("  {:<24} {v}", k.to_string());
+                outln!("  {:<24} {}", k.to_string(), names.value(k, v))?;
             }
             if !p.record.tags.is_empty() {
                 let tags: Vec<&str> = p.record.tags.iter().map(String::as_str).collect();
-                println!("  {:<24} {}", "tags", tags.join(", "));
+                outln!("  {:<24} {}", "tags", tags.join(", "))?;
             }
             for a in &p.record.activities {
-                println!(
-                    "  {} {}: {}",
-                    a.kind,
-                    a.id,
-                    a.content.clone().unwrap_or_default()
-                );
+                outln!("  {}", show::activity(names, a))?;
             }
-            print_conflicts(&p.record.id, &p.conflicts);
+            for line in show::conflicts(names, p.record.id.as_str(), &p.conflicts) {
+                outln!("{line}")?;
+            }
             Ok(())
         }
-        DeviceCmd::CreateDeal { id, fields } => {
+        DeviceCmd::CreateDeal { id, fields, json } => {
             let id = match id {
                 Some(s) => record_id(&s)?,
                 None => record_id(&format!("deal-{}-{now:x}", node.id()))?,
@@ -293,20 +400,25 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
                 pairs.push((owner, Value::Ref(node.user().0)));
             }
             node.create(RecordKind::Deal, &id, pairs, now)?;
-            println!("{id}");
-            Ok(())
+            report(json, json!({ "id": id.as_str() }), &id)
         }
-        DeviceCmd::Set { id, fields } => {
+        DeviceCmd::Set { id, fields, json } => {
             let id = record_id(&id)?;
             let kind = kind_of(&mut node, &id)?;
-            let edits = parse_pairs(&node, kind, &fields)?
+            let pairs = parse_pairs(&node, kind, &fields)?;
+            let set: Vec<String> = pairs.iter().map(|(k, _)| k.to_string()).collect();
+            let edits = pairs
                 .into_iter()
                 .map(|(k, v)| Edit::Set(k, v))
                 .collect::<Vec<_>>();
             node.apply(&id, "set", &edits, now)?;
-            Ok(())
+            report(
+                json,
+                json!({ "id": id.as_str(), "set": set }),
+                format!("set {} in {id}", set.join(", ")),
+            )
         }
-        DeviceCmd::Note { id, text } => {
+        DeviceCmd::Note { id, text, json } => {
             let id = record_id(&id)?;
             let note: ActivityId = format!("note-{}-{now:x}", node.id())
                 .parse()
@@ -315,14 +427,18 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
                 &id,
                 "note",
                 &[Edit::AddNote {
-                    id: note,
+                    id: note.clone(),
                     content: text,
                 }],
                 now,
             )?;
-            Ok(())
+            report(
+                json,
+                json!({ "id": id.as_str(), "note": note.as_str() }),
+                format!("added note {note} to {id}"),
+            )
         }
-        DeviceCmd::Tag { id, tags } => {
+        DeviceCmd::Tag { id, tags, json } => {
             let id = record_id(&id)?;
             let edits = tags
                 .iter()
@@ -333,11 +449,22 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             node.apply(&id, "tags", &edits, now)?;
-            Ok(())
+            let p = projection(&mut node, &id)?;
+            let now_tags: Vec<&str> = p.record.tags.iter().map(String::as_str).collect();
+            report(
+                json,
+                json!({ "id": id.as_str(), "tags": now_tags }),
+                format!("tags of {id}: {}", now_tags.join(", ")),
+            )
         }
-        DeviceCmd::Delete { id } => {
-            node.apply(&record_id(&id)?, "delete", &[Edit::DeleteRecord], now)?;
-            Ok(())
+        DeviceCmd::Delete { id, json } => {
+            let id = record_id(&id)?;
+            node.apply(&id, "delete", &[Edit::DeleteRecord], now)?;
+            report(
+                json,
+                json!({ "id": id.as_str(), "deleted": true }),
+                format!("deleted {id}"),
+            )
         }
         DeviceCmd::Conflicts { json } => conflicts(&mut node, json),
         DeviceCmd::Resolve {
@@ -371,7 +498,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             if json {
                 return print_json(&done);
             }
-            println!("{}", done.message);
+            outln!("{}", done.message)?;
             Ok(())
         }
         DeviceCmd::Audit { id, json } => {
@@ -379,90 +506,394 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             if json {
                 return print_json(&p.audit);
             }
+            let names = show::Names {
+                catalog: node.replica_ref().catalog(),
+            };
             for e in &p.audit {
                 let slot = e
                     .slot
                     .as_ref()
                     .map_or_else(|| "record".to_owned(), ToString::to_string);
-                let who =
-                    e.by.map_or_else(|| "automatically".to_owned(), |u| format!("by user {u}"));
-                let chosen = match &e.chosen {
-                    Chosen::Value(v) => v.to_string(),
-                    Chosen::Restore => "restore".to_owned(),
-                    Chosen::Delete => "delete".to_owned(),
+                let who = e.by.map_or_else(
+                    || "automatically".to_owned(),
+                    |u| format!("by {}", names.user(u)),
+                );
+                let chosen = match (&e.chosen, &e.slot) {
+                    (Chosen::Value(v), Some(s)) => names.value(&s.field, v),
+                    (Chosen::Value(v), None) => v.to_string(),
+                    (Chosen::Restore, _) => "restore".to_owned(),
+                    (Chosen::Delete, _) => "delete".to_owned(),
                 };
-                println!("{slot} [{}] chose {chosen} {who} at {}", e.policy, e.at);
+                outln!(
+                    "{} {slot} ({} tier): {chosen}, chosen {who}, out of {} candidate(s)",
+                    show::local_time(e.at),
+                    e.policy,
+                    e.candidates.len()
+                )?;
             }
             Ok(())
         }
-        DeviceCmd::Notifications { json } => {
-            let list = node.store().read()?.notifications(&NotificationFilter {
-                user: Some(node.user()),
-                ..NotificationFilter::default()
-            })?;
-            let rows: Vec<serde_json::Value> = list
-                .iter()
-                .map(|n| {
-                    json!({
-                        "id": n.id,
-                        "user": n.user.0,
-                        "created_at_ms": n.created_at_ms,
-                        "read": n.read,
-                        "body": serde_json::from_slice::<serde_json::Value>(&n.body)
-                            .unwrap_or(serde_json::Value::Null),
-                    })
-                })
-                .collect();
-            if json {
-                return print_json(&rows);
-            }
-            for r in &rows {
-                println!("{}: {}", r["id"], r["body"]);
-            }
-            Ok(())
-        }
+        DeviceCmd::Notifications { json } => notifications(&mut node, json),
     }
+}
+
+/// A stored notification's body: the model's notification, as the replica wrote it.
+#[derive(Debug, serde::Deserialize)]
+struct NotificationBody {
+    record: RecordId,
+    slot: Slot,
+    yours: Value,
+    kept: Value,
+    kept_by: UserId,
+    kept_at: i64,
+}
+
+fn notifications(node: &mut Node, json_out: bool) -> Result<()> {
+    let list = node.store().read()?.notifications(&NotificationFilter {
+        user: Some(node.user()),
+        ..NotificationFilter::default()
+    })?;
+    if json_out {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id,
+                    "user": n.user.0,
+                    "created_at_ms": n.created_at_ms,
+                    "read": n.read,
+                    "body": serde_json::from_slice::<serde_json::Value>(&n.body)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect();
+        return print_json(&rows);
+    }
+    for n in &list {
+        let Ok(body) = serde_json::from_slice::<NotificationBody>(&n.body) else {
+            outln!(
+                "{} {}: a notification this version cannot read",
+                n.id,
+                show::local_time(n.created_at_ms)
+            )?;
+            continue;
+        };
+        let p = node.project(&body.record)?;
+        let names = show::Names {
+            catalog: node.replica_ref().catalog(),
+        };
+        outln!(
+            "{} {}: {} {}: your {} gave way to {} by {} at {}{}",
+            n.id,
+            show::local_time(n.created_at_ms),
+            show::title(&body.record, p.as_ref()),
+            body.slot,
+            names.value(&body.slot.field, &body.yours),
+            names.value(&body.slot.field, &body.kept),
+            names.user(body.kept_by),
+            show::local_time(body.kept_at),
+            if n.read { " (read)" } else { "" }
+        )?;
+    }
+    Ok(())
 }
 
 /// The key-value entry holding the PEM certificate a device trusts for its hub.
 const HUB_CA_KEY: &str = "device/hub_ca_pem";
 
-fn init(path: &Path, hub: &str, token_text: &str, ca: Option<&Path>) -> Result<()> {
-    let enrolled = token::parse(token_text)?;
-    let ca_pem = match ca {
+/// What `init` was given.
+struct Enrol<'a> {
+    hub: &'a str,
+    token: &'a str,
+    ca: Option<&'a Path>,
+    force: bool,
+}
+
+/// Checks a hub URL as far as it can be without the hub: `ws://` or `wss://`, a host, and if
+/// given a port number.
+fn check_hub_url(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| {
+            anyhow!("--hub {url:?} is not a hub URL: it starts with ws:// or wss://, e.g. ws://10.0.0.5:7070/")
+        })?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+    if !host_ok {
+        bail!("--hub {url:?} has no valid host name or address, e.g. ws://10.0.0.5:7070/");
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        bail!("--hub {url:?}: {p:?} is not a port number (1 to 65535)");
+    }
+    Ok(())
+}
+
+/// The secret of a token printed by `hub token`: 32 random bytes, in hex.
+fn check_secret(secret: &str) -> Result<()> {
+    if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "the token's secret is {} character(s) long; a token printed by `sellsync hub \
+             token` ends in 64 hex digits: copy it whole",
+            secret.chars().count()
+        );
+    }
+    Ok(())
+}
+
+/// What was at the store's path before `init` wrote, so that a refused enrolment can be undone.
+enum Prior {
+    /// No file, or a store never enrolled (empty): undoing removes the file.
+    Fresh,
+    /// This device's store, enrolled before with this identity and hub certificate: its
+    /// records stay, and undoing writes both back.
+    Enrolled(NodeIdentity, Option<Vec<u8>>),
+    /// Another enrolment's store, or a damaged one, moved aside to this path: undoing moves it
+    /// back.
+    MovedAside(PathBuf),
+}
+
+/// Where an old store is kept when `init --force` starts a fresh one.
+fn aside_path(path: &Path, why: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{why}-{}", net::now_ms()));
+    PathBuf::from(name)
+}
+
+/// Looks at what is at `path` and makes room for the new enrolment; returns what was there.
+fn make_room(path: &Path, enrolled: &token::Enrollment, force: bool) -> Result<Prior> {
+    if !path.exists() {
+        return Ok(Prior::Fresh);
+    }
+    let why_aside = match Store::open_existing(path) {
+        Ok(store) => {
+            let read = store.read()?;
+            let Some(identity) = read.identity()? else {
+                return Ok(Prior::Fresh);
+            };
+            if identity.role != StoreRole::Device {
+                bail!("{} is a hub's store, not a device's", path.display());
+            }
+            if !force {
+                bail!(
+                    "{} is already initialised (device {} for user {} with hub {}); `init \
+                     --force` enrols it again",
+                    path.display(),
+                    identity.device_id,
+                    identity.user_id.0,
+                    identity.hub_url.as_deref().unwrap_or("?")
+                );
+            }
+            if identity.device_id == enrolled.device && identity.user_id == enrolled.user {
+                let ca = read.kv_get(HUB_CA_KEY)?;
+                return Ok(Prior::Enrolled(identity, ca));
+            }
+            "replaced"
+        }
+        Err(StoreError::Damaged { .. }) if force => "damaged",
+        Err(e @ StoreError::Damaged { .. }) => {
+            bail!("{e}; `init --force` keeps it aside and enrols a fresh store")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let aside = aside_path(path, why_aside);
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("moving {} aside to {}", path.display(), aside.display()))?;
+    eprintln!("kept the old store as {}", aside.display());
+    Ok(Prior::MovedAside(aside))
+}
+
+/// Puts back what [`make_room`] found.
+fn undo_init(path: &Path, prior: Prior) -> Result<()> {
+    match prior {
+        Prior::Fresh => {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?
+        }
+        Prior::Enrolled(identity, ca) => {
+            let store = Store::open_existing(path)?;
+            store.write(|w| {
+                w.set_identity(&identity)?;
+                match &ca {
+                    Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
+                    None => {
+                        w.kv_remove(HUB_CA_KEY)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Prior::MovedAside(aside) => {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            std::fs::rename(&aside, path)
+                .with_context(|| format!("moving {} back", aside.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What the hub said to the new enrolment.
+enum HubCheck {
+    /// One session completed: the token is the hub's, for this device and user.
+    Accepted(Outcome),
+    /// No session could be held (no connection, lost): checked at the first sync instead.
+    Unreachable(String),
+    /// The hub refused the token, or the user it names is unknown.
+    Refused(String),
+}
+
+/// Holds one sync session with the hub, as the first `sync` would.
+fn check_with_hub(path: &Path, user: UserId) -> Result<HubCheck> {
+    let node = open_node(path)?;
+    let (out, shared) = match dial(node, Target::Hub(None)) {
+        Ok(done) => done,
+        Err(e) => {
+            return Ok(match e.downcast_ref::<net::NetError>() {
+                Some(tls @ net::NetError::Tls { .. }) => HubCheck::Refused(tls.to_string()),
+                _ => HubCheck::Unreachable(format!("{e:#}")),
+            });
+        }
+    };
+    match &out.closed {
+        None if out.error.is_none() => {}
+        None => return Ok(HubCheck::Unreachable(out.error.clone().unwrap_or_default())),
+        Some(CloseReason::ConnectionLost) => {
+            return Ok(HubCheck::Unreachable(closed_sentence(
+                &CloseReason::ConnectionLost,
+            )));
+        }
+        Some(reason) => return Ok(HubCheck::Refused(closed_sentence(reason))),
+    }
+    let node = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let catalog = node.replica_ref().catalog();
+    if catalog.loaded && !catalog.users.is_empty() && !catalog.users.contains_key(&user.0) {
+        let known: Vec<String> = catalog
+            .users
+            .values()
+            .map(|u| format!("{} ({})", u.name, u.id))
+            .collect();
+        return Ok(HubCheck::Refused(format!(
+            "the token is for user {}, whom the hub's catalog does not list (it lists {}); ask \
+             for a token of one of them",
+            user.0,
+            known.join(", ")
+        )));
+    }
+    drop(node);
+    Ok(HubCheck::Accepted(out))
+}
+
+fn init(path: &Path, e: &Enrol<'_>, json_out: bool) -> Result<()> {
+    let now_ms = net::now_ms();
+    // Everything that can be checked without the hub, before anything is written.
+    check_hub_url(e.hub)?;
+    let enrolled = token::parse(e.token)?;
+    check_secret(token::secret_of(&enrolled.token))?;
+    let ca_pem = match e.ca {
         Some(p) => {
-            // Checked now so that a bad file is refused before anything is written.
             net::tls_connector(p)?;
             Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
         }
-        None if hub.starts_with("wss://") => bail!("a wss:// hub needs --ca"),
+        None if e.hub.starts_with("wss://") => {
+            bail!("a wss:// hub needs --ca: the hub's certificate (PEM), or its authority's")
+        }
         None => None,
     };
-    let store = Store::open(path).with_context(|| format!("opening store {}", path.display()))?;
-    if store.read()?.identity()?.is_some() {
-        bail!("{} is already initialised", path.display());
-    }
+    let prior = make_room(path, &enrolled, e.force)?;
     let identity = NodeIdentity {
         device_id: enrolled.device.clone(),
         user_id: enrolled.user,
         role: StoreRole::Device,
-        hub_url: Some(hub.to_owned()),
-        hub_token: Some(enrolled.token),
+        hub_url: Some(e.hub.to_owned()),
+        hub_token: Some(enrolled.token.clone()),
     };
-    store.write(|w| {
-        w.set_identity(&identity)?;
-        if let Some(pem) = &ca_pem {
-            w.kv_put(HUB_CA_KEY, pem)?;
-        }
+    let written = (|| -> Result<()> {
+        let store =
+            Store::open(path).with_context(|| format!("creating store {}", path.display()))?;
+        store.write(|w| {
+            w.set_identity(&identity)?;
+            match &ca_pem {
+                Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
+                None => {
+                    w.kv_remove(HUB_CA_KEY)?;
+                }
+            }
+            if !matches!(prior, Prior::Enrolled(..)) {
+                // A new store for a device id that may have synced before (a rebuilt or
+                // re-created store): the hub holds a checkpoint into the old store's feed,
+                // which counted one per change. Starting the feed at the time in microseconds
+                // puts every change of this store above any seq an earlier one reached.
+                let micros = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
+                w.raise_feed_floor(micros)?;
+            }
+            Ok(())
+        })?;
+        // The device's own key pair, certified by the hub at each sync (kept on a re-init).
+        credential::load_or_create_key(&store, credential::DEVICE_KEY)?;
         Ok(())
-    })?;
-    // The device's own key pair, certified by the hub at each sync.
-    credential::load_or_create_key(&store, credential::DEVICE_KEY)?;
-    println!(
-        "initialised device {} for user {} with hub {} at {hub}",
-        enrolled.device, enrolled.user, enrolled.hub
-    );
-    Ok(())
+    })();
+    if let Err(err) = written {
+        undo_init(path, prior)?;
+        return Err(err);
+    }
+    let check = match check_with_hub(path, enrolled.user) {
+        Ok(HubCheck::Refused(why)) => {
+            undo_init(path, prior)?;
+            bail!(
+                "the hub refused this enrolment: {why}; {} is as it was",
+                path.display()
+            );
+        }
+        Ok(c) => c,
+        Err(err) => {
+            undo_init(path, prior)?;
+            return Err(err);
+        }
+    };
+    let (checked, received, note) = match &check {
+        HubCheck::Accepted(out) => (true, unique(&out.changed).len(), String::new()),
+        HubCheck::Unreachable(why) => (
+            false,
+            0,
+            format!(
+                "; the hub is not reachable now ({why}): the token is checked at the first sync"
+            ),
+        ),
+        HubCheck::Refused(_) => unreachable!("undone above"),
+    };
+    report(
+        json_out,
+        json!({
+            "device": enrolled.device.as_str(),
+            "user": enrolled.user.0,
+            "hub": enrolled.hub.as_str(),
+            "url": e.hub,
+            "hub_checked": checked,
+            "received": received,
+        }),
+        format!(
+            "initialised device {} for user {} with hub {} at {}{}",
+            enrolled.device,
+            enrolled.user,
+            enrolled.hub,
+            e.hub,
+            if checked {
+                format!("; first sync: {received} record(s) received")
+            } else {
+                note
+            }
+        ),
+    )
 }
 
 /// Whom a sync is with.
@@ -473,12 +904,61 @@ enum Target<'a> {
     Peer(&'a str, Option<&'a str>),
 }
 
-fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
+/// Why a session ended early, as a sentence.
+fn closed_sentence(reason: &CloseReason) -> String {
+    match reason {
+        CloseReason::AuthFailed(why) => format!("authentication failed: {why}"),
+        CloseReason::WrongPeer(who) => {
+            format!("another node answered ({who}), not the one this device dialed")
+        }
+        CloseReason::Malformed(why) => format!("the peer sent a frame that cannot be read: {why}"),
+        CloseReason::OutOfOrder(why) => format!("the peer broke the protocol: {why}"),
+        CloseReason::PeerError { code, reason } => {
+            format!(
+                "the peer refused the session ({}): {reason}",
+                error_code(*code)
+            )
+        }
+        CloseReason::Storage(why) => format!("this device's store failed: {why}"),
+        CloseReason::ConnectionLost => {
+            "the connection was lost before the exchange was done".into()
+        }
+        other => format!("the session ended early: {other:?}"),
+    }
+}
+
+/// A protocol error code in words.
+fn error_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::AuthFailed => "authentication failed",
+        ErrorCode::WrongPeer => "wrong peer",
+        ErrorCode::Malformed => "malformed frame",
+        ErrorCode::OutOfOrder => "out of order",
+        ErrorCode::Internal => "the peer failed internally",
+        ErrorCode::UnsupportedVersion => "unsupported protocol version",
+        ErrorCode::TooLarge => "frame too large",
+        _ => "unknown error code",
+    }
+}
+
+/// Record ids once each, in natural order.
+fn unique(ids: &[RecordId]) -> Vec<RecordId> {
+    let mut v: Vec<RecordId> = ids.to_vec();
+    v.sort_by(|a, b| show::natural_cmp(a.as_str(), b.as_str()));
+    v.dedup();
+    v
+}
+
+/// One session with the hub or a LAN peer; the outcome and the node it ran on.
+fn dial(node: Node, target: Target<'_>) -> Result<(Outcome, SharedNode)> {
     let id = node.identity().clone();
     let (url, cfg, tls) = match target {
         Target::Hub(moved) => {
             let url = match moved {
-                Some(u) => u.to_owned(),
+                Some(u) => {
+                    check_hub_url(u)?;
+                    u.to_owned()
+                }
                 None => id.hub_url.clone().context("no hub URL: run init")?,
             };
             let cfg = credential::hub_dial_config(&node, Limits::default())?;
@@ -486,6 +966,12 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
                 Some(pem) => Some(net::tls_connector_pem(&pem)?),
                 None => None,
             };
+            if url.starts_with("wss://") && tls.is_none() {
+                bail!(
+                    "{url} is a TLS hub, and this device trusts no certificate for it: enrol \
+                     again with `init --force --ca PEM`"
+                );
+            }
             (url, cfg, tls)
         }
         Target::Peer(url, peer_id) => {
@@ -505,46 +991,63 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let out: Outcome = rt.block_on(net::dial_tls(
         &url,
-        shared,
+        shared.clone(),
         Session::dial(cfg),
         NetConfig::default(),
         tls,
     ))?;
+    Ok((out, shared))
+}
+
+fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
+    let (out, shared) = dial(node, target)?;
+    let changed = unique(&out.changed);
+    let revoked = unique(&out.revoked);
     let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
     if json_out {
         print_json(&json!({
             "finished": out.finished,
             "peer": out.peer.as_ref().map(|p| p.node.as_str().to_owned()),
-            "changed": ids(&out.changed),
-            "revoked": ids(&out.revoked),
+            "changed": ids(&changed),
+            "revoked": ids(&revoked),
             "frames_sent": out.frames_sent,
             "frames_received": out.frames_received,
             "bytes_sent": out.bytes_sent,
             "bytes_received": out.bytes_received,
-            "closed": out.closed.as_ref().map(|c| format!("{c:?}")),
+            "closed": out.closed.as_ref().map(closed_sentence),
             "error": out.error,
         }))?;
     } else {
-        println!(
+        outln!(
             "sync {}: {} record(s) received, {} revoked; sent {} B in {} frame(s), received {} B in {} frame(s)",
             if out.finished {
                 "complete"
             } else {
                 "incomplete"
             },
-            out.changed.len(),
-            out.revoked.len(),
+            changed.len(),
+            revoked.len(),
             out.bytes_sent,
             out.frames_sent,
             out.bytes_received,
             out.frames_received
-        );
-        for c in &out.changed {
-            println!("  changed {c}");
+        )?;
+        let mut node = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (what, list) in [("changed", &changed), ("revoked", &revoked)] {
+            for id in list {
+                let p = if id.as_str() == "catalog" {
+                    None
+                } else {
+                    node.project(id).ok().flatten()
+                };
+                outln!("  {what} {}", show::title(id, p.as_ref()))?;
+            }
         }
     }
-    if let Some(reason) = out.closed {
-        bail!("sync did not complete: {reason:?}");
+    if let Some(reason) = &out.closed {
+        bail!("sync did not complete: {}", closed_sentence(reason));
     }
     if let Some(e) = out.error {
         bail!("sync failed on this device: {e}");
@@ -592,7 +1095,7 @@ fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
-        println!("listening on ws://{addr}/");
+        outln!("listening on ws://{addr}/")?;
         let extras = net::Extras::default();
         net::serve_nodes(listener, nodes, make, NetConfig::default(), extras, async {
             let _ = tokio::signal::ctrl_c().await;
@@ -602,16 +1105,24 @@ fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
     })
 }
 
-fn deals(node: &mut Node, json_out: bool) -> Result<()> {
+/// The records of one kind, projected, in natural id order.
+fn held(node: &mut Node, kind: RecordKind) -> Result<Vec<Projection>> {
     let mut held = Vec::new();
-    for (id, kind) in node.records()? {
-        if kind != "deal" {
+    for (id, stored_kind) in node.records()? {
+        if stored_kind != kind.as_str() {
             continue;
         }
         if let Some(p) = node.project(&id)? {
             held.push(p);
         }
     }
+    held.sort_by(|a, b| show::natural_cmp(a.record.id.as_str(), b.record.id.as_str()));
+    Ok(held)
+}
+
+/// `deals` and `contacts`: one line per record, with its state.
+fn list_records(node: &mut Node, kind: RecordKind, json_out: bool) -> Result<()> {
+    let held = held(node, kind)?;
     if json_out {
         let rows: Vec<serde_json::Value> = held
             .iter()
@@ -627,21 +1138,49 @@ fn deals(node: &mut Node, json_out: bool) -> Result<()> {
             .collect();
         return print_json(&rows);
     }
-    let show = |p: &Projection, f: &str| {
-        p.record
-            .fields
-            .get(&FieldKey::Std(f.to_owned()))
-            .map_or_else(String::new, ToString::to_string)
+    let names = show::Names {
+        catalog: node.replica_ref().catalog(),
     };
-    for p in &held {
-        println!(
-            "{:<32} {:<28} {:>12} {:<4} conflicts: {}",
-            p.record.id.as_str(),
-            show(p, "name"),
-            show(p, "value"),
-            show(p, "currency"),
-            p.conflicts.len()
+    let f = |p: &Projection, name: &str| show::field(names, p, name);
+    if held.is_empty() {
+        eprintln!(
+            "no {}s on this device yet (`sync` brings them from the hub)",
+            kind
         );
+    }
+    for p in &held {
+        let conflicts = match p.conflicts.len() {
+            0 => String::new(),
+            n => format!("{n} conflict(s)"),
+        };
+        let line = match kind {
+            RecordKind::Deal => format!(
+                "{:<24} {:<11} {:<28} {:<14} {:>12} {:<4} {:<18} {conflicts}",
+                p.record.id.as_str(),
+                show::state(p.record.state),
+                f(p, "name"),
+                f(p, "stage_id"),
+                f(p, "value"),
+                f(p, "currency"),
+                f(p, "owner_id"),
+            ),
+            _ => {
+                let name = match f(p, "name") {
+                    n if n.is_empty() => format!("{} {}", f(p, "first_name"), f(p, "last_name")),
+                    n => n,
+                };
+                format!(
+                    "{:<24} {:<11} {:<28} {:<28} {:<16} {:<18} {conflicts}",
+                    p.record.id.as_str(),
+                    show::state(p.record.state),
+                    name.trim(),
+                    f(p, "email"),
+                    f(p, "phone"),
+                    f(p, "owner_id"),
+                )
+            }
+        };
+        outln!("{}", line.trim_end())?;
     }
     Ok(())
 }
@@ -811,14 +1350,15 @@ fn resolve(
                     .find(|v| v.id == *a)
                     .map(|v| v.kind)
             });
-            let parse = |v: &str| {
-                parse_input(
-                    node.replica_ref().catalog(),
-                    p.record.kind,
-                    activity_kind,
-                    &slot.field,
-                    v,
-                )
+            let parse = |v: &str| -> Result<Value> {
+                let catalog = node.replica_ref().catalog();
+                let v = show::resolve_name(catalog, &slot.field, v)?;
+                parse_input(catalog, p.record.kind, activity_kind, &slot.field, &v).map_err(|e| {
+                    match show::choices(catalog, &slot.field) {
+                        Some(choices) => anyhow!("{e}; choose one of: {choices}"),
+                        None => anyhow!(e),
+                    }
+                })
             };
             let seen: Option<Vec<String>> = p.conflicts.iter().find_map(|c| match c {
                 Conflict::Field {
@@ -879,29 +1419,58 @@ fn resolve(
     }
 }
 
-fn print_conflicts(id: &RecordId, conflicts: &[Conflict]) {
-    for c in conflicts {
-        match c {
-            Conflict::Field {
-                slot,
-                tier,
-                candidates,
-            } => {
-                println!("{id}: conflict on {slot} ({tier} tier)");
-                for (i, cand) in candidates.iter().enumerate() {
-                    println!(
-                        "  [{}] {} by user {} on {} at {}",
-                        i + 1,
-                        cand.value,
-                        cand.by,
-                        cand.device,
-                        cand.at
-                    );
-                }
-            }
-            other => println!("{id}: {}", serde_json::to_string(other).unwrap_or_default()),
+/// The catalog the hub shared, or its JSON.
+fn catalog(node: &Node, json_out: bool) -> Result<()> {
+    let c = node.replica_ref().catalog();
+    if json_out {
+        return print_json(c);
+    }
+    if !c.loaded {
+        outln!("no catalog yet: `sync` with the hub brings it")?;
+        return Ok(());
+    }
+    outln!("stages (stage_id):")?;
+    for s in c.stages.values() {
+        let pipeline = c
+            .pipelines
+            .get(&s.pipeline_id)
+            .map_or_else(|| s.pipeline_id.to_string(), |p| p.name.clone());
+        outln!(
+            "  {:>6}  {:<20} {:<12} pipeline {pipeline}",
+            s.id,
+            s.name,
+            s.category
+        )?;
+    }
+    outln!("users (owner_id):")?;
+    for u in c.users.values() {
+        outln!("  {:>6}  {:<20} {}", u.id, u.name, u.role)?;
+    }
+    outln!("sources (source_id):")?;
+    for s in c.sources.values() {
+        outln!("  {:>6}  {}", s.id, s.name)?;
+    }
+    outln!("loss reasons (loss_reason_id):")?;
+    for s in c.loss_reasons.values() {
+        outln!("  {:>6}  {}", s.id, s.name)?;
+    }
+    for (kind, defs) in &c.custom_fields {
+        outln!("custom fields of {kind}s (custom_fields.NAME):")?;
+        for d in defs.values() {
+            let choices = if d.choices.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.choices.join(", "))
+            };
+            outln!(
+                "  {:<20} {:?}{}{choices}",
+                d.name,
+                d.ty,
+                if d.required { ", required" } else { "" }
+            )?;
         }
     }
+    Ok(())
 }
 
 fn conflicts(node: &mut Node, json_out: bool) -> Result<()> {
@@ -912,6 +1481,7 @@ fn conflicts(node: &mut Node, json_out: bool) -> Result<()> {
             serde_json::from_slice(&bytes).with_context(|| format!("conflicts view of {id}"))?;
         rows.push((id, list));
     }
+    rows.sort_by(|(a, _), (b, _)| show::natural_cmp(a.as_str(), b.as_str()));
     if json_out {
         let v: Vec<serde_json::Value> = rows
             .iter()
@@ -921,7 +1491,12 @@ fn conflicts(node: &mut Node, json_out: bool) -> Result<()> {
     }
     for (id, _) in &rows {
         let p = projection(node, id)?;
-        print_conflicts(id, &p.conflicts);
+        let names = show::Names {
+            catalog: node.replica_ref().catalog(),
+        };
+        for line in show::conflicts(names, &show::title(id, Some(&p)), &p.conflicts) {
+            outln!("{line}")?;
+        }
     }
     Ok(())
 }

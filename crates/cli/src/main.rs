@@ -1,9 +1,19 @@
 //! `sellsync`: the command-line entry point.
 
+/// `println!` that hands back the write's error instead of panicking, so that a closed stdout
+/// (`sellsync device deals | head -1`) ends the command quietly (see [`is_broken_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bridge_cmd;
 mod core_demo;
 mod device_cmd;
 mod hub_cmd;
+mod show;
 mod sim_cmd;
 
 use std::process::ExitCode;
@@ -81,11 +91,40 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever reads the output stopped reading (`| head`): nothing is wrong, as for any
+        // Unix tool. Every write to the store was committed or not before printing began.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether the error is a write to a closed pipe.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error and its causes as one line, outermost first, each said once: a cause whose text
+/// the line already holds (an error that prints its source itself) is left out.
+fn describe(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -103,5 +142,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sim(args) => sim_cmd::run(args),
         Command::Hub(args) => hub_cmd::run(*args),
         Command::Device(args) => device_cmd::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        /// An error that prints its source itself, as many `thiserror` enums do.
+        #[derive(Debug)]
+        struct Wrapping(std::io::Error);
+        impl std::fmt::Display for Wrapping {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "store I/O error on x.redb: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapping {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = anyhow::Error::new(Wrapping(io)).context("opening store x.redb");
+        assert_eq!(
+            describe(&err),
+            "opening store x.redb: store I/O error on x.redb: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_recognised_through_context() {
+        let err = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("printing the deals");
+        assert!(is_broken_pipe(&err));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
     }
 }

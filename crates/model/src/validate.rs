@@ -119,7 +119,7 @@ fn check_std(catalog: &Catalog, ty: FieldType, value: &Value) -> Result<(), Stri
             Err(format!("{i} is outside {min}..={max}"))
         }
         (FieldType::Money, Value::Money(m)) if m.cents() < 0 => {
-            Err(format!("{m} is negative; an amount cannot be"))
+            Err(format!("{m} is negative: an amount cannot be below zero"))
         }
         (FieldType::User, Value::Ref(id)) if known && !catalog.users.contains_key(id) => {
             Err(format!("there is no user #{id}"))

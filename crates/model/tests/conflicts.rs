@@ -523,7 +523,7 @@ fn the_edit_api_refuses_bad_input_and_changes_nothing() {
         ),
         (
             Edit::Set(key("value"), money("-5")),
-            "value: -5.00 is negative; an amount cannot be",
+            "value: -5.00 is negative: an amount cannot be below zero",
         ),
         (
             Edit::Set(key("stage_id"), Value::Ref(99)),

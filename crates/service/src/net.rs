@@ -92,6 +92,18 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
+    /// The connection was made but the TLS handshake failed: the hub serves no TLS, or its
+    /// certificate is not the one trusted.
+    #[error(
+        "TLS handshake with {url} failed: {reason} (a hub started without --tls-cert serves plain \
+         ws://; otherwise the certificate trusted (--ca at init) is not the hub's or its authority's)"
+    )]
+    Tls {
+        /// The URL dialed.
+        url: String,
+        /// What the TLS layer reported.
+        reason: String,
+    },
     /// The blocking pool failed (the runtime is shutting down).
     #[error("runtime: {0}")]
     Runtime(String),
@@ -138,6 +150,12 @@ pub fn tls_connector(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsConnec
 }
 
 /// [`tls_connector`] from the PEM text itself.
+///
+/// Each certificate is trusted two ways: as an authority (the hub's certificate must chain to
+/// it and name the host dialed), and pinned (a hub presenting exactly this certificate is
+/// accepted as it is). Pinning is what makes the hub's own self-signed certificate work, made
+/// by any tool: `openssl req -x509` marks it as an authority, which path validation alone
+/// refuses as a server's certificate (`CaUsedAsEndEntity`).
 pub fn tls_connector_pem(pem: &[u8]) -> Result<tokio_rustls::TlsConnector, TlsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
@@ -145,18 +163,96 @@ pub fn tls_connector_pem(pem: &[u8]) -> Result<tokio_rustls::TlsConnector, TlsEr
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError(e.to_string()))?;
-    for c in certs {
-        roots.add(c).map_err(|e| TlsError(e.to_string()))?;
+    for c in &certs {
+        roots.add(c.clone()).map_err(|e| TlsError(e.to_string()))?;
     }
     if roots.is_empty() {
         return Err(TlsError("no certificate".into()));
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError(e.to_string()))?;
+    let verifier = PinnedOrChained {
+        pinned: certs,
+        chained: webpki,
+        provider: provider.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(e.to_string()))?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts a server certificate that is byte for byte one of `pinned`, or else one that
+/// `chained` (path validation to the same certificates as roots) accepts. Handshake signatures
+/// are always verified against the presented certificate's key.
+#[derive(Debug)]
+struct PinnedOrChained {
+    pinned: Vec<rustls::pki_types::CertificateDer<'static>>,
+    chained: Arc<rustls::client::WebPkiServerVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrChained {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        self.chained
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// A node shared by the connections of one process.
@@ -365,7 +461,10 @@ pub async fn dial_tls(
             let tls = connector
                 .connect(server_name, tcp)
                 .await
-                .map_err(|e| connect_error(url, e))?;
+                .map_err(|e| NetError::Tls {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
             tokio_tungstenite::client_async_with_config(url, tls, Some(cfg.ws()))
                 .await
                 .map_err(|e| connect_error(url, e))

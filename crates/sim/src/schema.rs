@@ -47,6 +47,13 @@ pub(crate) const ALL_KINDS: [Kind; 11] = [
     Kind::Call,
 ];
 
+/// The longest short string the simulator accepts, in characters. Zendesk documents no limit;
+/// this is the common `varchar(255)` a CRM's name and contact columns have.
+pub(crate) const MAX_STR_CHARS: usize = 255;
+/// The longest text (note content, description, call summary) the simulator accepts, in
+/// characters: 64 Ki, a `text` column's limit.
+pub(crate) const MAX_TEXT_CHARS: usize = 65_536;
+
 /// Wire type of an attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ty {
@@ -56,8 +63,10 @@ pub(crate) enum Ty {
     Count,
     /// Integer 0..=100.
     Percent,
-    /// String.
+    /// A short string (a name, an email, a URL): at most [`MAX_STR_CHARS`] characters.
     Str,
+    /// A long text (a note's content, a description): at most [`MAX_TEXT_CHARS`] characters.
+    Text,
     /// Boolean.
     Bool,
     /// `YYYY-MM-DD`.
@@ -211,7 +220,7 @@ const CONTACT: &[Field] = &[
     rw("customer_status", Ty::Enum(CUSTOMER_STATUS)),
     rw("prospect_status", Ty::Enum(PROSPECT_STATUS)),
     rw("title", Ty::Str),
-    rw("description", Ty::Str),
+    rw("description", Ty::Text),
     rw("industry", Ty::Str),
     rw("website", Ty::Str),
     rw("email", Ty::Str),
@@ -234,7 +243,7 @@ const NOTE: &[Field] = &[
     STD_RO[1],
     rw("resource_type", Ty::Enum(ATTACHABLE)),
     rw("resource_id", Ty::Id),
-    rw("content", Ty::Str),
+    rw("content", Ty::Text),
     rw("is_important", Ty::Bool),
     STD_RO[2],
     STD_RO[3],
@@ -246,7 +255,7 @@ const TASK: &[Field] = &[
     rf("owner_id", Ref::User),
     rw("resource_type", Ty::Enum(ATTACHABLE)),
     rw("resource_id", Ty::Id),
-    rw("content", Ty::Str),
+    rw("content", Ty::Text),
     rw("due_date", Ty::DateTime),
     rw("remind_at", Ty::DateTime),
     rw("completed", Ty::Bool),
@@ -259,7 +268,7 @@ const TASK: &[Field] = &[
 const CALL: &[Field] = &[
     STD_RO[0],
     rf("user_id", Ref::User),
-    rw("summary", Ty::Str),
+    rw("summary", Ty::Text),
     rw("recording_url", Ty::Str),
     rw("outcome_id", Ty::Id),
     rw("duration", Ty::Count),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::field_error;
-use crate::schema::{Access, CURRENCIES, Field, Kind, Ref, Ty};
+use crate::schema::{Access, CURRENCIES, Field, Kind, MAX_STR_CHARS, MAX_TEXT_CHARS, Ref, Ty};
 
 /// A JSON object.
 pub type Map = serde_json::Map<String, Value>;
@@ -238,10 +238,24 @@ impl SimData {
                 Some(p) => return Err(incorrect(format!("{p} is not between 0 and 100."))),
                 None => return Err(invalid("an integer")),
             },
-            Ty::Str => match v.as_str() {
-                Some(s) => Value::from(s),
-                None => return Err(invalid("a string")),
-            },
+            Ty::Str | Ty::Text => {
+                let max = if field.ty == Ty::Text {
+                    MAX_TEXT_CHARS
+                } else {
+                    MAX_STR_CHARS
+                };
+                match v.as_str() {
+                    Some(s) if s.chars().count() > max => {
+                        return Err(incorrect(format!(
+                            "`{}` is too long ({} characters; at most {max}).",
+                            field.name,
+                            s.chars().count()
+                        )));
+                    }
+                    Some(s) => Value::from(s),
+                    None => return Err(invalid("a string")),
+                }
+            }
             Ty::Bool => v
                 .as_bool()
                 .map(Value::from)
@@ -623,6 +637,11 @@ impl SimData {
             }
             Kind::DealSource => set("resource_type", "deal".into()),
             _ => {}
+        }
+        // The creator of a new record is the caller, known before the checks: a note's
+        // visibility (its owner field) is its creator.
+        if kind.field("creator_id").is_some() {
+            m.insert("creator_id".to_owned(), actor.into());
         }
         m
     }

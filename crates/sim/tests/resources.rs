@@ -343,6 +343,53 @@ async fn visibility_rule_lets_a_rep_change_own_and_team_records_only() {
 }
 
 #[tokio::test]
+async fn a_rep_adds_notes_and_tasks_to_their_own_deal() {
+    let r = start().await;
+    let bea = token_of(&r, "Bea Berg");
+    let bea_id = r
+        .sim
+        .tokens()
+        .iter()
+        .find(|t| t.name == "Bea Berg")
+        .map(|t| t.user_id)
+        .expect("user");
+    let own = r.deal_owned_by(bea_id).await;
+    for path in ["/v2/notes", "/v2/tasks"] {
+        let body = Some(
+            json!({"data": {"content": "call back", "resource_type": "deal", "resource_id": own}}),
+        );
+        let (status, created) = split(r.call(Method::POST, path, &bea, body).await).await;
+        assert_eq!(status, 200, "{path}: {created}");
+        assert_eq!(created["data"]["resource_id"], json!(own));
+    }
+}
+
+#[tokio::test]
+async fn strings_longer_than_the_limits_are_refused_and_change_nothing() {
+    let r = start().await;
+    let before = r.sim.dump();
+    let long_name = "x".repeat(256);
+    let (status, body) = r
+        .post("/v2/deals", json!({"data": {"name": long_name}}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("too long"), "{body}");
+    let (status, _) = r
+        .post(
+            "/v2/notes",
+            json!({"data": {"content": "y".repeat(65_537), "resource_type": "deal",
+                             "resource_id": r.deal_owned_by(ADMIN).await}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(r.sim.dump(), before, "a refused write changes nothing");
+    let (status, _) = r
+        .post("/v2/deals", json!({"data": {"name": "x".repeat(255)}}))
+        .await;
+    assert_eq!(status, 200, "255 characters is within the limit");
+}
+
+#[tokio::test]
 async fn concurrent_writes_are_all_applied_once() {
     let r = std::sync::Arc::new(start().await);
     let deal = r.deal_owned_by(ADMIN).await;

@@ -79,6 +79,21 @@ pub enum StoreError {
     /// A notification id that does not exist.
     #[error("no notification with id {0}")]
     NoSuchNotification(u64),
+    /// There is no store file at this path (nothing was created).
+    #[error("no store at {path}: check --store, or create one with `device init`")]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file's pages do not match their checksums, or it is not a database at all: some of
+    /// what it held cannot be read. Nothing was read or written.
+    #[error("store damaged: {path}: {detail}")]
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What redb found.
+        detail: String,
+    },
     /// redb could not open the file.
     #[error("cannot open store: {0}")]
     Open(#[source] redb::DatabaseError),

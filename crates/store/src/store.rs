@@ -80,6 +80,8 @@ pub struct Store {
     /// Mirror of the committed `feed_seq`, so that the document cache can tell cheaply whether
     /// anything was written since it last looked.
     feed_seq: AtomicU64,
+    /// Set by [`Store::open_existing`] when redb repaired damage it found.
+    repaired: bool,
 }
 
 impl Drop for Store {
@@ -115,39 +117,112 @@ impl Store {
         }
     }
 
+    /// [`Store::open_existing`], waiting up to `wait` while another `Store` has the file open
+    /// (see [`Store::open_waiting`]).
+    pub fn open_existing_waiting(
+        path: impl AsRef<Path>,
+        wait: std::time::Duration,
+    ) -> Result<Store> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Store::open_existing(path.as_ref()) {
+                Err(StoreError::AlreadyOpen { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// [`Store::open`] with explicit options.
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref();
-        let io = |source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        };
         if !path.exists() {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .map_err(io)?;
+                .map_err(|source| StoreError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
         }
-        let canonical = path.canonicalize().map_err(io)?;
+        Store::open_file(path, options, false)
+    }
+
+    /// Opens the store at `path`, which must exist (a mistyped path creates nothing), and checks
+    /// every page of it first, so that damage is reported once, here, before anything reads it.
+    ///
+    /// For a store small enough to read whole at every start (a device's). Errors as
+    /// [`Store::open`], and [`StoreError::Missing`] if there is no file, [`StoreError::Damaged`]
+    /// if a page does not match its checksum or the file is not a redb database.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(StoreError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        Store::open_file(path, StoreOptions::default(), true)
+    }
+
+    /// Opens an existing file; with `verify`, checks its integrity before the schema.
+    fn open_file(path: &Path, options: StoreOptions, verify: bool) -> Result<Store> {
+        let canonical = path.canonicalize().map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         claim_path(&canonical)?;
-        let opened = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&canonical);
-        let db = match opened {
-            Ok(db) => db,
-            Err(e) => {
+        // redb reports most damage as errors, but some (a page whose bytes were overwritten)
+        // as a panic inside its b-tree code: both become `Damaged`, and nothing else is read.
+        let opened = catch_quietly(|| {
+            let mut db = Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(&canonical)?;
+            // `false`: redb found damage it could repair, possibly by going back to the commit
+            // before the last one.
+            let repaired = verify && !db.check_integrity()?;
+            Ok((db, repaired))
+        });
+        let (db, repaired) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => {
                 release_path(&canonical);
                 return Err(match e {
                     redb::DatabaseError::DatabaseAlreadyOpen => {
                         StoreError::AlreadyOpen { path: canonical }
                     }
+                    redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                        StoreError::Damaged {
+                            path: canonical,
+                            detail: why,
+                        }
+                    }
+                    other if verify => StoreError::Damaged {
+                        path: canonical,
+                        detail: other.to_string(),
+                    },
                     other => StoreError::Open(other),
+                });
+            }
+            Err(panic) => {
+                release_path(&canonical);
+                return Err(StoreError::Damaged {
+                    path: canonical,
+                    detail: format!("its pages do not decode (redb: {})", panic_text(&*panic)),
                 });
             }
         };
         // On error the Store's Drop releases the path.
-        Store::init(db, Some(canonical), options)
+        let mut store = Store::init(db, Some(canonical), options)?;
+        store.repaired = repaired;
+        Ok(store)
+    }
+
+    /// Whether [`Store::open_existing`] found damage that redb repaired: the store is
+    /// consistent again, but its latest commits may have been rolled back.
+    pub fn was_repaired(&self) -> bool {
+        self.repaired
     }
 
     /// Opens a store on a custom redb storage backend (tests: in-memory images, failing disks).
@@ -170,6 +245,7 @@ impl Store {
             path,
             options,
             feed_seq: AtomicU64::new(0),
+            repaired: false,
         };
         let seq = store.check_or_create_schema()?;
         store.feed_seq.store(seq, Ordering::SeqCst);
@@ -263,6 +339,39 @@ impl Store {
             .check_integrity()
             .map_err(|e| StoreError::Db(e.into()))
     }
+}
+
+thread_local! {
+    /// Set while this thread runs [`catch_quietly`]: its panics are caught and reported as
+    /// errors, so the panic hook stays silent for them.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into `Err` with its payload, without the panic hook printing it.
+/// Panics on other threads are printed as before.
+fn catch_quietly<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    out
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "the database panicked while reading it".to_owned())
 }
 
 /// Brings a store of schema version `found` to [`SCHEMA_VERSION`]. There is no older released

@@ -79,6 +79,18 @@ impl<'a> WriteBatch<'a> {
         self.feed_seq
     }
 
+    /// Raises the feed head to at least `floor` (never lowers it), so that every later change
+    /// gets a seq above `floor`. For a fresh store that replaces an earlier one of the same
+    /// node: peers hold checkpoints into the earlier store's feed, and a feed must never go
+    /// below a checkpoint a peer holds for it.
+    pub fn raise_feed_floor(&mut self, floor: u64) -> Result<u64> {
+        let head = self.feed_head()?.max(floor);
+        let mut meta = self.tx.open_table(META)?;
+        meta.insert(META_FEED_SEQ, head.to_le_bytes().as_slice())?;
+        self.feed_seq = Some(head);
+        Ok(head)
+    }
+
     /// Takes the next feed seq and moves `record`'s single feed entry to it.
     fn bump_feed(&mut self, record: &RecordId, old_seq: u64) -> Result<u64> {
         let seq = self.feed_head()? + 1;
