@@ -156,9 +156,17 @@ enum DeviceCmd {
     },
     /// Notifications for this device's user.
     Notifications {
+        /// Only those not dismissed yet.
+        #[arg(long)]
+        unread: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Mark a notification read (its id, as listed by `notifications`).
+    Dismiss {
+        /// The notification id.
+        id: u64,
     },
 }
 
@@ -379,9 +387,25 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             }
             Ok(())
         }
-        DeviceCmd::Notifications { json } => {
+        DeviceCmd::Dismiss { id } => {
+            let mine = node.store().read()?.notifications(&NotificationFilter {
+                user: Some(node.user()),
+                ..NotificationFilter::default()
+            })?;
+            if !mine.iter().any(|n| n.id == id) {
+                bail!(
+                    "no notification {id} for user {} on this device (see `notifications`)",
+                    node.user()
+                );
+            }
+            node.store().write(|w| w.mark_notification_read(id))?;
+            println!("dismissed notification {id}");
+            Ok(())
+        }
+        DeviceCmd::Notifications { unread, json } => {
             let list = node.store().read()?.notifications(&NotificationFilter {
                 user: Some(node.user()),
+                unread_only: unread,
                 ..NotificationFilter::default()
             })?;
             let rows: Vec<serde_json::Value> = list
