@@ -19,7 +19,11 @@ fn start_hub(d: &Path) -> (Running, String) {
         serde_json::to_string(&sellsync_model::Catalog::example()).unwrap(),
     )
     .unwrap();
-    let (store, acl, catalog) = (d.join("hub.redb"), d.join("acl.toml"), d.join("catalog.json"));
+    let (store, acl, catalog) = (
+        d.join("hub.redb"),
+        d.join("acl.toml"),
+        d.join("catalog.json"),
+    );
     start(
         &[
             "hub",
@@ -53,7 +57,9 @@ fn token(d: &Path, user: &str, device: &str) -> String {
 }
 
 fn init(store: &str, url: &str, token: &str) {
-    ok(&["device", "--store", store, "init", "--hub", url, "--token", token]);
+    ok(&[
+        "device", "--store", store, "init", "--hub", url, "--token", token,
+    ]);
 }
 
 fn create(store: &str, id: &str) {
@@ -83,7 +89,11 @@ fn a_replaced_phone_syncs_with_a_new_token_and_a_new_store() {
     let carl_token = token(d, "3", "carl-web");
     let (_hub, url) = start_hub(d);
     let (old, new, carl) = (d.join("old.redb"), d.join("new.redb"), d.join("carl.redb"));
-    let (old, new, carl) = (old.to_str().unwrap(), new.to_str().unwrap(), carl.to_str().unwrap());
+    let (old, new, carl) = (
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+        carl.to_str().unwrap(),
+    );
 
     init(old, &url, &old_token);
     create(old, "deal-old-1");
@@ -122,9 +132,23 @@ fn a_lost_value_is_notified_once_and_can_be_dismissed() {
     ok(&["device", "--store", rita, "sync"]);
     ok(&["device", "--store", carl, "sync"]);
 
-    ok(&["device", "--store", rita, "set", "deal-acme", "estimated_close_date=2027-01-10"]);
+    ok(&[
+        "device",
+        "--store",
+        rita,
+        "set",
+        "deal-acme",
+        "estimated_close_date=2027-01-10",
+    ]);
     std::thread::sleep(std::time::Duration::from_millis(20));
-    ok(&["device", "--store", carl, "set", "deal-acme", "estimated_close_date=2027-03-01"]);
+    ok(&[
+        "device",
+        "--store",
+        carl,
+        "set",
+        "deal-acme",
+        "estimated_close_date=2027-03-01",
+    ]);
     for store in [rita, carl, rita, carl, rita] {
         ok(&["device", "--store", store, "sync"]);
     }
@@ -132,12 +156,26 @@ fn a_lost_value_is_notified_once_and_can_be_dismissed() {
     let all = all.as_array().unwrap().clone();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0]["body"]["yours"]["value"], "2027-01-10", "{all:?}");
-    let unread = json(&["device", "--store", rita, "notifications", "--unread", "--json"]);
+    let unread = json(&[
+        "device",
+        "--store",
+        rita,
+        "notifications",
+        "--unread",
+        "--json",
+    ]);
     assert_eq!(unread.as_array().unwrap().len(), 1, "{unread}");
 
     let id = all[0]["id"].to_string();
     ok(&["device", "--store", rita, "dismiss", &id]);
-    let unread = json(&["device", "--store", rita, "notifications", "--unread", "--json"]);
+    let unread = json(&[
+        "device",
+        "--store",
+        rita,
+        "notifications",
+        "--unread",
+        "--json",
+    ]);
     assert_eq!(unread, serde_json::json!([]));
     let all = json(&["device", "--store", rita, "notifications", "--json"]);
     assert_eq!(all[0]["read"], true, "{all}");

@@ -63,7 +63,8 @@ mod tests {
 
     /// Found by `cargo fuzz run fuzz_record_load`: automerge 0.12.0 panics on it in
     /// `hexane-1.0.0-alpha.5/src/lib.rs:354` (LEB128).
-    const LEB128_PANIC: &str = "856f4a83ff8500000309000000012303410012cbfeff000000012303000000001029";
+    const LEB128_PANIC: &str =
+        "856f4a83ff8500000309000000012303410012cbfeff000000012303000000001029";
     /// The second panic site, `hexane-1.0.0-alpha.5/src/rle/decoder.rs:216`.
     const RLE_PANIC: &str = "856f4a83ff850000030900000001230100cb000010ff";
 
@@ -78,6 +79,10 @@ mod tests {
             let _ = guarded(|| doc.load_incremental(&bytes));
         }
         assert_eq!(guarded(|| 7), Ok(7));
-        assert!(guarded(|| automerge::Automerge::load(b"junk")).unwrap().is_err());
+        assert!(
+            guarded(|| automerge::Automerge::load(b"junk"))
+                .unwrap()
+                .is_err()
+        );
     }
 }

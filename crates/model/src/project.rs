@@ -860,7 +860,12 @@ fn notifications_of(record: &RecordId, audit: &[AuditEntry]) -> Vec<Notification
             .iter()
             .filter(|c| &c.op != chosen_op && c.value != *kept)
         {
-            let id = entry_id(&["notification", record.as_str(), &slot.to_string(), &loser.op]);
+            let id = entry_id(&[
+                "notification",
+                record.as_str(),
+                &slot.to_string(),
+                &loser.op,
+            ]);
             if !seen.insert(id.clone()) {
                 continue;
             }

@@ -908,7 +908,10 @@ fn records_with_the_same_history_get_distinct_notification_ids() {
         assert_eq!(p.notifications.len(), 1);
         ids.push(p.notifications[0].id.clone());
     }
-    assert_ne!(ids[0], ids[1], "one record's notification would hide the other's");
+    assert_ne!(
+        ids[0], ids[1],
+        "one record's notification would hide the other's"
+    );
 }
 
 /// Three concurrent writes reach replicas in different orders: one pair resolves {a, b}, then
@@ -938,9 +941,11 @@ fn a_lost_value_is_notified_once_however_many_resolutions_name_it() {
         .unwrap();
     }
     sync(&mut x, &mut y);
-    x.record_automatic_resolutions(&w.ctx(&a, T0 + 4000)).unwrap();
+    x.record_automatic_resolutions(&w.ctx(&a, T0 + 4000))
+        .unwrap();
     sync(&mut y, &mut z);
-    y.record_automatic_resolutions(&w.ctx(&b, T0 + 5000)).unwrap();
+    y.record_automatic_resolutions(&w.ctx(&b, T0 + 5000))
+        .unwrap();
     sync(&mut x, &mut y);
     sync(&mut y, &mut z);
     let p = w.project(&z);

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use sellsync_model::{
-    AssumeLive, Author, Catalog, CatalogDoc, Conflict, DeviceId, Edit, EditCtx, EditError, FieldKey,
-    FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout,
-    UserId, Value,
+    AssumeLive, Author, Catalog, CatalogDoc, Conflict, DeviceId, Edit, EditCtx, EditError,
+    FieldKey, FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
+    RegisterLayout, UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
 

@@ -616,9 +616,7 @@ impl Replica for StoreReplica {
             .read()?
             .sync_states(peer, docs)?
             .into_iter()
-            .map(|b| {
-                b.and_then(|b| decode_state(&b)).unwrap_or_default()
-            })
+            .map(|b| b.and_then(|b| decode_state(&b)).unwrap_or_default())
             .collect())
     }
 

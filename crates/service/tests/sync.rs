@@ -257,11 +257,17 @@ fn a_replaced_phone_with_a_new_store_syncs_from_scratch() {
     let cfg = credential::hub_dial_config(&new, Limits::default()).unwrap();
     assert!(sync_in_process_with(&mut new, &mut h.node, cfg));
     for id in &made {
-        assert!(h.node.project(id).unwrap().is_some(), "{id} missing on the hub");
+        assert!(
+            h.node.project(id).unwrap().is_some(),
+            "{id} missing on the hub"
+        );
     }
     for i in 0..3 {
         let id: RecordId = format!("deal-old-{i}").parse().unwrap();
-        assert!(new.project(&id).unwrap().is_some(), "{id} missing on the new phone");
+        assert!(
+            new.project(&id).unwrap().is_some(),
+            "{id} missing on the new phone"
+        );
     }
     // The same store again is a plain reconnect: nothing forgotten, nothing moves.
     let before = h.node.store().read().unwrap().feed_head().unwrap();
@@ -757,7 +763,11 @@ fn automerge_panic_inputs() -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     inputs.sort();
-    assert!(inputs.len() >= 2, "regression inputs missing in {}", dir.display());
+    assert!(
+        inputs.len() >= 2,
+        "regression inputs missing in {}",
+        dir.display()
+    );
     inputs
 }
 
@@ -768,10 +778,10 @@ fn automerge_panic_inputs() -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_automerge_panics_on_closes_that_connection_only() {
     use futures_util::{SinkExt, StreamExt};
+    use sellsync_sync::ErrorCode;
     use sellsync_sync::frame::{
         Announce, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch,
     };
-    use sellsync_sync::ErrorCode;
     use tokio_tungstenite::tungstenite::Message;
 
     let dir = tempfile::tempdir().unwrap();
@@ -789,9 +799,24 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
         .create(RecordKind::Deal, &held, deal_fields(3), T0 + 1)
         .unwrap();
     assert!(sync_ws(&url, &carl).await.finished);
-    let held_heads = || hub.lock().unwrap().store().read().unwrap().doc_heads(&held).unwrap();
+    let held_heads = || {
+        hub.lock()
+            .unwrap()
+            .store()
+            .read()
+            .unwrap()
+            .doc_heads(&held)
+            .unwrap()
+    };
     let heads0 = held_heads();
-    let head0 = hub.lock().unwrap().store().read().unwrap().feed_head().unwrap();
+    let head0 = hub
+        .lock()
+        .unwrap()
+        .store()
+        .read()
+        .unwrap()
+        .feed_head()
+        .unwrap();
     let token = mallory.identity().hub_token.clone().unwrap().into_bytes();
 
     for (name, bytes) in automerge_panic_inputs() {
@@ -864,7 +889,11 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
             let hub_node = hub.lock().unwrap();
             let view = hub_node.store().read().unwrap();
             assert_eq!(view.feed_head().unwrap(), head0, "{name} for {target}");
-            assert!(view.doc_meta(&"deal-new".parse().unwrap()).unwrap().is_none());
+            assert!(
+                view.doc_meta(&"deal-new".parse().unwrap())
+                    .unwrap()
+                    .is_none()
+            );
             drop(view);
             drop(hub_node);
             let o = sync_ws(&url, &carl).await;

@@ -560,7 +560,11 @@ fn a_device_with_a_new_store_under_the_same_name_syncs_from_scratch() {
 
     let run = net.sync(1, HUB, None);
     assert!(run.finished, "{:?}", closes(&run));
-    assert!(net.nodes[HUB].doc(&record_id("made-on-the-new-phone")).is_some());
+    assert!(
+        net.nodes[HUB]
+            .doc(&record_id("made-on-the-new-phone"))
+            .is_some()
+    );
     assert_eq!(net.nodes[1].doc_ids().count(), 6);
     check_converged(&net);
     // The next session is a plain reconnect.
