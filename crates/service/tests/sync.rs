@@ -886,8 +886,8 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
 
             // Nothing kept; the held record is intact; others still sync.
             assert_eq!(held_heads(), heads0, "{name} for {target}");
-            let hub_node = hub.lock().unwrap();
-            let view = hub_node.store().read().unwrap();
+            let store = hub.lock().unwrap().store();
+            let view = store.read().unwrap();
             assert_eq!(view.feed_head().unwrap(), head0, "{name} for {target}");
             assert!(
                 view.doc_meta(&"deal-new".parse().unwrap())
@@ -895,7 +895,6 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
                     .is_none()
             );
             drop(view);
-            drop(hub_node);
             let o = sync_ws(&url, &carl).await;
             assert!(o.finished, "{name} for {target}: {o:?}");
         }
