@@ -213,6 +213,17 @@ enum DeviceCmd {
     },
     /// Notifications for this device's user.
     Notifications {
+        /// Only those not dismissed yet.
+        #[arg(long)]
+        unread: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a notification read (its id, as listed by `notifications`).
+    Dismiss {
+        /// The notification id.
+        id: u64,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -533,7 +544,25 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             }
             Ok(())
         }
-        DeviceCmd::Notifications { json } => notifications(&mut node, json),
+        DeviceCmd::Dismiss { id, json } => {
+            let mine = node.store().read()?.notifications(&NotificationFilter {
+                user: Some(node.user()),
+                ..NotificationFilter::default()
+            })?;
+            if !mine.iter().any(|n| n.id == id) {
+                bail!(
+                    "no notification {id} for user {} on this device (see `notifications`)",
+                    node.user()
+                );
+            }
+            node.store().write(|w| w.mark_notification_read(id))?;
+            report(
+                json,
+                json!({ "id": id, "dismissed": true }),
+                format!("dismissed notification {id}"),
+            )
+        }
+        DeviceCmd::Notifications { unread, json } => notifications(&mut node, unread, json),
     }
 }
 
@@ -548,9 +577,10 @@ struct NotificationBody {
     kept_at: i64,
 }
 
-fn notifications(node: &mut Node, json_out: bool) -> Result<()> {
+fn notifications(node: &mut Node, unread: bool, json_out: bool) -> Result<()> {
     let list = node.store().read()?.notifications(&NotificationFilter {
         user: Some(node.user()),
+        unread_only: unread,
         ..NotificationFilter::default()
     })?;
     if json_out {

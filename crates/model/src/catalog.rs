@@ -275,7 +275,8 @@ impl CatalogDoc {
 
     /// Loads a saved catalog document; `device` becomes the actor of later writes.
     pub fn load(bytes: &[u8], device: &DeviceId) -> Result<CatalogDoc, LoadError> {
-        let doc = Automerge::load(bytes)?.with_actor(ActorId::from(device.as_str().as_bytes()));
+        let doc = crate::guarded(|| Automerge::load(bytes))??
+            .with_actor(ActorId::from(device.as_str().as_bytes()));
         match doc.get(ROOT, "kind")? {
             Some((v, _)) if v.as_str() == Some("catalog") => {}
             _ => return Err(LoadError::NotARecord("not a catalog document".into())),

@@ -111,6 +111,9 @@ pub enum LoadError {
     /// The bytes are not an Automerge document.
     #[error("not an automerge document: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+    /// Automerge failed on the bytes (an upstream bug on malformed input).
+    #[error(transparent)]
+    Panicked(#[from] crate::AutomergePanic),
     /// Written by another schema version.
     #[error(
         "document schema version {found} is not supported (this build reads version {supported})"
@@ -201,7 +204,7 @@ impl RecordDoc {
 
     /// Opens a saved document; `device` becomes the actor of this replica's changes.
     pub fn load(bytes: &[u8], device: &DeviceId) -> Result<RecordDoc, LoadError> {
-        let doc = Automerge::load(bytes)?;
+        let doc = crate::guarded(|| Automerge::load(bytes))??;
         RecordDoc::from_automerge(doc, device)
     }
 

@@ -16,6 +16,7 @@
 mod catalog;
 mod doc;
 mod edit;
+mod foreign;
 mod ids;
 mod policy;
 mod project;
@@ -31,6 +32,7 @@ pub use catalog::{
 };
 pub use doc::{Author, LoadError, RecordDoc, SCHEMA_VERSION, Scope, Slot};
 pub use edit::{Edit, EditCtx, EditError, parse_input};
+pub use foreign::{AutomergePanic, guarded};
 pub use ids::{ActivityId, BadId, DeviceId, RecordId, UserId};
 pub use policy::{Policy, PolicyError, Tier};
 pub use project::{

@@ -275,7 +275,8 @@ pub struct AuditEntry {
 /// Tells the author of a value that lost to a concurrent write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Notification {
-    /// Stable id (audit entry id and the losing operation).
+    /// Stable id, from the record, the field and the losing operation: one notification per
+    /// lost value per record.
     pub id: String,
     /// The user to tell.
     pub to: UserId,
@@ -922,8 +923,13 @@ fn required_fields(
     out
 }
 
+/// One notification per value that lost, per record: its id names the record, the field and the
+/// losing operation, so the same loss recorded by several audit entries (replicas that resolved
+/// it with different candidate sets) or in another record with the same history gives one
+/// notification each. The earliest entry (audit order) says what was kept.
 fn notifications_of(record: &RecordId, audit: &[AuditEntry]) -> Vec<Notification> {
-    let mut out = Vec::new();
+    let mut out: Vec<Notification> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for entry in audit {
         if entry.policy != Tier::Notify.as_str() && entry.policy != Tier::KeepServer.as_str() {
             continue;
@@ -941,8 +947,17 @@ fn notifications_of(record: &RecordId, audit: &[AuditEntry]) -> Vec<Notification
             .iter()
             .filter(|c| &c.op != chosen_op && c.value != *kept)
         {
+            let id = entry_id(&[
+                "notification",
+                record.as_str(),
+                &slot.to_string(),
+                &loser.op,
+            ]);
+            if !seen.insert(id.clone()) {
+                continue;
+            }
             out.push(Notification {
-                id: format!("{}-{}", entry.id, loser.op),
+                id,
                 to: loser.by,
                 record: record.clone(),
                 slot: slot.clone(),

@@ -880,3 +880,85 @@ fn a_contact_needs_a_last_name_or_an_organization_name() {
         .unwrap_err();
     assert!(matches!(err, EditError::CreateOnly { .. }));
 }
+
+/// Two records with the same history (same authors, same writes) raise one notification each:
+/// the id names the record.
+#[test]
+fn records_with_the_same_history_get_distinct_notification_ids() {
+    let w = World::new();
+    let (a, b) = (author(2, "a"), author(3, "b"));
+    let d = |s: &str| Value::Date(s.parse().unwrap());
+    let mut ids = Vec::new();
+    for record in ["deal-1", "deal-2"] {
+        let base = w.deal(record, &author(1, "hub"), RegisterLayout::Packed);
+        let (mut x, mut y) = (base.fork(&a.device), base.fork(&b.device));
+        for (doc, who, at, date) in [
+            (&mut x, &a, T0 + 1000, "2026-12-01"),
+            (&mut y, &b, T0 + 2000, "2027-01-15"),
+        ] {
+            doc.apply(
+                &w.ctx(who, at),
+                "close",
+                &[Edit::Set(key("estimated_close_date"), d(date))],
+            )
+            .unwrap();
+        }
+        sync(&mut x, &mut y);
+        let p = w.project(&x);
+        assert_eq!(p.notifications.len(), 1);
+        ids.push(p.notifications[0].id.clone());
+    }
+    assert_ne!(
+        ids[0], ids[1],
+        "one record's notification would hide the other's"
+    );
+}
+
+/// Three concurrent writes reach replicas in different orders: one pair resolves {a, b}, then
+/// another resolves {a, b, c}. Both resolutions are audited, but the author of each lost value
+/// is told once.
+#[test]
+fn a_lost_value_is_notified_once_however_many_resolutions_name_it() {
+    let w = World::new();
+    let (a, b, c) = (author(2, "a"), author(3, "b"), author(4, "c"));
+    let base = w.deal("d1", &author(1, "hub"), RegisterLayout::Packed);
+    let (mut x, mut y, mut z) = (
+        base.fork(&a.device),
+        base.fork(&b.device),
+        base.fork(&c.device),
+    );
+    let d = |s: &str| Value::Date(s.parse().unwrap());
+    for (doc, who, at, date) in [
+        (&mut x, &a, T0 + 1000, "2026-12-01"),
+        (&mut y, &b, T0 + 2000, "2027-01-15"),
+        (&mut z, &c, T0 + 3000, "2027-02-20"),
+    ] {
+        doc.apply(
+            &w.ctx(who, at),
+            "close",
+            &[Edit::Set(key("estimated_close_date"), d(date))],
+        )
+        .unwrap();
+    }
+    sync(&mut x, &mut y);
+    x.record_automatic_resolutions(&w.ctx(&a, T0 + 4000))
+        .unwrap();
+    sync(&mut y, &mut z);
+    y.record_automatic_resolutions(&w.ctx(&b, T0 + 5000))
+        .unwrap();
+    sync(&mut x, &mut y);
+    sync(&mut y, &mut z);
+    let p = w.project(&z);
+    assert_eq!(json(&p), json(&w.project(&x)), "replicas agree");
+    assert_eq!(p.audit.len(), 2, "{:?}", p.audit);
+    let mut told: Vec<(UserId, Value)> = p
+        .notifications
+        .iter()
+        .map(|n| (n.to, n.yours.clone()))
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        vec![(UserId(2), d("2026-12-01")), (UserId(3), d("2027-01-15"))]
+    );
+}

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use sellsync_model::{
-    AssumeLive, Author, Catalog, CatalogDoc, DeviceId, Edit, EditCtx, EditError, FieldKey,
-    FlagKind, LoadError, Policy, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
+    AssumeLive, Author, Catalog, CatalogDoc, Conflict, DeviceId, Edit, EditCtx, EditError,
+    FieldKey, FlagKind, LoadError, Policy, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
     RegisterLayout, UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
@@ -244,7 +244,8 @@ impl Node {
         Ok(out)
     }
 
-    /// Creates a record with its initial fields.
+    /// Creates a record with its initial fields. A device that acts for a user under access
+    /// rules (from its hub's grant) refuses a record that user may not hold.
     pub fn create(
         &mut self,
         kind: RecordKind,
@@ -264,6 +265,16 @@ impl Node {
         };
         let mut rd = RecordDoc::create(kind, id.clone(), RegisterLayout::Packed, &ctx, fields)
             .map_err(Box::new)?;
+        // A device that knows its access rules (from its hub's grant) refuses at once a record
+        // its user may not hold: the hub would refuse it at the next sync.
+        if let Some(user) = self.replica.user()
+            && !self.replica.visible_to(user, rd.automerge())
+        {
+            return Err(NodeError::Refused(format!(
+                "user {user} may not hold this record: the hub's access rules let a user hold \
+                 only records owned by themselves or their team (check owner_id)"
+            )));
+        }
         self.replica
             .docs()
             .with_doc_mut(id, kind.as_str(), |doc| doc.merge(rd.automerge_mut()))?
@@ -299,9 +310,21 @@ impl Node {
     /// content (the user's offline edits included) and gets a permission flag, shown as a
     /// permission conflict. The flag stays on this device: the hub no longer accepts the record
     /// from it.
+    ///
+    /// The same word comes for a record created here that the hub refused (its user may not
+    /// hold it). A record already under a record-level permission conflict is left as it is,
+    /// so a refusal repeated at every sync writes nothing more.
     pub fn access_revoked(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
         for id in ids {
             if self.replica.docs().kind(id)?.is_none() || id.as_str() == CATALOG_ID {
+                continue;
+            }
+            let flagged = self.project(id)?.is_some_and(|p| {
+                p.conflicts
+                    .iter()
+                    .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
+            });
+            if flagged {
                 continue;
             }
             self.with_record(id, now_ms, |rd, ctx| {
@@ -309,7 +332,9 @@ impl Node {
                     ctx,
                     None,
                     FlagKind::Permission,
-                    "access revoked by the hub: this record no longer syncs from this device",
+                    "the hub does not accept this record from this device: its user may not \
+                     hold it (access revoked, or an owner this user may not assign); it is kept \
+                     here and no longer syncs",
                 )
                 .map_err(|e| NodeError::Refused(e.to_string()))
             })?;

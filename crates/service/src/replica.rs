@@ -9,6 +9,9 @@
 //!   according to [`Acl`], from the candidates of its `owner_id` field.
 //! - The checkpoint kept for a peer's feed is stored as the peer checkpoint's `theirs` bytes,
 //!   a u64 little-endian.
+//! - Checkpoints and sync states kept for a peer belong to one store of that peer: the store
+//!   key it last presented is kept under `service/peer-store/<peer>`, and a different key
+//!   forgets them (a replaced phone syncs from scratch).
 //! - Access is a function of a document's content, the catalog and the policy. It is memoised
 //!   per document with the feed seq of the document's latest write and a fingerprint of the
 //!   catalog and policy, in memory and in the store's key-value table (key
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, Automerge, ChangeHash, ROOT, ReadDoc};
 use sellsync_model::{
-    Catalog, DeviceId, FieldKey, Policy, RecordDoc, RecordId, Slot, UserId, Value,
+    Catalog, DeviceId, FieldKey, Policy, RecordDoc, RecordId, Slot, UserId, Value, guarded,
 };
 use sellsync_store::{Docs, Store, StoreError, StoreRead};
 use sellsync_sync::{
@@ -85,6 +88,8 @@ pub struct StoreReplica {
 }
 
 const ACCESS_KEY: &str = "service/access/";
+/// Key-value prefix of the store key each peer last presented (see [`Replica::peer_store`]).
+const PEER_STORE_KEY: &str = "service/peer-store/";
 
 /// A fingerprint of what access depends on besides the document (a cache key only: a
 /// collision-free stable hash is not needed, a mismatch only costs a recomputation).
@@ -128,6 +133,12 @@ fn decode_access(bytes: &[u8]) -> Option<(u64, u64, DocAccess)> {
         _ => return None,
     };
     Some((seq, fp, access))
+}
+
+/// A stored sync state; `None` for bytes that do not decode (the state is then started over,
+/// which costs a fuller exchange, never data).
+fn decode_state(bytes: &[u8]) -> Option<sync::State> {
+    guarded(|| sync::State::decode(bytes)).ok()?.ok()
 }
 
 impl StoreReplica {
@@ -359,11 +370,25 @@ impl StoreReplica {
         let saved = inc.state.clone();
         let state = inc.state;
         let message = inc.message;
-        let (ok, changed) = b.with_doc_mut(inc.doc, kind, |doc| {
+        // A message automerge panics on leaves the document in an unknown state: it is
+        // dropped from memory unwritten (the stored one is untouched) and the message rejected.
+        let outcome = b.with_doc_mut_owned(inc.doc, kind, |mut doc| {
             let before = doc.get_heads();
-            let ok = doc.receive_sync_message(state, message).is_ok();
-            (ok, doc.get_heads() != before)
+            match guarded(|| doc.receive_sync_message(state, message)) {
+                Ok(received) => {
+                    let changed = doc.get_heads() != before;
+                    (Some(doc), Some((received.is_ok(), changed)))
+                }
+                Err(panic) => {
+                    tracing::warn!("sync message for {} from {}: {panic}", inc.doc, peer.node);
+                    (None, None)
+                }
+            }
         })?;
+        let Some((ok, changed)) = outcome else {
+            *state = saved;
+            return Ok(Received::Malformed);
+        };
         if !ok {
             *state = saved;
             return Ok(Received::Rejected);
@@ -381,9 +406,17 @@ impl StoreReplica {
     ) -> Result<Received, StoreError> {
         let saved = inc.state.clone();
         let mut tmp = Automerge::new();
-        if tmp.receive_sync_message(inc.state, inc.message).is_err() {
-            *inc.state = saved;
-            return Ok(Received::Rejected);
+        match guarded(|| tmp.receive_sync_message(inc.state, inc.message)) {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                *inc.state = saved;
+                return Ok(Received::Rejected);
+            }
+            Err(panic) => {
+                tracing::warn!("sync message for {} from {}: {panic}", inc.doc, peer.node);
+                *inc.state = saved;
+                return Ok(Received::Malformed);
+            }
         }
         if tmp.get_heads().is_empty() {
             b.store()
@@ -492,6 +525,28 @@ impl Replica for StoreReplica {
             .unwrap_or_default())
     }
 
+    fn peer_store(&mut self, peer: &DeviceId, store_key: &[u8]) -> Result<bool, StoreError> {
+        if store_key.is_empty() {
+            return Ok(false);
+        }
+        let entry = format!("{PEER_STORE_KEY}{peer}");
+        let store = self.store();
+        let (known, checkpoint) = {
+            let view = store.read()?;
+            (view.kv_get(&entry)?, view.peer_checkpoint(peer)?)
+        };
+        if known.as_deref() == Some(store_key) {
+            return Ok(false);
+        }
+        // Another store under this name (or the first key seen from a peer synced before keys
+        // were recorded): what was kept for the old store would skip the new one's feed.
+        store.write(|w| {
+            let states = w.forget_peer(peer)?;
+            w.kv_put(&entry, store_key)?;
+            Ok(known.is_some() || states > 0 || checkpoint != Default::default())
+        })
+    }
+
     fn checkpoint(&self, peer: &DeviceId) -> Result<u64, StoreError> {
         let cp = self.store().read()?.peer_checkpoint(peer)?;
         Ok(<[u8; 8]>::try_from(cp.theirs.as_slice()).map_or(0, u64::from_le_bytes))
@@ -536,7 +591,7 @@ impl Replica for StoreReplica {
             .filter(|(_, state)| {
                 state
                     .as_ref()
-                    .and_then(|b| sync::State::decode(b).ok())
+                    .and_then(|b| decode_state(b))
                     .is_some_and(|s| !s.shared_heads.is_empty())
             })
             .map(|(id, _)| id)
@@ -575,10 +630,7 @@ impl Replica for StoreReplica {
             .read()?
             .sync_states(peer, docs)?
             .into_iter()
-            .map(|b| {
-                b.and_then(|b| sync::State::decode(&b).ok())
-                    .unwrap_or_default()
-            })
+            .map(|b| b.and_then(|b| decode_state(&b)).unwrap_or_default())
             .collect())
     }
 
@@ -610,17 +662,33 @@ impl Replica for StoreReplica {
     ) -> Result<Vec<Received>, StoreError> {
         let me = &*self;
         let mut cache = me.docs.borrow_mut();
-        cache.batch(|b| {
+        // Set when a message is malformed: the outcomes so far, that one last.
+        let mut malformed: Option<Vec<Received>> = None;
+        let applied = cache.batch(|b| {
             let mut out = Vec::with_capacity(batch.len());
             for inc in batch {
+                let doc = inc.doc.clone();
                 let kind = b.store().doc_meta(inc.doc)?.map(|m| m.kind);
                 out.push(match kind {
                     Some(kind) => me.receive_existing(b, peer, &kind, inc)?,
                     None => me.receive_new(b, peer, inc)?,
                 });
+                if out.last() == Some(&Received::Malformed) {
+                    malformed = Some(out);
+                    // Failing the transaction keeps nothing of the batch, on disk or in the
+                    // document cache.
+                    return Err(StoreError::Document {
+                        record: doc.to_string(),
+                        source: "malformed sync message".into(),
+                    });
+                }
             }
             Ok(out)
-        })
+        });
+        match (applied, malformed) {
+            (Err(_), Some(outcomes)) => Ok(outcomes),
+            (applied, _) => applied,
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use sellsync_model::{
     Catalog, Conflict, DeviceId, Edit, FieldKey, Money, RecordId, RecordKind, UserId, Value,
 };
 use sellsync_service::net::{self, NetConfig, SharedNode};
-use sellsync_service::{Acl, Node, token};
+use sellsync_service::{Acl, Node, credential, token};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
-use sellsync_sync::{AcceptConfig, DialConfig, Event, Limits, Role, Session};
+use sellsync_sync::{AcceptConfig, DialConfig, Event, Limits, Replica, Role, Session};
 
 const T0: i64 = 1_795_000_000_000;
 
@@ -97,7 +97,13 @@ fn accept_config(hub: &Node) -> AcceptConfig {
 /// Runs one in-process session, delivering frames one by one; returns whether both sides
 /// finished.
 fn sync_in_process(dev: &mut Node, hub: &mut Node) -> bool {
-    let mut d = Session::dial(dial_config(dev));
+    let cfg = dial_config(dev);
+    sync_in_process_with(dev, hub, cfg)
+}
+
+/// [`sync_in_process`] with the device's own dial configuration.
+fn sync_in_process_with(dev: &mut Node, hub: &mut Node, cfg: DialConfig) -> bool {
+    let mut d = Session::dial(cfg);
     let mut a = Session::accept(accept_config(hub));
     dev.replica().set_now(T0);
     hub.replica().set_now(T0);
@@ -190,6 +196,84 @@ fn a_deal_created_on_one_device_reaches_another_through_the_hub_in_process() {
     let before = carl.store().read().unwrap().feed_head().unwrap();
     assert!(sync_in_process(&mut carl, &mut h.node));
     assert_eq!(carl.store().read().unwrap().feed_head().unwrap(), before);
+}
+
+/// Opens a device store for `name` with a fresh token, as `hub token` and `device init` do.
+fn enrol(dir: &std::path::Path, hub: &Hub, name: &str, file: &str, user: u64) -> Node {
+    let dev: DeviceId = name.parse().unwrap();
+    let issued = hub
+        .node
+        .store()
+        .write(|w| w.issue_token(UserId(user), &dev, T0, None))
+        .unwrap();
+    let full = token::format(hub.node.id(), UserId(user), &dev, &issued.token);
+    let store = Arc::new(Store::open(dir.join(file)).unwrap());
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: dev,
+            user_id: UserId(user),
+            role: StoreRole::Device,
+            hub_url: None,
+            hub_token: Some(full),
+        },
+    )
+    .unwrap();
+    Node::open(store, Some(acl())).unwrap()
+}
+
+/// A replaced phone: a new token for the same device name, the old one revoked, a fresh store.
+/// The hub recognises the new store by its key and forgets the checkpoint and sync states of
+/// the old one, so the new store gets every record and every record it made reaches the hub,
+/// however long its own feed already is.
+#[test]
+fn a_replaced_phone_with_a_new_store_syncs_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = hub(dir.path());
+    let mut old = enrol(dir.path(), &h, "rita-phone", "old.redb", 2);
+    for i in 0..3 {
+        let id: RecordId = format!("deal-old-{i}").parse().unwrap();
+        old.create(RecordKind::Deal, &id, deal_fields(2), T0 + 1)
+            .unwrap();
+    }
+    let cfg = credential::hub_dial_config(&old, Limits::default()).unwrap();
+    assert!(sync_in_process_with(&mut old, &mut h.node, cfg));
+    let phone: DeviceId = "rita-phone".parse().unwrap();
+    assert!(h.node.replica_ref().checkpoint(&phone).unwrap() > 0);
+
+    h.node
+        .store()
+        .write(|w| w.revoke_device_tokens(&phone, T0 + 2))
+        .unwrap();
+    let mut new = enrol(dir.path(), &h, "rita-phone", "new.redb", 2);
+    // More records than the old store's feed held: a checkpoint kept from it would skip some.
+    let made: Vec<RecordId> = (0..8)
+        .map(|i| format!("deal-new-{i}").parse().unwrap())
+        .collect();
+    for id in &made {
+        new.create(RecordKind::Deal, id, deal_fields(2), T0 + 3)
+            .unwrap();
+    }
+    let cfg = credential::hub_dial_config(&new, Limits::default()).unwrap();
+    assert!(sync_in_process_with(&mut new, &mut h.node, cfg));
+    for id in &made {
+        assert!(
+            h.node.project(id).unwrap().is_some(),
+            "{id} missing on the hub"
+        );
+    }
+    for i in 0..3 {
+        let id: RecordId = format!("deal-old-{i}").parse().unwrap();
+        assert!(
+            new.project(&id).unwrap().is_some(),
+            "{id} missing on the new phone"
+        );
+    }
+    // The same store again is a plain reconnect: nothing forgotten, nothing moves.
+    let before = h.node.store().read().unwrap().feed_head().unwrap();
+    let cfg = credential::hub_dial_config(&new, Limits::default()).unwrap();
+    assert!(sync_in_process_with(&mut new, &mut h.node, cfg));
+    assert_eq!(h.node.store().read().unwrap().feed_head().unwrap(), before);
 }
 
 /// A hub serving plain WebSocket sessions on a free loopback port until stopped.
@@ -664,4 +748,194 @@ async fn fresh_device_pull_measurement() {
     assert!(o.finished, "{o:?}");
     assert_eq!(o.changed.len(), n + 1);
     served.stop().await;
+}
+
+/// Inputs automerge 0.12.0 panics on (from `cargo fuzz`), kept as fuzz regressions.
+fn automerge_panic_inputs() -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/fuzz_record_load");
+    let mut inputs: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 2,
+        "regression inputs missing in {}",
+        dir.display()
+    );
+    inputs
+}
+
+/// A device sends, through the real protocol over a socket, a sync message carrying bytes that
+/// make automerge panic, for a record the hub holds and for a new one. The hub answers with a
+/// malformed-frame error and closes that connection only; it keeps nothing of the message, the
+/// held record is intact, and other devices sync as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_automerge_panics_on_closes_that_connection_only() {
+    use futures_util::{SinkExt, StreamExt};
+    use sellsync_sync::ErrorCode;
+    use sellsync_sync::frame::{
+        Announce, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch,
+    };
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(dir.path());
+    let mallory = device(dir.path(), &h, "mallory-phone", 2);
+    let carl = device(dir.path(), &h, "carl-web", 3);
+    let accept = accept_config(&h.node);
+    let hub: SharedNode = Arc::new(Mutex::new(h.node));
+    let carl: SharedNode = Arc::new(Mutex::new(carl));
+    let served = serve_hub(&hub, accept, NetConfig::default()).await;
+    let url = served.url.clone();
+    let held: RecordId = "deal-held".parse().unwrap();
+    carl.lock()
+        .unwrap()
+        .create(RecordKind::Deal, &held, deal_fields(3), T0 + 1)
+        .unwrap();
+    assert!(sync_ws(&url, &carl).await.finished);
+    let held_heads = || {
+        hub.lock()
+            .unwrap()
+            .store()
+            .read()
+            .unwrap()
+            .doc_heads(&held)
+            .unwrap()
+    };
+    let heads0 = held_heads();
+    let head0 = hub
+        .lock()
+        .unwrap()
+        .store()
+        .read()
+        .unwrap()
+        .feed_head()
+        .unwrap();
+    let token = mallory.identity().hub_token.clone().unwrap().into_bytes();
+
+    for (name, bytes) in automerge_panic_inputs() {
+        for target in [held.clone(), "deal-new".parse().unwrap()] {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            let send = |f: Frame| Message::Binary(f.encode(DEFAULT_MAX_FRAME).unwrap().into());
+            ws.send(send(Frame::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                node: "mallory-phone".parse().unwrap(),
+                role: Role::Device,
+                checkpoint: 0,
+                token: token.clone(),
+                nonce: Vec::new(),
+                key: Vec::new(),
+            })))
+            .await
+            .unwrap();
+            // The hub's first flight: welcome, announce, sync batches up to the last one.
+            let mut since = None;
+            loop {
+                let Some(Ok(Message::Binary(b))) = ws.next().await else {
+                    panic!("the hub closed before its first flight");
+                };
+                match Frame::decode(&b, DEFAULT_MAX_FRAME).unwrap() {
+                    Frame::Welcome(w) => since = Some(w.checkpoint),
+                    Frame::SyncBatch(SyncBatch { last: true, .. }) => break,
+                    _ => {}
+                }
+            }
+            let message = automerge::sync::Message {
+                heads: Vec::new(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: bytes.clone().into(),
+                flags: None,
+                version: automerge::sync::MessageVersion::V1,
+            };
+            ws.send(send(Frame::Announce(Announce {
+                last: true,
+                since: since.unwrap(),
+                upto: since.unwrap() + 1,
+                docs: vec![target.clone()],
+            })))
+            .await
+            .unwrap();
+            ws.send(send(Frame::SyncBatch(SyncBatch {
+                last: true,
+                entries: vec![(target.clone(), message.encode())],
+            })))
+            .await
+            .unwrap();
+            let mut refused = None;
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_secs(10), ws.next()).await
+            {
+                if let Message::Binary(b) = m
+                    && let Ok(Frame::Error(e)) = Frame::decode(&b, DEFAULT_MAX_FRAME)
+                {
+                    refused = Some(e);
+                }
+            }
+            let Some(ErrorFrame { code, reason }) = refused else {
+                panic!("{name} for {target}: no error frame before the close");
+            };
+            assert_eq!(code, ErrorCode::Malformed, "{name} for {target}: {reason}");
+            assert!(reason.contains(target.as_str()), "{reason}");
+
+            // Nothing kept; the held record is intact; others still sync.
+            assert_eq!(held_heads(), heads0, "{name} for {target}");
+            let store = hub.lock().unwrap().store();
+            let view = store.read().unwrap();
+            assert_eq!(view.feed_head().unwrap(), head0, "{name} for {target}");
+            assert!(
+                view.doc_meta(&"deal-new".parse().unwrap())
+                    .unwrap()
+                    .is_none()
+            );
+            drop(view);
+            let o = sync_ws(&url, &carl).await;
+            assert!(o.finished, "{name} for {target}: {o:?}");
+        }
+    }
+    assert!(hub.lock().unwrap().project(&held).unwrap().is_some());
+    served.stop().await;
+}
+
+/// A create the hub refuses (an owner the user may not assign) is never dropped: a device
+/// holding its access rules refuses it at once; one without them yet keeps it under a
+/// permission conflict after the hub refuses it, and later syncs add nothing to it.
+#[test]
+fn a_create_the_hub_refuses_is_refused_or_kept_as_a_permission_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = hub(dir.path());
+    // Eve (user 4) is in no team: she may not assign the deal to user 3.
+    let mut eve = device(dir.path(), &h, "eve-phone", 4);
+    let id: RecordId = "deal-not-hers".parse().unwrap();
+    let err = eve
+        .create(RecordKind::Deal, &id, deal_fields(3), T0 + 1)
+        .unwrap_err();
+    assert!(err.to_string().contains("may not hold"), "{err}");
+    assert!(eve.project(&id).unwrap().is_none());
+
+    // A device without access rules yet (as before its first grant) creates it.
+    let store = eve.store();
+    drop(eve);
+    let mut eve = Node::open(store, None).unwrap();
+    eve.create(RecordKind::Deal, &id, deal_fields(3), T0 + 1)
+        .unwrap();
+    assert!(sync_in_process(&mut eve, &mut h.node));
+    assert!(h.node.project(&id).unwrap().is_none(), "the hub took it");
+    let p = eve.project(&id).unwrap().expect("kept on the device");
+    assert!(
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Permission { slot: None, .. })),
+        "{:?}",
+        p.conflicts
+    );
+    let head = eve.store().read().unwrap().feed_head().unwrap();
+    assert!(sync_in_process(&mut eve, &mut h.node));
+    assert_eq!(eve.store().read().unwrap().feed_head().unwrap(), head);
 }

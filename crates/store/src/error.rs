@@ -41,9 +41,10 @@ pub enum StoreError {
     Document {
         /// The record whose document failed to load.
         record: String,
-        /// The automerge error.
+        /// The automerge error (or [`sellsync_model::AutomergePanic`]: automerge failed on
+        /// malformed bytes).
         #[source]
-        source: Box<automerge::AutomergeError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A document was written with a kind other than the one it was created with.
     #[error("document {record} is a {stored:?}, not a {given:?}")]

@@ -2,7 +2,7 @@
 
 use automerge::{Automerge, ChangeHash};
 use redb::{Key, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, Value};
-use sellsync_model::{DeviceId, RecordId, UserId};
+use sellsync_model::{DeviceId, RecordId, UserId, guarded};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, StoreError, TokenRejected};
@@ -104,18 +104,23 @@ pub(crate) fn encode_shadow(shadow: &Shadow) -> Vec<u8> {
 }
 
 /// Builds an automerge document from its stored bytes (snapshot, then chunks in order).
+/// Stored bytes are foreign (a damaged file, another build): automerge runs guarded.
 pub fn load_automerge(record: &RecordId, bytes: &DocBytes) -> Result<Automerge> {
-    let err = |source| StoreError::Document {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Document {
         record: record.to_string(),
-        source: Box::new(source),
+        source,
     };
     let mut doc = if bytes.snapshot.is_empty() {
         Automerge::new()
     } else {
-        Automerge::load(&bytes.snapshot).map_err(err)?
+        guarded(|| Automerge::load(&bytes.snapshot))
+            .map_err(|e| err(e.into()))?
+            .map_err(|e| err(e.into()))?
     };
     for chunk in &bytes.chunks {
-        doc.load_incremental(chunk).map_err(err)?;
+        guarded(|| doc.load_incremental(chunk))
+            .map_err(|e| err(e.into()))?
+            .map_err(|e| err(e.into()))?;
     }
     Ok(doc)
 }

@@ -210,10 +210,13 @@ impl<'a> WriteBatch<'a> {
         snapshot: &[u8],
     ) -> Result<u64> {
         let existing = self.existing_info(record, kind)?;
-        let loaded = Automerge::load(snapshot).map_err(|source| StoreError::Document {
+        let err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Document {
             record: record.to_string(),
-            source: Box::new(source),
-        })?;
+            source,
+        };
+        let loaded = sellsync_model::guarded(|| Automerge::load(snapshot))
+            .map_err(|e| err(e.into()))?
+            .map_err(|e| err(e.into()))?;
         let mut info = existing.unwrap_or_else(|| DocInfo::new(kind));
         info.heads = Some(loaded.get_heads());
         self.write_snapshot(record, &mut info, snapshot)?;

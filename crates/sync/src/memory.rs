@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{ActorId, Automerge, ChangeHash, ROOT, ReadDoc, ScalarValue, Value};
-use sellsync_model::{DeviceId, RecordId, UserId};
+use sellsync_model::{DeviceId, RecordId, UserId, guarded};
 
 use crate::frame::Role;
 use crate::replica::{
@@ -297,6 +297,9 @@ impl Replica for MemReplica {
     ) -> Result<Vec<Received>, Infallible> {
         self.receive_calls += 1;
         let mut outcomes = Vec::with_capacity(batch.len());
+        // What each message overwrote, so that a malformed one leaves nothing of the batch.
+        let mut undo: Vec<Overwritten> = Vec::with_capacity(batch.len());
+        let seq_before = self.seq;
         for Incoming {
             doc: id,
             state,
@@ -306,12 +309,27 @@ impl Replica for MemReplica {
             let existing = self.docs.contains_key(id);
             let mut doc = self.docs.remove(id).unwrap_or_else(|| self.new_doc());
             let before = doc.get_heads();
-            if doc.receive_sync_message(state, message).is_err() {
-                if existing {
-                    self.docs.insert(id.clone(), doc);
+            undo.push(Overwritten {
+                id: id.clone(),
+                doc: existing.then(|| doc.clone()),
+                state: self.states.get(&(peer.node.clone(), id.clone())).cloned(),
+                seq: self.doc_seq.get(id).copied(),
+            });
+            let received = guarded(|| doc.receive_sync_message(state, message));
+            match received {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    if existing {
+                        self.docs.insert(id.clone(), doc);
+                    }
+                    outcomes.push(Received::Rejected);
+                    continue;
                 }
-                outcomes.push(Received::Rejected);
-                continue;
+                Err(_) => {
+                    self.undo(&peer.node, undo, seq_before);
+                    outcomes.push(Received::Malformed);
+                    return Ok(outcomes);
+                }
             }
             let after = doc.get_heads();
             let allowed = [peer.user, self.user]
@@ -336,5 +354,44 @@ impl Replica for MemReplica {
             outcomes.push(Received::Applied { changed });
         }
         Ok(outcomes)
+    }
+}
+
+/// A document's entries before a message of a batch was applied.
+#[derive(Debug)]
+struct Overwritten {
+    id: RecordId,
+    doc: Option<Automerge>,
+    state: Option<Vec<u8>>,
+    seq: Option<u64>,
+}
+
+impl MemReplica {
+    /// Puts back what a batch overwrote, latest first, and the feed head it started from.
+    fn undo(&mut self, peer: &DeviceId, undo: Vec<Overwritten>, seq: u64) {
+        for o in undo.into_iter().rev() {
+            match o.doc {
+                Some(d) => self.docs.insert(o.id.clone(), d),
+                None => self.docs.remove(&o.id),
+            };
+            let key = (peer.clone(), o.id.clone());
+            match o.state {
+                Some(s) => self.states.insert(key, s),
+                None => self.states.remove(&key),
+            };
+            if let Some(now) = self.doc_seq.get(&o.id).copied() {
+                self.feed.remove(&now);
+            }
+            match o.seq {
+                Some(old) => {
+                    self.doc_seq.insert(o.id.clone(), old);
+                    self.feed.insert(old, o.id);
+                }
+                None => {
+                    self.doc_seq.remove(&o.id);
+                }
+            }
+        }
+        self.seq = seq;
     }
 }

@@ -77,6 +77,11 @@ pub enum Received {
     /// Not applied: automerge rejected the message (for example a corrupt change). Nothing of it
     /// was kept.
     Rejected,
+    /// Automerge failed on the message's bytes (it panicked on malformed input, an upstream
+    /// bug; see [`sellsync_model::guarded`]). The replica stopped there and kept nothing of the
+    /// whole batch: this is the last outcome returned, and the earlier ones are void. The
+    /// session closes.
+    Malformed,
 }
 
 /// The outcome of checking a LAN peer's credential: what it proves and the public key the
@@ -93,6 +98,8 @@ pub struct TokenRefused(pub String);
 /// Contracts:
 /// - Every method may fail with `Self::Error` (storage trouble). The session then closes the
 ///   connection; a failed call must have changed nothing.
+/// - Every automerge call on the peer's bytes runs under [`sellsync_model::guarded`]: a panic
+///   in automerge becomes [`Received::Malformed`], never a panic of the caller.
 /// - [`Replica::receive`] applies a whole batch atomically or not at all, persists the
 ///   documents and the sync states' persistent part (`State::encode`, the shared heads) for this
 ///   peer, and appends the changed documents to the change feed.
@@ -152,6 +159,18 @@ pub trait Replica {
     fn grant(&mut self, peer: &Peer, key: &[u8]) -> Result<Vec<u8>, Self::Error> {
         let _ = (peer, key);
         Ok(Vec::new())
+    }
+
+    /// `peer` authenticated with `store_key`: the public key its store made when it was
+    /// initialised (from a device's hello towards a hub, or named by a LAN peer's credential).
+    /// A peer whose store was replaced (a wiped or new phone under the same name) presents
+    /// another key; the replica then forgets the checkpoint and every sync state it kept for
+    /// `peer`, so that the new store syncs from scratch, and returns true. Per-peer state is
+    /// thus kept per store of the peer, not per name. An empty key tells nothing. The default
+    /// keeps everything and returns false.
+    fn peer_store(&mut self, peer: &DeviceId, store_key: &[u8]) -> Result<bool, Self::Error> {
+        let _ = (peer, store_key);
+        Ok(false)
     }
 
     /// The checkpoint this node holds for `peer`'s change feed (0 if none).

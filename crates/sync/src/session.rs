@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::sync;
-use sellsync_model::{DeviceId, RecordId};
+use sellsync_model::{DeviceId, RecordId, guarded};
 
 use crate::frame::{
     ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Frame,
@@ -276,6 +276,10 @@ struct Exchange {
     skipped_send: bool,
     /// A peer message was rejected: this node does not record progress on the peer's feed.
     failed_receive: bool,
+    /// This side's hello carried its checkpoint for an earlier store of the peer (the peer's
+    /// store was replaced): the peer announced from there, so no progress is recorded and the
+    /// next session starts from zero.
+    stale_hello: bool,
     /// This node sent its done and waits for the peer's.
     done_sent: bool,
     /// Documents this node told the peer it may no longer see. Once the exchange ends with the
@@ -563,6 +567,12 @@ impl Session {
             role: principal.role,
             user,
         };
+        // Per-peer state belongs to the peer's store: a replaced store is recognised by its
+        // key (named by a LAN credential, or sent in the hello to a hub) and starts from zero.
+        let store_key = if self.mutual { &key } else { &hello.key };
+        replica
+            .peer_store(&peer.node, store_key)
+            .map_err(Abort::storage)?;
         let peer_since = replica.checkpoint(&peer.node).map_err(Abort::storage)?;
         let mut welcome = Welcome {
             node: self.node.clone(),
@@ -672,6 +682,7 @@ impl Session {
                 code: Some(ErrorCode::WrongPeer),
             });
         }
+        let mut stale_hello = false;
         let user = if self.mutual {
             let Some(hello) = self.hello.clone() else {
                 return Err(Abort::out_of_order("welcome before hello"));
@@ -703,6 +714,12 @@ impl Session {
                     "the peer's proof of possession does not verify",
                 ));
             }
+            // The hello went out with this side's checkpoint for the acceptor's feed; if the
+            // acceptor's store was replaced, that checkpoint was for the old one.
+            stale_hello = replica
+                .peer_store(&welcome.node, &key)
+                .map_err(Abort::storage)?
+                && hello.checkpoint > 0;
             let mine = transcript(TranscriptLabel::Proof, &hello, &welcome);
             let proof = replica.sign(&mine).map_err(Abort::storage)?;
             out.send.push(
@@ -754,11 +771,9 @@ impl Session {
             Some(h) => h.checkpoint,
             None => replica.checkpoint(&peer.node).map_err(Abort::storage)?,
         };
-        self.phase = Phase::Exchange(Box::new(Exchange::new(
-            peer,
-            peer_since,
-            welcome.checkpoint,
-        )));
+        let mut x = Box::new(Exchange::new(peer, peer_since, welcome.checkpoint));
+        x.stale_hello = stale_hello;
+        self.phase = Phase::Exchange(x);
         Ok(())
     }
 
@@ -780,6 +795,12 @@ impl Session {
             Frame::Announce(a) => {
                 if x.peer_upto.is_some() {
                     return Err(Abort::out_of_order("a second announce"));
+                }
+                if a.since == 0 && x.peer_since > 0 {
+                    // The peer's feed is shorter than this side's checkpoint for it: the
+                    // checkpoint was for an earlier store of the peer, which announces its
+                    // whole feed (see `announce`). Progress is counted from zero.
+                    x.peer_since = 0;
                 }
                 if a.since != x.peer_since {
                     return Err(Abort::malformed(format!(
@@ -924,7 +945,7 @@ impl Session {
 
     /// Records the end of a quiet exchange, with the checkpoint the peer offered for its feed.
     fn finish(&mut self, x: &mut Exchange, offered: u64, out: &mut Effects) {
-        if !x.failed_receive && offered > x.peer_since {
+        if !x.failed_receive && !x.stale_hello && offered > x.peer_since {
             out.effects.push(Effect::CheckpointAdvanced {
                 peer: x.peer.node.clone(),
                 checkpoint: offered,
@@ -941,7 +962,13 @@ impl Session {
         x: &mut Exchange,
         out: &mut Effects,
     ) -> Result<(), Abort> {
-        let slice = replica.changed_since(x.my_since).map_err(Abort::storage)?;
+        let mut slice = replica.changed_since(x.my_since).map_err(Abort::storage)?;
+        if slice.upto < x.my_since {
+            // The peer holds a checkpoint beyond this node's feed: one given by an earlier
+            // store of this node (replaced under the same name). Announce the whole feed.
+            x.my_since = 0;
+            slice = replica.changed_since(0).map_err(Abort::storage)?;
+        }
         let docs = match x.peer.user {
             None => slice.docs,
             Some(u) => {
@@ -1090,8 +1117,11 @@ impl Session {
                     "document {doc} twice in one batch"
                 )));
             }
-            let msg = sync::Message::decode(&bytes)
-                .map_err(|e| Abort::malformed(format!("sync message for {doc}: {e}")))?;
+            let msg = match guarded(|| sync::Message::decode(&bytes)) {
+                Ok(Ok(msg)) => msg,
+                Ok(Err(e)) => return Err(Abort::malformed(format!("sync message for {doc}: {e}"))),
+                Err(e) => return Err(Abort::malformed(format!("sync message for {doc}: {e}"))),
+            };
             if x.ignored.contains(&doc) {
                 continue;
             }
@@ -1124,6 +1154,16 @@ impl Session {
             })
             .collect();
         let outcomes = match replica.receive(&x.peer, batch) {
+            Ok(o) if o.contains(&Received::Malformed) => {
+                let doc = o
+                    .iter()
+                    .position(|r| *r == Received::Malformed)
+                    .and_then(|i| taken.get(i))
+                    .map_or_else(String::new, |(d, _)| d.to_string());
+                return Err(Abort::malformed(format!(
+                    "sync message for {doc}: automerge cannot read its changes"
+                )));
+            }
             Ok(o) if o.len() == taken.len() => o,
             Ok(_) => {
                 return Err(Abort::storage(
@@ -1133,6 +1173,7 @@ impl Session {
             Err(e) => return Err(Abort::storage(e)),
         };
         let mut changed = Vec::new();
+        let mut refused = Vec::new();
         for ((doc, state), outcome) in taken.into_iter().zip(outcomes) {
             match outcome {
                 Received::Applied { changed: c } => {
@@ -1143,11 +1184,16 @@ impl Session {
                 }
                 Received::Denied => {
                     x.ignored.insert(doc.clone());
+                    if self.role == Role::Hub && x.peer.role == Role::Device {
+                        refused.push(doc.clone());
+                    }
                     out.effects.push(Effect::Ignored {
                         doc,
                         reason: IgnoreReason::Denied,
                     });
                 }
+                // Handled above: the session has closed.
+                Received::Malformed => {}
                 Received::Rejected => {
                     x.failed_receive = true;
                     x.ignored.insert(doc.clone());
@@ -1161,7 +1207,10 @@ impl Session {
         if !changed.is_empty() {
             out.effects.push(Effect::DocumentsChanged(changed));
         }
-        Ok(())
+        // A hub tells the device which of its documents it refused (a record its user may not
+        // hold), so that the device keeps it under a permission conflict instead of believing
+        // it synced.
+        push_revoked(&self.limits, refused, out)
     }
 
     /// Generates the next message of every session document, in one replica call.
@@ -1253,6 +1302,7 @@ impl Exchange {
             my_upto: None,
             skipped_send: false,
             failed_receive: false,
+            stale_hello: false,
             done_sent: false,
             revoked_sent: Vec::new(),
         }

@@ -478,6 +478,16 @@ fn a_device_cannot_push_a_new_document_its_user_may_not_see() {
                 doc: record_id("sneaky"),
                 reason: IgnoreReason::Denied
             }));
+    // The device is told, so that it keeps the document under a permission conflict instead
+    // of believing it synced.
+    assert!(
+        run.effects
+            .iter()
+            .any(|(i, e)| *i == 1 && *e == Effect::AccessRevoked(vec![record_id("sneaky")])),
+        "{:?}",
+        run.effects
+    );
+    assert!(net.nodes[1].doc(&record_id("sneaky")).is_some());
 }
 
 #[test]
@@ -533,4 +543,32 @@ fn a_cut_connection_records_no_checkpoint_and_the_next_session_completes() {
     assert!(run.finished);
     check_converged(&net);
     let _: Vec<RecordId> = net.nodes[1].doc_ids().cloned().collect();
+}
+
+/// A device replaced under the same name (a wiped or new phone) comes with a fresh feed, shorter
+/// than the checkpoint the hub kept for the old store: it announces its whole feed and both
+/// sides sync from scratch.
+#[test]
+fn a_device_with_a_new_store_under_the_same_name_syncs_from_scratch() {
+    let mut net = synced_pair(5);
+    assert!(net.nodes[1].feed_head() >= 5);
+    // The same principal and tokens, nothing held.
+    net.nodes[1] = Net::new(&[1], standard_acl()).nodes.remove(1);
+    let d = deal(&net.nodes[1], 1, 3, 99);
+    net.nodes[1].put(record_id("made-on-the-new-phone"), d);
+    assert!(net.nodes[1].feed_head() < 5);
+
+    let run = net.sync(1, HUB, None);
+    assert!(run.finished, "{:?}", closes(&run));
+    assert!(
+        net.nodes[HUB]
+            .doc(&record_id("made-on-the-new-phone"))
+            .is_some()
+    );
+    assert_eq!(net.nodes[1].doc_ids().count(), 6);
+    check_converged(&net);
+    // The next session is a plain reconnect.
+    let run = net.sync(1, HUB, None);
+    assert!(run.finished, "{:?}", closes(&run));
+    assert_eq!(run.changed, 0);
 }
