@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use sellsync_model::DeviceId;
+use sellsync_model::{CrmReach, DeviceId};
 use sellsync_model::{
     ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot,
     Value, parse_input,
@@ -495,8 +495,14 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
         tls,
     ))?;
     let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
+    // What the hub last said of Zendesk (it travels in the catalog document).
+    let reach = shared
+        .lock()
+        .map_err(|_| anyhow!("the node's lock is poisoned"))?
+        .crm_reach()?;
     if json_out {
         print_json(&json!({
+            "crm_reach": reach,
             "finished": out.finished,
             "peer": out.peer.as_ref().map(|p| p.node.as_str().to_owned()),
             "changed": ids(&out.changed),
@@ -526,6 +532,9 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
         for c in &out.changed {
             println!("  changed {c}");
         }
+        if let Some(line) = reach.as_ref().and_then(crm_reach_line) {
+            println!("{line}");
+        }
     }
     if let Some(reason) = out.closed {
         bail!("sync did not complete: {reason:?}");
@@ -534,6 +543,27 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
         bail!("sync failed on this device: {e}");
     }
     Ok(())
+}
+
+/// "Zendesk unreachable from the hub since T (last reached T0)", or when it last answered.
+fn crm_reach_line(r: &CrmReach) -> Option<String> {
+    let when = |ms: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    let last = r.last_reached_ms.map(when);
+    match (r.unreachable_since_ms, last) {
+        (Some(since), last) => Some(format!(
+            "Zendesk unreachable from the hub since {}{}: changes wait on the hub",
+            when(since),
+            last.map(|l| format!(" (last reached {l})"))
+                .unwrap_or_default()
+        )),
+        (None, Some(last)) => Some(format!("Zendesk last reached by the hub {last}")),
+        (None, None) => None,
+    }
 }
 
 /// Peers check this device's credential as it checks theirs: say so before they refuse it.

@@ -216,6 +216,17 @@ impl Catalog {
     }
 }
 
+/// When the hub's bridge last reached the CRM, and since when it has not, as the hub writes it
+/// into the catalog document for every device. The hub refreshes `last_reached_ms` at most
+/// about once a minute while the CRM answers, and at once when an outage begins or ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmReach {
+    /// When the CRM last answered the hub (ms since the epoch).
+    pub last_reached_ms: Option<i64>,
+    /// Since when it has not answered; `None` while it does.
+    pub unreachable_since_ms: Option<i64>,
+}
+
 const CATALOG_SCHEMA: u64 = 1;
 const SECTIONS: [&str; 6] = [
     "pipelines",
@@ -332,6 +343,38 @@ impl CatalogDoc {
             )
             .map_err(|f| f.error)?;
         Ok(true)
+    }
+
+    /// Writes what the hub last knew of the CRM's reachability (`ROOT.crm_reach`, one JSON
+    /// string), in its own change. Returns whether anything changed.
+    pub fn write_crm_reach(
+        &mut self,
+        reach: &CrmReach,
+        now_secs: i64,
+    ) -> Result<bool, automerge::AutomergeError> {
+        if self.crm_reach() == Some(*reach) {
+            return Ok(false);
+        }
+        // Serialising plain data cannot fail.
+        let json = serde_json::to_string(reach).unwrap_or_default();
+        self.doc
+            .transact_with::<_, _, automerge::AutomergeError, _>(
+                |_| {
+                    CommitOptions::default()
+                        .with_message("catalog: CRM reachability")
+                        .with_time(now_secs)
+                },
+                |tx| tx.put(ROOT, "crm_reach", json.as_str()),
+            )
+            .map_err(|f| f.error)?;
+        Ok(true)
+    }
+
+    /// What the hub last wrote of the CRM's reachability; `None` when it never did (or wrote
+    /// something this version does not read).
+    pub fn crm_reach(&self) -> Option<CrmReach> {
+        let (v, _) = self.doc.get(ROOT, "crm_reach").ok()??;
+        serde_json::from_str(v.as_str()?).ok()
     }
 
     fn read_sections(&self) -> BTreeMap<&'static str, BTreeMap<String, String>> {
@@ -454,6 +497,17 @@ mod tests {
         );
         let bytes = doc.automerge().save();
         let phone = CatalogDoc::load(&bytes, &"phone".parse().unwrap()).unwrap();
+        assert_eq!(phone.read().unwrap(), Catalog::example());
+
+        assert_eq!(phone.crm_reach(), None);
+        let reach = CrmReach {
+            last_reached_ms: Some(5_000),
+            unreachable_since_ms: Some(9_000),
+        };
+        assert!(doc.write_crm_reach(&reach, 2).unwrap());
+        assert!(!doc.write_crm_reach(&reach, 2).unwrap());
+        let phone = CatalogDoc::load(&doc.automerge().save(), &"phone".parse().unwrap()).unwrap();
+        assert_eq!(phone.crm_reach(), Some(reach));
         assert_eq!(phone.read().unwrap(), Catalog::example());
 
         let mut smaller = Catalog::example();

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sellsync_model::{
-    AssumeLive, Author, Catalog, CatalogDoc, DeviceId, Edit, EditCtx, EditError, FieldKey,
+    AssumeLive, Author, Catalog, CatalogDoc, CrmReach, DeviceId, Edit, EditCtx, EditError, FieldKey,
     FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout,
     UserId, Value,
 };
@@ -110,7 +110,8 @@ impl Node {
     }
 
     /// Reads the catalog document into the replica (an empty catalog when there is none).
-    pub fn reload_catalog(&mut self) -> Result<(), NodeError> {
+    /// Returns whether the catalog differs from the one in use.
+    pub fn reload_catalog(&mut self) -> Result<bool, NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
         let bytes = self.replica.docs().with_doc(&id, |d| d.save())?;
@@ -120,11 +121,14 @@ impl Node {
                 .and_then(|c| c.read())
                 .map_err(|e| NodeError::Load(id, Box::new(e)))?,
         };
+        let changed = catalog != *self.replica.catalog();
         self.replica.set_catalog(catalog);
-        Ok(())
+        Ok(changed)
     }
 
-    /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`.
+    /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`: only the
+    /// entries that differ, and entries it no longer has are removed. When the catalog changed,
+    /// every record is validated again (a value it no longer accepts is a validation conflict).
     pub fn write_catalog(&mut self, catalog: &Catalog, now_ms: i64) -> Result<(), NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
@@ -140,7 +144,46 @@ impl Node {
             Ok::<(), String>(())
         })?;
         result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
-        self.reload_catalog()
+        if self.reload_catalog()? {
+            self.revalidate_all(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Projects every record again (after the catalog changed), rewriting conflict views.
+    fn revalidate_all(&mut self, now_ms: i64) -> Result<(), NodeError> {
+        let ids: Vec<RecordId> = self.records()?.into_iter().map(|(id, _)| id).collect();
+        self.refresh_records(&ids, now_ms)
+    }
+
+    /// Writes what the hub's bridge knows of the CRM's reachability into the catalog document,
+    /// which every device receives (hub side). Returns whether it changed.
+    pub fn write_crm_reach(&mut self, reach: &CrmReach, now_ms: i64) -> Result<bool, NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let secs = now_ms.div_euclid(1000);
+        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
+            let mut cdoc = if doc.get_heads().is_empty() {
+                CatalogDoc::new(&node, secs)
+            } else {
+                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
+            };
+            let changed = cdoc.write_crm_reach(reach, secs).map_err(|e| e.to_string())?;
+            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
+            Ok::<bool, String>(changed)
+        })?;
+        result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))
+    }
+
+    /// What the hub last wrote of the CRM's reachability (`None` before it ever did).
+    pub fn crm_reach(&self) -> Result<Option<CrmReach>, NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let Some(bytes) = self.replica.docs().with_doc(&id, |d| d.save())? else {
+            return Ok(None);
+        };
+        let cdoc = CatalogDoc::load(&bytes, &node).map_err(|e| NodeError::Load(id, Box::new(e)))?;
+        Ok(cdoc.crm_reach())
     }
 
     /// Runs `f` on a record document as this node, persists what it wrote and refreshes the
@@ -297,12 +340,17 @@ impl Node {
     /// After documents changed (received from a peer or edited here): reloads the catalog if it
     /// changed, records automatic resolutions in each record, and rewrites its conflicts view
     /// and new notifications. Notifications are stored once each (keyed by their stable id).
+    /// When the catalog itself changed, every record is validated again against it.
     pub fn refresh(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+        if ids.iter().any(|i| i.as_str() == CATALOG_ID) && self.reload_catalog()? {
+            return self.revalidate_all(now_ms);
+        }
+        self.refresh_records(ids, now_ms)
+    }
+
+    fn refresh_records(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
         let author = self.author();
         let node = self.identity.device_id.clone();
-        if ids.iter().any(|i| i.as_str() == CATALOG_ID) {
-            self.reload_catalog()?;
-        }
         let catalog = self.replica.catalog().clone();
         let policy = self.replica.policy().clone();
         let mut targets = Vec::new();
