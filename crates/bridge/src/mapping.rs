@@ -38,8 +38,11 @@ pub struct FieldOrigin {
 }
 
 /// Fields whose last author and time the CRM reports: (field, author attribute, time attribute).
-const DEAL_ORIGINS: &[(&str, &str, &str)] =
-    &[("stage_id", "last_stage_change_by_id", "last_stage_change_at")];
+const DEAL_ORIGINS: &[(&str, &str, &str)] = &[(
+    "stage_id",
+    "last_stage_change_by_id",
+    "last_stage_change_at",
+)];
 
 impl Image {
     /// The field's value, `Null` when absent.

@@ -668,7 +668,13 @@ mod tests {
                 Edit::Set(FieldKey::std("stage_id"), Value::Ref(3)),
             ],
         );
-        let zendesk = deal("Acme (web)", 2, "2026-03-02T10:00:00Z", "2026-03-02T09:59:00Z", 7);
+        let zendesk = deal(
+            "Acme (web)",
+            2,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T09:59:00Z",
+            7,
+        );
         pull_update(&mut doc, &mut shadow, zendesk, &at(TEN + 300_000)).unwrap();
 
         let name = doc.field_candidates(&catalog, &policy, &Slot::record(FieldKey::std("name")));
@@ -684,13 +690,67 @@ mod tests {
             p.record.fields.get(&FieldKey::std("name")),
             Some(&Value::Text("Acme (phone)".into()))
         );
-        let stage = doc.field_candidates(
-            &catalog,
-            &policy,
-            &Slot::record(FieldKey::std("stage_id")),
-        );
+        let stage =
+            doc.field_candidates(&catalog, &policy, &Slot::record(FieldKey::std("stage_id")));
         let web = stage.iter().find(|c| c.device.is_crm()).unwrap();
         assert_eq!((web.at, web.by), (TEN - 60_000, UserId(7)));
+    }
+
+    #[test]
+    fn a_value_the_catalog_does_not_list_yet_waits_and_is_written_when_it_does() {
+        let old = Catalog::example();
+        let mut new = Catalog::example();
+        let mut stage = new.stages[&13].clone();
+        stage.id = 18;
+        new.stages.insert(18, stage);
+        let policy = Policy::default();
+        let ctx = |catalog| WriteCtx {
+            now_ms: TEN,
+            catalog,
+            policy: &policy,
+        };
+        let first = deal(
+            "Acme",
+            11,
+            "2026-03-02T09:00:00Z",
+            "2026-03-02T09:00:00Z",
+            3,
+        );
+        let (mut doc, mut shadow, _) = pull_new(RecordKind::Deal, 41, first, &ctx(&old)).unwrap();
+        let moved = deal(
+            "Acme",
+            18,
+            "2026-03-02T09:30:00Z",
+            "2026-03-02T09:30:00Z",
+            3,
+        );
+        let report = pull_update(&mut doc, &mut shadow, moved.clone(), &ctx(&old)).unwrap();
+        let stage_key = FieldKey::std("stage_id");
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        // The image keeps what the document holds (a push sends nothing back); the CRM's
+        // value waits, also through a pull of the same version.
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(11));
+        pull_update(&mut doc, &mut shadow, moved, &ctx(&old)).unwrap();
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(11));
+        assert_eq!(shadow.refused.get(&stage_key), Some(&Value::Ref(18)));
+        let again = retry_refused(&mut doc, &mut shadow, &ctx(&old)).unwrap();
+        assert_eq!(again.refused.len(), 1, "{again:?}");
+        assert_eq!(
+            shadow.refused.get(&stage_key),
+            Some(&Value::Ref(18)),
+            "still refused"
+        );
+
+        let report = retry_refused(&mut doc, &mut shadow, &ctx(&new)).unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
+        assert!(shadow.refused.is_empty());
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(18));
+        let p = doc.project(&ProjectCtx {
+            catalog: &new,
+            policy: &policy,
+            directory: &AssumeLive,
+        });
+        assert_eq!(p.record.fields.get(&stage_key), Some(&Value::Ref(18)));
     }
 
     #[test]
@@ -705,6 +765,12 @@ mod tests {
     fn a_crm_time_after_the_pull_is_the_pull_time() {
         let image = deal("A", 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z", 7);
         assert_eq!(stamp_of(&image, None, TEN - 5).at_ms, TEN - 5);
-        assert_eq!(stamp_of(&Image::default(), None, 42), Stamp { at_ms: 42, by: CRM_USER });
+        assert_eq!(
+            stamp_of(&Image::default(), None, 42),
+            Stamp {
+                at_ms: 42,
+                by: CRM_USER
+            }
+        );
     }
 }

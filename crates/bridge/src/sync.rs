@@ -176,7 +176,10 @@ mod tests {
             assert!(matches!(event, SyncEvent::Backoff(_)), "{event:?}");
         }
         let last = run.on_result(Err(CrmError::Transport("refused".into())), 0.5);
-        assert_eq!(last, SyncEvent::Failed(CrmError::Transport("refused".into())));
+        assert_eq!(
+            last,
+            SyncEvent::Failed(CrmError::Transport("refused".into()))
+        );
         assert!(run.is_done());
         assert_eq!(run.next_request(), None);
     }

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use sellsync_model::{CrmReach, DeviceId};
 use sellsync_model::{
     ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordId, RecordKind, Slot,
     Value, parse_input,
 };
+use sellsync_model::{CrmReach, DeviceId};
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Node, NodeError, credential, token};
 use sellsync_store::{NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreRead};

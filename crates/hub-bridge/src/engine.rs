@@ -315,7 +315,7 @@ impl<C: Crm> Bridge<C> {
                     tracing::warn!("{} unreachable: {e}; retrying", self.crm_name());
                 }
                 self.save_status().await;
-        self.publish_reach().await;
+                self.publish_reach().await;
             }
             ReachChange::StillLost => self.save_status().await,
             ReachChange::Back(retries) => {
@@ -325,7 +325,7 @@ impl<C: Crm> Bridge<C> {
                     if retries == 1 { "y" } else { "ies" }
                 );
                 self.save_status().await;
-        self.publish_reach().await;
+                self.publish_reach().await;
             }
         }
         res
@@ -821,7 +821,11 @@ impl<C: Crm> Bridge<C> {
             let mut listed = BTreeSet::new();
             for page in 1..=MAX_PAGES {
                 let (items, more) = self.list_page(resource, page, "id").await?;
-                listed.extend(items.iter().filter_map(|d| d.get("id").and_then(Json::as_u64)));
+                listed.extend(
+                    items
+                        .iter()
+                        .filter_map(|d| d.get("id").and_then(Json::as_u64)),
+                );
                 if !more {
                     break;
                 }

@@ -219,10 +219,19 @@ mod tests {
             unreachable_since_ms: since,
         };
         let stored = at(Some(1_000), None);
-        assert!(!worth_publishing(&stored, &at(Some(1_000 + REACH_PUBLISH_MS - 1), None)));
-        assert!(worth_publishing(&stored, &at(Some(1_000 + REACH_PUBLISH_MS), None)));
+        assert!(!worth_publishing(
+            &stored,
+            &at(Some(1_000 + REACH_PUBLISH_MS - 1), None)
+        ));
+        assert!(worth_publishing(
+            &stored,
+            &at(Some(1_000 + REACH_PUBLISH_MS), None)
+        ));
         assert!(worth_publishing(&stored, &at(Some(1_000), Some(2_000))));
-        assert!(worth_publishing(&at(Some(1_000), Some(2_000)), &at(Some(3_000), None)));
+        assert!(worth_publishing(
+            &at(Some(1_000), Some(2_000)),
+            &at(Some(3_000), None)
+        ));
         assert!(worth_publishing(&CrmReach::default(), &at(Some(1), None)));
         assert!(!worth_publishing(&stored, &stored));
     }
@@ -232,13 +241,25 @@ mod tests {
         let mut r = Reach::default();
         assert_eq!(r.answered(10), ReachChange::Same);
         assert_eq!(r.failed(20, "transport: refused".into()), ReachChange::Lost);
-        assert_eq!(r.failed(30, "transport: timed out".into()), ReachChange::StillLost);
-        assert_eq!(r.failed(40, "server error 503: down".into()), ReachChange::StillLost);
+        assert_eq!(
+            r.failed(30, "transport: timed out".into()),
+            ReachChange::StillLost
+        );
+        assert_eq!(
+            r.failed(40, "server error 503: down".into()),
+            ReachChange::StillLost
+        );
         assert_eq!(r.unreachable_since_ms, Some(20));
         assert_eq!(r.retries, 2);
         assert_eq!(r.last_reached_ms, Some(10));
         assert_eq!(r.last_error.as_deref(), Some("server error 503: down"));
         assert_eq!(r.answered(50), ReachChange::Back(2));
-        assert_eq!(r, Reach { last_reached_ms: Some(50), ..Reach::default() });
+        assert_eq!(
+            r,
+            Reach {
+                last_reached_ms: Some(50),
+                ..Reach::default()
+            }
+        );
     }
 }

@@ -239,8 +239,10 @@ const SECTIONS: [&str; 6] = [
 
 /// The catalog as an Automerge document. Only the hub writes it (from the CRM); devices read it.
 ///
-/// Layout: `ROOT { schema: 1, kind: "catalog", loaded: bool, <section>: { <key>: json } }`,
-/// one JSON string per entry so that a change to one stage is one small operation.
+/// Layout: `ROOT { schema: 1, kind: "catalog", loaded: bool, <section>: { <key>: json },
+/// crm_reach?: json }`, one JSON string per entry so that a change to one stage is one small
+/// operation. `crm_reach` ([`CrmReach`]) is what the hub knows of the CRM's reachability;
+/// readers that do not know it ignore it.
 #[derive(Debug)]
 pub struct CatalogDoc {
     doc: Automerge,

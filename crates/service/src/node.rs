@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use sellsync_model::{
-    AssumeLive, Author, Catalog, CatalogDoc, CrmReach, DeviceId, Edit, EditCtx, EditError, FieldKey,
-    FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind, RegisterLayout,
-    UserId, Value,
+    AssumeLive, Author, Catalog, CatalogDoc, CrmReach, DeviceId, Edit, EditCtx, EditError,
+    FieldKey, FlagKind, LoadError, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
+    RegisterLayout, UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
 
@@ -168,7 +168,9 @@ impl Node {
             } else {
                 CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
             };
-            let changed = cdoc.write_crm_reach(reach, secs).map_err(|e| e.to_string())?;
+            let changed = cdoc
+                .write_crm_reach(reach, secs)
+                .map_err(|e| e.to_string())?;
             doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
             Ok::<bool, String>(changed)
         })?;
