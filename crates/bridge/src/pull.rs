@@ -415,7 +415,7 @@ pub fn pull_new(
     let ectx = ctx.edit_ctx(&author, base.at_ms);
     let id = local_record_id(kind, crm_id);
     let mut report = PullReport::default();
-    let (own, plain): (Vec<(FieldKey, Value)>, Vec<(FieldKey, Value)>) = image
+    let (own, plain): (Vec<_>, Vec<_>) = image
         .fields
         .clone()
         .into_iter()

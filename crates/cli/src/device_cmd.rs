@@ -489,7 +489,7 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let out: Outcome = rt.block_on(net::dial_tls(
         &url,
-        shared,
+        shared.clone(),
         Session::dial(cfg),
         NetConfig::default(),
         tls,
