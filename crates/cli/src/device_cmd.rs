@@ -662,14 +662,13 @@ fn print_conflicts(id: &RecordId, conflicts: &[Conflict]) {
             } => {
                 println!("{id}: conflict on {slot} ({tier} tier)");
                 for (i, cand) in candidates.iter().enumerate() {
-                    println!(
-                        "  [{}] {} by user {} on {} at {}",
-                        i + 1,
-                        cand.value,
-                        cand.by,
-                        cand.device,
-                        cand.at
-                    );
+                    // User 0 on the CRM's device: Zendesk, naming none of its users.
+                    let who = if cand.by == sellsync_bridge::pull::CRM_USER {
+                        "Zendesk".to_owned()
+                    } else {
+                        format!("user {} on {}", cand.by, cand.device)
+                    };
+                    println!("  [{}] {} by {who} at {}", i + 1, cand.value, cand.at);
                 }
             }
             other => println!("{id}: {}", serde_json::to_string(other).unwrap_or_default()),
