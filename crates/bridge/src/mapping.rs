@@ -1,8 +1,8 @@
 //! Zendesk Sell objects <-> model fields, and the catalog import.
 //!
 //! An [`Image`] is what the bridge knows of one CRM object as model values: every mapped field
-//! (absent and `null` both mean [`Value::Null`]), the tag set, and `updated_at`. It is what a
-//! shadow stores and what a pull diffs against.
+//! (absent and `null` both mean [`Value::Null`]), the tag set, `updated_at`, and who the CRM
+//! says changed what ([`Origin`]). It is what a shadow stores and what a pull diffs against.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +21,28 @@ pub struct Image {
     pub tags: BTreeSet<String>,
     /// The CRM's `updated_at`, as sent.
     pub updated_at: Option<String>,
+    /// Who and when the CRM says a field was last changed, for the fields where it says so.
+    /// Never diffed: it only stamps what a pull writes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub origin: BTreeMap<FieldKey, FieldOrigin>,
 }
+
+/// Who last changed one field, and when, as the CRM reports it (a deal's stage:
+/// `last_stage_change_by_id`, `last_stage_change_at`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldOrigin {
+    /// The CRM user.
+    pub by: Option<u64>,
+    /// When (RFC 3339, as sent).
+    pub at: Option<String>,
+}
+
+/// Fields whose last author and time the CRM reports: (field, author attribute, time attribute).
+const DEAL_ORIGINS: &[(&str, &str, &str)] = &[(
+    "stage_id",
+    "last_stage_change_by_id",
+    "last_stage_change_at",
+)];
 
 impl Image {
     /// The field's value, `Null` when absent.
@@ -311,6 +332,17 @@ pub fn record_image(
         .ok_or(MapError::NotAnObject(kind.as_str()))?;
     let mut image = Image::default();
     read_table(obj, record_table(kind), &mut image)?;
+    if kind == RecordKind::Deal {
+        for (field, by, at) in DEAL_ORIGINS {
+            let origin = FieldOrigin {
+                by: obj.get(*by).and_then(Json::as_u64),
+                at: obj.get(*at).and_then(Json::as_str).map(str::to_owned),
+            };
+            if origin != FieldOrigin::default() {
+                image.origin.insert(FieldKey::std(field), origin);
+            }
+        }
+    }
     if let Some(tags) = obj.get("tags").and_then(Json::as_array) {
         image.tags = tags
             .iter()
@@ -409,6 +441,15 @@ pub fn body_of(fields: &[(FieldKey, Value)]) -> Option<Map<String, Json>> {
         }
     }
     Some(body)
+}
+
+/// Whether a field's values come from the catalog (a stage, user, loss reason, source, or a
+/// custom field's definition): a refusal of such a value may mean the catalog changed.
+pub fn names_catalog(field: &str) -> bool {
+    matches!(
+        field,
+        "stage_id" | "owner_id" | "loss_reason_id" | "source_id" | "unqualified_reason_id"
+    ) || field.starts_with("custom_fields")
 }
 
 /// The Sell `type` of a custom field definition as the model's type (text-like types are text).

@@ -9,7 +9,7 @@
 //! opens documents as [`bridge_device`]), never as `crm`. Shadow heads only ever move to
 //! descendants of themselves, which keeps the invariant.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::ChangeHash;
 use sellsync_model::{
@@ -42,6 +42,12 @@ pub struct Shadow {
     /// The record's notes, tasks and calls as last seen in the CRM.
     #[serde(default)]
     pub activities: BTreeMap<ActivityId, ActivityShadow>,
+    /// CRM values the model refused when they were pulled (a stage the catalog did not list
+    /// yet). For these fields `image` keeps what the document holds, so a push never sends the
+    /// document's value back over the CRM's; [`retry_refused`] writes them once the catalog
+    /// accepts them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<FieldKey, Value>,
 }
 
 /// What the bridge last saw of one activity.
@@ -92,12 +98,16 @@ pub enum PullError {
     NoParent,
 }
 
-/// Who and when the bridge writes as, and what values are checked against.
+/// The user a change is written as when the CRM does not say which of its users made it: the
+/// CRM itself (Zendesk user ids are positive). Its registers' device is [`DeviceId::crm`].
+pub const CRM_USER: UserId = UserId(0);
+
+/// When the bridge writes, and what values are checked against. Who and when a pulled value is
+/// stamped with comes from the CRM's object (see [`stamp_of`]), not from here.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteCtx<'a> {
-    /// The CRM user the bridge's token belongs to.
-    pub user: UserId,
-    /// The wall clock (ms).
+    /// The wall clock (ms): the time of writes the CRM gives no time for (a delete), and the
+    /// latest time a pulled value may carry.
     pub now_ms: i64,
     /// The catalog.
     pub catalog: &'a Catalog,
@@ -113,6 +123,13 @@ pub struct PullReport {
     /// Fields the CRM holds that the model refused, with the reason. Kept in the shadow so
     /// that they are not pushed back; shown to the executor's log.
     pub refused: Vec<(FieldKey, String)>,
+}
+
+/// Polling sees no deletes: the CRM ids the bridge holds that a full list of the resource did
+/// not return. Each must be confirmed by a read answering 404 before it is written as a
+/// delete: a list read page by page can skip an object whose neighbours were deleted meanwhile.
+pub fn unlisted(known: &BTreeSet<u64>, listed: &BTreeSet<u64>) -> Vec<u64> {
+    known.difference(listed).copied().collect()
 }
 
 /// The local id of a record first seen in the CRM: deterministic, so a re-import after a crash
@@ -152,15 +169,80 @@ fn unreachable_activity() -> ActivityId {
 }
 
 impl WriteCtx<'_> {
-    /// The edit context of a change written as the CRM by `author`.
-    fn edit_ctx<'a>(&'a self, author: &'a Author) -> EditCtx<'a> {
+    /// The edit context of a change written as the CRM by `author` at `at_ms`.
+    fn edit_ctx<'a>(&'a self, author: &'a Author, at_ms: i64) -> EditCtx<'a> {
         EditCtx {
             author,
-            now_ms: self.now_ms,
+            now_ms: at_ms,
             catalog: self.catalog,
             policy: self.policy,
         }
     }
+}
+
+/// Who a pulled value is written as, and the time its register carries (before the hybrid
+/// clock lifts it above everything its basis holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    /// When the CRM says the change was made (ms), never later than the pull.
+    pub at_ms: i64,
+    /// The CRM user who made it, or [`CRM_USER`].
+    pub by: UserId,
+}
+
+fn rfc3339_ms(s: Option<&str>) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The stamp of `field` in a CRM version: the field's own author and time where the CRM reports
+/// them (a deal's stage), else the CRM at the version's `updated_at`. A time the CRM does not
+/// give, or one after `now_ms` (a clock ahead of ours), is `now_ms`: a pulled value never
+/// sorts after an edit made later than the pull.
+pub fn stamp_of(image: &Image, field: Option<&FieldKey>, now_ms: i64) -> Stamp {
+    let origin = field.and_then(|f| image.origin.get(f));
+    let at = origin
+        .and_then(|o| rfc3339_ms(o.at.as_deref()))
+        .or_else(|| rfc3339_ms(image.updated_at.as_deref()))
+        .map_or(now_ms, |t| t.min(now_ms));
+    Stamp {
+        at_ms: at,
+        by: origin.and_then(|o| o.by).map_or(CRM_USER, UserId),
+    }
+}
+
+/// Groups `edits` by the stamp of the field each writes, oldest first.
+fn stamped(image: &Image, edits: Vec<Edit>, now_ms: i64) -> Vec<(Stamp, Vec<Edit>)> {
+    let mut groups: BTreeMap<Stamp, Vec<Edit>> = BTreeMap::new();
+    for edit in edits {
+        let field = match &edit {
+            Edit::Set(k, _) => Some(k),
+            _ => None,
+        };
+        groups
+            .entry(stamp_of(image, field, now_ms))
+            .or_default()
+            .push(edit);
+    }
+    groups.into_iter().collect()
+}
+
+/// Applies `edits` on `fork`, one change per stamp (oldest first), tolerantly.
+fn apply_stamped(
+    fork: &mut RecordDoc,
+    ctx: &WriteCtx<'_>,
+    image: &Image,
+    message: &str,
+    edits: Vec<Edit>,
+    report: &mut PullReport,
+) -> Result<(), PullError> {
+    for (stamp, group) in stamped(image, edits, ctx.now_ms) {
+        let author = crm_author(stamp.by);
+        let ectx = ctx.edit_ctx(&author, stamp.at_ms);
+        apply_tolerant(fork, &ectx, message, group, report)?;
+    }
+    Ok(())
 }
 
 /// A copy of `doc` at the shadow heads, writing as the CRM: what the CRM says is written there,
@@ -174,6 +256,11 @@ fn crm_author(user: UserId) -> Author {
         user,
         device: DeviceId::crm(),
     }
+}
+
+/// The key a refused tag edit is reported under (tags are a set, not a field of the image).
+fn is_tags(key: &FieldKey) -> bool {
+    matches!(key, FieldKey::Std(n) if n == "tags")
 }
 
 /// Fields that Sell accepts at creation only: never written by an update.
@@ -244,18 +331,50 @@ pub fn pull_update(
     ctx: &WriteCtx<'_>,
 ) -> Result<PullReport, PullError> {
     let mut report = PullReport::default();
+    let mut image = image;
     let edits = record_edits(&shadow.image, &image, &mut report);
     if !edits.is_empty() {
-        let author = crm_author(ctx.user);
-        let ectx = ctx.edit_ctx(&author);
         let mut fork = crm_fork(doc, shadow)?;
-        apply_tolerant(&mut fork, &ectx, "crm: record changed", edits, &mut report)?;
+        apply_stamped(
+            &mut fork,
+            ctx,
+            &image,
+            "crm: record changed",
+            edits,
+            &mut report,
+        )?;
         let heads = fork.heads();
         doc.merge(&mut fork)?;
         shadow.heads = hex_heads(&heads);
     }
+    // A refused value stays out of the image (the document does not hold it) and waits.
+    let mut refused = BTreeMap::new();
+    for (key, _) in report.refused.iter().filter(|(k, _)| !is_tags(k)) {
+        refused.insert(key.clone(), image.get(key));
+        match shadow.image.fields.get(key) {
+            Some(held) => image.fields.insert(key.clone(), held.clone()),
+            None => image.fields.remove(key),
+        };
+    }
+    shadow.refused = refused;
     shadow.image = image;
     Ok(report)
+}
+
+/// Writes the CRM values a pull had to refuse (see [`Shadow::refused`]), after the catalog
+/// changed: like a pull of the shadow's version with those values. What is refused again keeps
+/// waiting.
+pub fn retry_refused(
+    doc: &mut RecordDoc,
+    shadow: &mut Shadow,
+    ctx: &WriteCtx<'_>,
+) -> Result<PullReport, PullError> {
+    let mut image = shadow.image.clone();
+    for (key, value) in &shadow.refused {
+        image.fields.insert(key.clone(), value.clone());
+    }
+    image.fields.retain(|_, v| *v != Value::Null);
+    pull_update(doc, shadow, image, ctx)
 }
 
 /// Writes a CRM delete based on the shadow heads: a record conflict when devices edited the
@@ -265,8 +384,9 @@ pub fn pull_delete(
     shadow: &mut Shadow,
     ctx: &WriteCtx<'_>,
 ) -> Result<bool, PullError> {
-    let author = crm_author(ctx.user);
-    let ectx = ctx.edit_ctx(&author);
+    // The CRM names neither who deleted nor when: the CRM, at the time the bridge learnt it.
+    let author = crm_author(CRM_USER);
+    let ectx = ctx.edit_ctx(&author, ctx.now_ms);
     let mut fork = crm_fork(doc, shadow)?;
     match fork.apply(&ectx, "crm: record deleted", &[Edit::DeleteRecord]) {
         Ok(_) => {}
@@ -288,26 +408,47 @@ pub fn pull_new(
     image: Image,
     ctx: &WriteCtx<'_>,
 ) -> Result<(RecordDoc, Shadow, PullReport), PullError> {
-    let author = crm_author(ctx.user);
-    let ectx = ctx.edit_ctx(&author);
+    // The record is born with the fields the CRM names no author for, as the CRM at the
+    // version's time; fields with their own author and time follow as their own changes.
+    let base = stamp_of(&image, None, ctx.now_ms);
+    let author = crm_author(base.by);
+    let ectx = ctx.edit_ctx(&author, base.at_ms);
     let id = local_record_id(kind, crm_id);
     let mut report = PullReport::default();
-    let all: Vec<(FieldKey, Value)> = image.fields.clone().into_iter().collect();
-    let mut doc = match RecordDoc::create(kind, id.clone(), RegisterLayout::Packed, &ectx, all) {
+    let (own, plain): (Vec<_>, Vec<_>) = image
+        .fields
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| image.origin.contains_key(k));
+    let mut doc = match RecordDoc::create(
+        kind,
+        id.clone(),
+        RegisterLayout::Packed,
+        &ectx,
+        plain.clone(),
+    ) {
         Ok(doc) => doc,
         Err(EditError::Automerge(e)) => return Err(e.into()),
         Err(_) => {
             // Required and create-only fields first, then the rest one by one.
-            let (first, rest): (Vec<_>, Vec<_>) =
-                image.fields.clone().into_iter().partition(|(k, _)| {
-                    create_only(k) || (kind == RecordKind::Deal && k.name() == "name")
-                });
+            let (first, rest): (Vec<_>, Vec<_>) = plain.into_iter().partition(|(k, _)| {
+                create_only(k) || (kind == RecordKind::Deal && k.name() == "name")
+            });
             let mut doc = RecordDoc::create(kind, id, RegisterLayout::Packed, &ectx, first)?;
             let edits = rest.into_iter().map(|(k, v)| Edit::Set(k, v)).collect();
             apply_tolerant(&mut doc, &ectx, "crm: record imported", edits, &mut report)?;
             doc
         }
     };
+    let edits = own.into_iter().map(|(k, v)| Edit::Set(k, v)).collect();
+    apply_stamped(
+        &mut doc,
+        ctx,
+        &image,
+        "crm: record imported",
+        edits,
+        &mut report,
+    )?;
     let tags: Vec<Edit> = image.tags.iter().cloned().map(Edit::AddTag).collect();
     apply_tolerant(&mut doc, &ectx, "crm: tags", tags, &mut report)?;
     doc.set_crm_id(ctx.now_ms, crm_id)?;
@@ -317,6 +458,14 @@ pub fn pull_new(
         .filter(|k| !report.refused.iter().any(|(r, _)| r == *k))
         .cloned()
         .collect();
+    // As in `pull_update`: a refused value is not in the image, and waits.
+    let mut image = image;
+    let mut refused = BTreeMap::new();
+    for (key, _) in &report.refused {
+        if let Some(v) = image.fields.remove(key) {
+            refused.insert(key.clone(), v);
+        }
+    }
     let shadow = Shadow {
         record: doc.id().clone(),
         kind,
@@ -324,6 +473,7 @@ pub fn pull_new(
         image,
         heads: hex_heads(&doc.heads()),
         activities: BTreeMap::new(),
+        refused,
     };
     Ok((doc.fork(&bridge_device()), shadow, report))
 }
@@ -338,8 +488,9 @@ pub fn pull_activity(
     image: Image,
     ctx: &WriteCtx<'_>,
 ) -> Result<PullReport, PullError> {
-    let author = crm_author(ctx.user);
-    let ectx = ctx.edit_ctx(&author);
+    let stamp = stamp_of(&image, None, ctx.now_ms);
+    let author = crm_author(stamp.by);
+    let ectx = ctx.edit_ctx(&author, stamp.at_ms);
     let mut report = PullReport::default();
     let known = shadow
         .activities
@@ -440,8 +591,9 @@ pub fn pull_activity_delete(
     else {
         return Ok(false);
     };
-    let author = crm_author(ctx.user);
-    let ectx = ctx.edit_ctx(&author);
+    // As for a record's delete: the CRM, at the time the bridge learnt it.
+    let author = crm_author(CRM_USER);
+    let ectx = ctx.edit_ctx(&author, ctx.now_ms);
     let mut fork = crm_fork(doc, shadow)?;
     let wrote = fork
         .apply(
@@ -455,4 +607,170 @@ pub fn pull_activity_delete(
     shadow.heads = hex_heads(&heads);
     shadow.activities.remove(&id);
     Ok(wrote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::record_image;
+    use sellsync_model::{AssumeLive, ProjectCtx, Slot};
+    use serde_json::json;
+
+    /// 2026-03-02T10:00:00Z in ms.
+    const TEN: i64 = 1_772_445_600_000;
+
+    fn deal(name: &str, stage: u64, updated: &str, stage_at: &str, stage_by: u64) -> Image {
+        let data = json!({
+            "id": 41, "name": name, "stage_id": stage, "updated_at": updated,
+            "last_stage_change_at": stage_at, "last_stage_change_by_id": stage_by,
+        });
+        record_image(RecordKind::Deal, &data, &Catalog::default())
+            .unwrap()
+            .1
+    }
+
+    fn phone_edit(doc: &mut RecordDoc, at_ms: i64, edits: &[Edit]) {
+        let phone: DeviceId = "phone".parse().unwrap();
+        let author = Author {
+            user: UserId(5),
+            device: phone.clone(),
+        };
+        let ctx = EditCtx {
+            author: &author,
+            now_ms: at_ms,
+            catalog: &Catalog::default(),
+            policy: &Policy::default(),
+        };
+        let mut on_phone = doc.fork(&phone);
+        on_phone.apply(&ctx, "phone edit", edits).unwrap();
+        doc.merge(&mut on_phone).unwrap();
+    }
+
+    #[test]
+    fn a_pulled_value_carries_the_crms_time_and_author_not_the_pull() {
+        let catalog = Catalog::default();
+        let policy = Policy::default();
+        let at = |now_ms| WriteCtx {
+            now_ms,
+            catalog: &catalog,
+            policy: &policy,
+        };
+        let first = deal("Acme", 1, "2026-03-02T09:00:00Z", "2026-03-02T09:00:00Z", 3);
+        let (mut doc, mut shadow, _) =
+            pull_new(RecordKind::Deal, 41, first, &at(TEN - 3_000_000)).unwrap();
+        // Zendesk: name at 10:00:00 (nobody named), stage at 09:59:00 by user 7.
+        // The phone, offline: name and stage at 10:00:01. The bridge pulls at 10:05.
+        phone_edit(
+            &mut doc,
+            TEN + 1_000,
+            &[
+                Edit::Set(FieldKey::std("name"), Value::Text("Acme (phone)".into())),
+                Edit::Set(FieldKey::std("stage_id"), Value::Ref(3)),
+            ],
+        );
+        let zendesk = deal(
+            "Acme (web)",
+            2,
+            "2026-03-02T10:00:00Z",
+            "2026-03-02T09:59:00Z",
+            7,
+        );
+        pull_update(&mut doc, &mut shadow, zendesk, &at(TEN + 300_000)).unwrap();
+
+        let name = doc.field_candidates(&catalog, &policy, &Slot::record(FieldKey::std("name")));
+        let web = name.iter().find(|c| c.device.is_crm()).unwrap();
+        assert_eq!((web.at, web.by), (TEN, CRM_USER));
+        let p = doc.project(&ProjectCtx {
+            catalog: &catalog,
+            policy: &policy,
+            directory: &AssumeLive,
+        });
+        // The later edit wins the last-writer-wins field, whenever the pull happens.
+        assert_eq!(
+            p.record.fields.get(&FieldKey::std("name")),
+            Some(&Value::Text("Acme (phone)".into()))
+        );
+        let stage =
+            doc.field_candidates(&catalog, &policy, &Slot::record(FieldKey::std("stage_id")));
+        let web = stage.iter().find(|c| c.device.is_crm()).unwrap();
+        assert_eq!((web.at, web.by), (TEN - 60_000, UserId(7)));
+    }
+
+    #[test]
+    fn a_value_the_catalog_does_not_list_yet_waits_and_is_written_when_it_does() {
+        let old = Catalog::example();
+        let mut new = Catalog::example();
+        let mut stage = new.stages[&13].clone();
+        stage.id = 18;
+        new.stages.insert(18, stage);
+        let policy = Policy::default();
+        let ctx = |catalog| WriteCtx {
+            now_ms: TEN,
+            catalog,
+            policy: &policy,
+        };
+        let first = deal(
+            "Acme",
+            11,
+            "2026-03-02T09:00:00Z",
+            "2026-03-02T09:00:00Z",
+            3,
+        );
+        let (mut doc, mut shadow, _) = pull_new(RecordKind::Deal, 41, first, &ctx(&old)).unwrap();
+        let moved = deal(
+            "Acme",
+            18,
+            "2026-03-02T09:30:00Z",
+            "2026-03-02T09:30:00Z",
+            3,
+        );
+        let report = pull_update(&mut doc, &mut shadow, moved.clone(), &ctx(&old)).unwrap();
+        let stage_key = FieldKey::std("stage_id");
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        // The image keeps what the document holds (a push sends nothing back); the CRM's
+        // value waits, also through a pull of the same version.
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(11));
+        pull_update(&mut doc, &mut shadow, moved, &ctx(&old)).unwrap();
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(11));
+        assert_eq!(shadow.refused.get(&stage_key), Some(&Value::Ref(18)));
+        let again = retry_refused(&mut doc, &mut shadow, &ctx(&old)).unwrap();
+        assert_eq!(again.refused.len(), 1, "{again:?}");
+        assert_eq!(
+            shadow.refused.get(&stage_key),
+            Some(&Value::Ref(18)),
+            "still refused"
+        );
+
+        let report = retry_refused(&mut doc, &mut shadow, &ctx(&new)).unwrap();
+        assert!(report.refused.is_empty(), "{report:?}");
+        assert!(shadow.refused.is_empty());
+        assert_eq!(shadow.image.get(&stage_key), Value::Ref(18));
+        let p = doc.project(&ProjectCtx {
+            catalog: &new,
+            policy: &policy,
+            directory: &AssumeLive,
+        });
+        assert_eq!(p.record.fields.get(&stage_key), Some(&Value::Ref(18)));
+    }
+
+    #[test]
+    fn only_held_ids_missing_from_the_list_are_candidates_for_a_delete() {
+        let known: BTreeSet<u64> = [1, 2, 3, 5].into();
+        let listed: BTreeSet<u64> = [1, 3, 4].into();
+        assert_eq!(unlisted(&known, &listed), vec![2, 5]);
+        assert!(unlisted(&known, &known).is_empty());
+    }
+
+    #[test]
+    fn a_crm_time_after_the_pull_is_the_pull_time() {
+        let image = deal("A", 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z", 7);
+        assert_eq!(stamp_of(&image, None, TEN - 5).at_ms, TEN - 5);
+        assert_eq!(
+            stamp_of(&Image::default(), None, 42),
+            Stamp {
+                at_ms: 42,
+                by: CRM_USER
+            }
+        );
+    }
 }

@@ -383,6 +383,7 @@ pub fn on_success(
                         image,
                         heads: op.basis.clone(),
                         activities: BTreeMap::new(),
+                        refused: BTreeMap::new(),
                     });
                 }
             }

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crm::{CrmError, CrmRequest, CrmResponse, SyncItem};
+use crate::run::Limits;
 
 /// Where the run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,11 +28,13 @@ pub enum SyncEvent {
     /// Apply these (pull), persist documents and shadows, then call [`SyncRun::durable`] with
     /// their ack keys.
     Items(Vec<SyncItem>),
-    /// Wait before the next request (429, 5xx, transport), in ms.
+    /// Wait before the next request (429, 5xx, transport), in ms; after `max_attempts` of
+    /// them in a row, `Failed` instead.
     Backoff(u64),
     /// The queue is drained.
     Done,
-    /// A failure the run cannot get past (401, 403, malformed); start again later.
+    /// A failure the run cannot get past (401, 403, malformed, or `max_attempts` transient
+    /// failures in a row); start again later.
     Failed(CrmError),
 }
 
@@ -43,17 +46,29 @@ pub struct SyncRun {
     acks: Vec<String>,
     state: State,
     attempt: u32,
+    /// Backoff and retries (the budget is not used: a pull is as long as the queue).
+    #[serde(default)]
+    limits: Limits,
 }
 
 impl SyncRun {
-    /// A run for the persisted device UUID.
+    /// A run for the persisted device UUID, with the default backoff.
     pub fn new(device: &str) -> SyncRun {
+        SyncRun::with_limits(device, Limits::default())
+    }
+
+    /// A run that backs off from `limits.base_ms` up to `limits.cap_ms` and gives up with the
+    /// last error after `limits.max_attempts` transient failures in a row (about 50 s with the
+    /// defaults), so that an outage ends the pull and shows in its result instead of holding
+    /// it for ever.
+    pub fn with_limits(device: &str, limits: Limits) -> SyncRun {
         SyncRun {
             device: device.to_owned(),
             session: None,
             acks: Vec::new(),
             state: State::Start,
             attempt: 0,
+            limits,
         }
     }
 
@@ -93,11 +108,16 @@ impl SyncRun {
     pub fn on_result(&mut self, result: Result<CrmResponse, CrmError>, jitter: f64) -> SyncEvent {
         match result {
             Err(e) if e.is_transient() || matches!(e, CrmError::Transport(_)) => {
+                if self.attempt >= self.limits.max_attempts {
+                    // The run ends and says why; the executor's next pull starts again.
+                    self.state = State::Done;
+                    return SyncEvent::Failed(e);
+                }
                 self.attempt += 1;
                 SyncEvent::Backoff(crate::push::backoff_ms(
                     self.attempt.saturating_sub(1),
-                    200,
-                    30_000,
+                    self.limits.base_ms,
+                    self.limits.cap_ms,
                     jitter,
                 ))
             }
@@ -141,5 +161,38 @@ impl SyncRun {
                 SyncEvent::Failed(CrmError::Malformed(format!("unexpected answer {other:?}")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_ends_the_run_with_its_error_after_bounded_retries() {
+        let mut run = SyncRun::new("d");
+        for _ in 0..Limits::default().max_attempts {
+            let event = run.on_result(Err(CrmError::Transport("refused".into())), 0.5);
+            assert!(matches!(event, SyncEvent::Backoff(_)), "{event:?}");
+        }
+        let last = run.on_result(Err(CrmError::Transport("refused".into())), 0.5);
+        assert_eq!(
+            last,
+            SyncEvent::Failed(CrmError::Transport("refused".into()))
+        );
+        assert!(run.is_done());
+        assert_eq!(run.next_request(), None);
+    }
+
+    #[test]
+    fn an_answer_resets_the_count_of_failed_attempts() {
+        let mut run = SyncRun::new("d");
+        for _ in 0..Limits::default().max_attempts {
+            run.on_result(Err(CrmError::RateLimited), 0.5);
+        }
+        let started = run.on_result(Ok(CrmResponse::SyncSession(Some("s".into()))), 0.5);
+        assert_eq!(started, SyncEvent::Items(Vec::new()));
+        let event = run.on_result(Err(CrmError::RateLimited), 0.5);
+        assert!(matches!(event, SyncEvent::Backoff(_)), "{event:?}");
     }
 }

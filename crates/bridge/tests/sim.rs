@@ -126,7 +126,6 @@ struct World {
 impl World {
     fn wctx(&self, now_ms: i64) -> WriteCtx<'_> {
         WriteCtx {
-            user: UserId(ADMIN),
             now_ms,
             catalog: &self.catalog,
             policy: &self.policy,
@@ -197,7 +196,6 @@ impl World {
             policy: &policy,
         };
         let wctx = WriteCtx {
-            user: UserId(ADMIN),
             now_ms,
             catalog: &catalog,
             policy: &policy,
@@ -359,7 +357,6 @@ async fn a_concurrent_crm_change_gives_a_conflict_and_the_push_sends_only_the_re
     let (_, image) = mapping::record_image(RecordKind::Deal, &moved, &w.catalog).unwrap();
     let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
     let wctx = WriteCtx {
-        user: UserId(ADMIN),
         now_ms: 3_000_000,
         catalog: &catalog,
         policy: &policy,
@@ -547,7 +544,6 @@ async fn a_zendesk_delete_of_an_edited_deal_found_by_a_push_is_a_record_conflict
     let op = op.clone();
     let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
     let wctx = WriteCtx {
-        user: UserId(ADMIN),
         now_ms: 3_000_000,
         catalog: &catalog,
         policy: &policy,
@@ -575,7 +571,6 @@ async fn notes_pull_into_their_deal_and_an_offline_note_is_created_once() {
     let notes = list_all(&w.sim, Resource::Note).await;
     let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
     let wctx = WriteCtx {
-        user: UserId(ADMIN),
         now_ms: 1_500,
         catalog: &catalog,
         policy: &policy,
@@ -650,7 +645,6 @@ async fn sync_once(w: &mut World, device: &str, now_ms: i64) -> Vec<u64> {
                                 .unwrap();
                         let (catalog, policy) = (w.catalog.clone(), w.policy.clone());
                         let wctx = WriteCtx {
-                            user: UserId(ADMIN),
                             now_ms,
                             catalog: &catalog,
                             policy: &policy,

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use sellsync_hub_bridge::{
-    Bridge, BridgeConfig, BridgeStatus, Crm, RunSummary, ZendeskHttp, status_path,
+    Bridge, BridgeConfig, BridgeStatus, Crm, Reach, RunSummary, ZendeskHttp, status_path,
 };
 use sellsync_service::Node;
 use sellsync_service::net::SharedNode;
@@ -142,6 +142,20 @@ fn line(name: &str, run: Option<&RunSummary>) -> String {
     }
 }
 
+/// "Zendesk unreachable since T, N retries, last error: E", or when it last answered.
+fn reach_line(r: &Reach) -> String {
+    match (r.unreachable_since_ms, r.last_reached_ms) {
+        (Some(since), _) => format!(
+            "UNREACHABLE since {}, {} retries, last error: {}",
+            when(since),
+            r.retries,
+            r.last_error.as_deref().unwrap_or("unknown")
+        ),
+        (None, Some(at)) => format!("last answered {}", when(at)),
+        (None, None) => "never contacted".to_owned(),
+    }
+}
+
 pub(crate) fn run(args: BridgeArgs) -> Result<()> {
     match args.cmd {
         BridgeCmd::Sync {
@@ -167,6 +181,7 @@ pub(crate) fn run(args: BridgeArgs) -> Result<()> {
                 return Ok(());
             }
             println!("CRM      {}", status.crm_url);
+            println!("reached  {}", reach_line(&status.crm_reach));
             println!(
                 "user     {}",
                 status

@@ -132,6 +132,10 @@ pub(crate) struct Names<'a>(pub(crate) &'a Catalog);
 
 impl Names<'_> {
     pub(crate) fn user(&self, id: UserId) -> String {
+        if id == sellsync_bridge::pull::CRM_USER {
+            // Zendesk itself, where it does not say which of its users made a change.
+            return "Zendesk".to_owned();
+        }
         self.0
             .users
             .get(&id.0)

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use sellsync_model::DeviceId;
 use sellsync_model::{
     ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordChoice, RecordId,
     RecordKind, RefusalTarget, Slot, UserId, Value, parse_input,
 };
+use sellsync_model::{CrmReach, DeviceId};
 use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
 use sellsync_service::{Node, NodeError, credential, token};
 use sellsync_store::{
@@ -1034,8 +1034,14 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
     let changed = unique(&out.changed);
     let revoked = unique(&out.revoked);
     let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
+    // What the hub last said of Zendesk (it travels in the catalog document).
+    let reach = shared
+        .lock()
+        .map_err(|_| anyhow!("the node's lock is poisoned"))?
+        .crm_reach()?;
     if json_out {
         print_json(&json!({
+            "crm_reach": reach,
             "finished": out.finished,
             "peer": out.peer.as_ref().map(|p| p.node.as_str().to_owned()),
             "changed": ids(&changed),
@@ -1075,6 +1081,9 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
                 outln!("  {what} {}", show::title(id, p.as_ref()))?;
             }
         }
+        if let Some(line) = reach.as_ref().and_then(crm_reach_line) {
+            println!("{line}");
+        }
     }
     if let Some(reason) = &out.closed {
         bail!("sync did not complete: {}", closed_sentence(reason));
@@ -1083,6 +1092,27 @@ fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
         bail!("sync failed on this device: {e}");
     }
     Ok(())
+}
+
+/// "Zendesk unreachable from the hub since T (last reached T0)", or when it last answered.
+fn crm_reach_line(r: &CrmReach) -> Option<String> {
+    let when = |ms: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
+            || ms.to_string(),
+            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    let last = r.last_reached_ms.map(when);
+    match (r.unreachable_since_ms, last) {
+        (Some(since), last) => Some(format!(
+            "Zendesk unreachable from the hub since {}{}: changes wait on the hub",
+            when(since),
+            last.map(|l| format!(" (last reached {l})"))
+                .unwrap_or_default()
+        )),
+        (None, Some(last)) => Some(format!("Zendesk last reached by the hub {last}")),
+        (None, None) => None,
+    }
 }
 
 /// Peers check this device's credential as it checks theirs: say so before they refuse it.

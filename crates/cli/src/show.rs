@@ -130,6 +130,10 @@ pub(crate) struct Names<'a> {
 impl Names<'_> {
     /// A user's name, or `user N` for one the catalog does not list.
     pub(crate) fn user(&self, user: UserId) -> String {
+        // User 0 is the CRM itself: a value Zendesk reported without naming one of its users.
+        if user == sellsync_bridge::pull::CRM_USER {
+            return "Zendesk".to_owned();
+        }
         self.catalog
             .users
             .get(&user.0)

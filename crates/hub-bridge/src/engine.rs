@@ -11,11 +11,12 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sellsync_bridge::mapping::{self, CatalogPages};
-use sellsync_bridge::pull::bridge_device;
+use sellsync_bridge::pull::{self, bridge_device};
 use sellsync_bridge::push::{self, OpKind, PushInput, Target};
 use sellsync_bridge::run::{Event, Limits, PushRun};
 use sellsync_bridge::sync::{SyncEvent, SyncRun};
@@ -32,7 +33,7 @@ use serde_json::Value as Json;
 use crate::BridgeError;
 use crate::backend::Crm;
 use crate::records::{self, Applied, Basis, shadow_of, with_record};
-use crate::status::{self, BridgeStatus, RunSummary, STATUS_KEY};
+use crate::status::{self, BridgeStatus, ReachChange, RunSummary, STATUS_KEY};
 
 const RUN_KEY: &str = "bridge/push_run";
 const PENDING_KEY: &str = "bridge/pending";
@@ -40,6 +41,10 @@ const PUSH_SEQ_KEY: &str = "bridge/push_seq";
 const SYNC_DEVICE_KEY: &str = "bridge/sync_device";
 const PULL_MODE_KEY: &str = "bridge/pull_mode";
 const IMPORTED_KEY: &str = "bridge/imported_at";
+/// When the catalog was last read (ms).
+const CATALOG_AT_KEY: &str = "bridge/catalog_at";
+/// When polling last swept for deletes (ms).
+const SWEPT_AT_KEY: &str = "bridge/poll/swept_at";
 /// Most pages read of one resource in one step (100 per page: a million objects).
 const MAX_PAGES: u32 = 10_000;
 /// Most requests of one Sync API pull.
@@ -58,6 +63,12 @@ pub struct BridgeConfig {
     pub page_size: u32,
     /// Where to keep a copy of the status (readable while the hub runs).
     pub status_file: Option<PathBuf>,
+    /// How often the catalog (stages, users, loss reasons, sources, custom fields) is read
+    /// again; it is also read at once when the CRM refuses a value naming a catalog entry.
+    pub catalog_every: Duration,
+    /// Polling only (the Sync API reports deletes): how often the ids of every resource are
+    /// listed to find objects deleted in the CRM.
+    pub delete_sweep_every: Duration,
 }
 
 impl Default for BridgeConfig {
@@ -67,6 +78,8 @@ impl Default for BridgeConfig {
             limits: Limits::default(),
             page_size: 100,
             status_file: None,
+            catalog_every: Duration::from_secs(600),
+            delete_sweep_every: Duration::from_secs(900),
         }
     }
 }
@@ -138,6 +151,8 @@ pub struct Bridge<C> {
     config: BridgeConfig,
     user: Mutex<Option<UserId>>,
     status: Mutex<BridgeStatus>,
+    /// Set when the CRM refused a value that names a catalog entry: read the catalog next.
+    catalog_stale: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,17 +242,29 @@ fn json_bytes(v: &impl serde::Serialize) -> Vec<u8> {
 
 impl<C: Crm> Bridge<C> {
     /// A bridge writing into `node` (the hub) and talking to `crm`.
+    /// The status history kept in the store (the last import, pull and push, errors, when the
+    /// CRM was last reached) carries on: a restarted hub or a `bridge sync` adds to it.
     pub fn new(crm: C, node: SharedNode, config: BridgeConfig) -> Bridge<C> {
-        let status = BridgeStatus {
-            crm_url: config.crm_url.clone(),
-            ..BridgeStatus::default()
+        let stored = lock(&node)
+            .store()
+            .read()
+            .map_err(BridgeError::from)
+            .and_then(|r| read_json::<BridgeStatus>(&r, STATUS_KEY));
+        let mut status = match stored {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!("the stored bridge status does not read ({e}); starting afresh");
+                BridgeStatus::default()
+            }
         };
+        status.crm_url.clone_from(&config.crm_url);
         Bridge {
             crm,
             node,
             config,
             user: Mutex::new(None),
             status: Mutex::new(status),
+            catalog_stale: AtomicBool::new(false),
         }
     }
 
@@ -266,13 +293,59 @@ impl<C: Crm> Bridge<C> {
         .map_err(|e| BridgeError::Runtime(e.to_string()))
     }
 
+    /// Sends one request, and keeps in the status whether the CRM answered. An outage (a
+    /// dropped connection, a timeout, a 5xx) is logged at warn when it begins and when it ends;
+    /// during one, the status is saved at every failure, so that `bridge status` shows it.
+    async fn call(&self, req: &CrmRequest) -> Result<CrmResponse, CrmError> {
+        let res = self.crm.call(req).await;
+        let now = now_ms();
+        let change = {
+            let mut st = lock(&self.status);
+            match &res {
+                Err(e @ (CrmError::Transport(_) | CrmError::Server { .. })) => {
+                    st.crm_reach.failed(now, e.to_string())
+                }
+                _ => st.crm_reach.answered(now),
+            }
+        };
+        match change {
+            ReachChange::Same => {}
+            ReachChange::Lost => {
+                if let Err(e) = &res {
+                    tracing::warn!("{} unreachable: {e}; retrying", self.crm_name());
+                }
+                self.save_status().await;
+                self.publish_reach().await;
+            }
+            ReachChange::StillLost => self.save_status().await,
+            ReachChange::Back(retries) => {
+                tracing::warn!(
+                    "{} reachable again after {retries} retr{}",
+                    self.crm_name(),
+                    if retries == 1 { "y" } else { "ies" }
+                );
+                self.save_status().await;
+                self.publish_reach().await;
+            }
+        }
+        res
+    }
+
+    fn crm_name(&self) -> String {
+        if self.config.crm_url.is_empty() {
+            "the CRM".to_owned()
+        } else {
+            format!("the CRM at {}", self.config.crm_url)
+        }
+    }
+
     /// Sends an idempotent request (a read), retrying rate limits, server errors and dropped
     /// connections with backoff.
     async fn call_retrying(&self, req: &CrmRequest) -> Result<CrmResponse, CrmError> {
         let l = self.config.limits;
         let mut attempt = 0;
         loop {
-            match self.crm.call(req).await {
+            match self.call(req).await {
                 Err(e)
                     if (e.is_transient() || matches!(e, CrmError::Transport(_)))
                         && attempt < l.max_attempts =>
@@ -351,9 +424,9 @@ impl<C: Crm> Bridge<C> {
         &self,
         items: Vec<Incoming>,
     ) -> Result<Vec<(usize, ItemOutcome)>, BridgeError> {
-        let user = self.crm_user().await?;
+        self.crm_user().await?;
         self.on_node(move |n| {
-            let basis = Basis::of(n, user);
+            let basis = Basis::of(n);
             let now = now_ms();
             let mut order: Vec<usize> = (0..items.len()).collect();
             order.sort_by_key(|&i| {
@@ -443,18 +516,7 @@ impl<C: Crm> Bridge<C> {
     ) -> Result<ImportReport, BridgeError> {
         self.crm_user().await?;
         progress(Progress::Catalog);
-        let pages = CatalogPages {
-            pipelines: self.list_typed(Resource::Pipeline).await?,
-            stages: self.list_typed(Resource::Stage).await?,
-            users: self.list_typed(Resource::User).await?,
-            loss_reasons: self.list_typed(Resource::LossReason).await?,
-            sources: self.list_typed(Resource::DealSource).await?,
-            deal_fields: self.list_typed(Resource::DealCustomFields).await?,
-            contact_fields: self.list_typed(Resource::ContactCustomFields).await?,
-        };
-        let catalog = mapping::catalog_of(&pages);
-        self.on_node(move |n| n.write_catalog(&catalog, now_ms()))
-            .await??;
+        self.pull_catalog().await?;
         let mut report = ImportReport::default();
         for (resource, what) in [
             (Resource::Contact, "contacts"),
@@ -493,6 +555,60 @@ impl<C: Crm> Bridge<C> {
             }
         }
         Ok(report)
+    }
+
+    /// Reads the whole catalog (seven lists) and writes what changed into the catalog document,
+    /// which devices receive; when anything changed, every record is validated again on the hub
+    /// and, once they receive it, on the devices. Returns whether the catalog changed.
+    pub async fn pull_catalog(&self) -> Result<bool, BridgeError> {
+        let pages = CatalogPages {
+            pipelines: self.list_typed(Resource::Pipeline).await?,
+            stages: self.list_typed(Resource::Stage).await?,
+            users: self.list_typed(Resource::User).await?,
+            loss_reasons: self.list_typed(Resource::LossReason).await?,
+            sources: self.list_typed(Resource::DealSource).await?,
+            deal_fields: self.list_typed(Resource::DealCustomFields).await?,
+            contact_fields: self.list_typed(Resource::ContactCustomFields).await?,
+        };
+        let catalog = mapping::catalog_of(&pages);
+        let changed = self
+            .on_node(move |n| {
+                let now = now_ms();
+                let changed = *n.replica_ref().catalog() != catalog;
+                n.write_catalog(&catalog, now)?;
+                n.store()
+                    .write(|w| w.kv_put(CATALOG_AT_KEY, &json_bytes(&now)))?;
+                if changed {
+                    // Values pulls had to refuse under the old catalog may be accepted now.
+                    let basis = Basis::of(n);
+                    let ids: Vec<RecordId> = n.records()?.into_iter().map(|(id, _)| id).collect();
+                    let written = n
+                        .replica()
+                        .docs()
+                        .batch(|b| records::retry_refused(b, &basis, &ids, now))?;
+                    n.refresh(&written, now)?;
+                }
+                Ok::<_, BridgeError>(changed)
+            })
+            .await??;
+        self.catalog_stale.store(false, Ordering::Relaxed);
+        if changed {
+            tracing::info!("the CRM's catalog changed; devices receive it with their next sync");
+        }
+        Ok(changed)
+    }
+
+    /// Whether the catalog is due to be read again: [`BridgeConfig::catalog_every`] after the
+    /// last read, or at once after the CRM refused a value that names a catalog entry.
+    async fn catalog_due(&self) -> Result<bool, BridgeError> {
+        if self.catalog_stale.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let last: Option<i64> = self
+            .on_node(|n| read_json(&n.store().read()?, CATALOG_AT_KEY))
+            .await??;
+        let every = i64::try_from(self.config.catalog_every.as_millis()).unwrap_or(i64::MAX);
+        Ok(last.is_none_or(|at| now_ms().saturating_sub(at) >= every))
     }
 
     async fn sync_device(&self) -> Result<String, BridgeError> {
@@ -542,12 +658,13 @@ impl<C: Crm> Bridge<C> {
             st.last_pull = Some(summary);
         }
         self.save_status().await;
+        self.publish_reach().await;
         result
     }
 
     async fn pull_sync(&self) -> Result<PullReport, BridgeError> {
         let device = self.sync_device().await?;
-        let mut run = SyncRun::new(&device);
+        let mut run = SyncRun::with_limits(&device, self.config.limits);
         let mut report = PullReport {
             sync_api: true,
             ..PullReport::default()
@@ -555,7 +672,7 @@ impl<C: Crm> Bridge<C> {
         let mut first = true;
         for _ in 0..MAX_SYNC_STEPS {
             let Some(req) = run.next_request() else { break };
-            let res = self.crm.call(&req).await;
+            let res = self.call(&req).await;
             match run.on_result(res, jitter()) {
                 SyncEvent::Items(items) => {
                     let incoming: Vec<Incoming> = items
@@ -672,7 +789,85 @@ impl<C: Crm> Bridge<C> {
                 self.kv_put(key, n.into_bytes()).await?;
             }
         }
+        self.sweep_deletes(&mut report).await?;
         Ok(report)
+    }
+
+    /// Polling sees no deletes, so every [`BridgeConfig::delete_sweep_every`] the ids of each
+    /// resource are listed (100 per request) and compared with those the hub holds; an id no
+    /// longer listed whose read answers 404 is written as a CRM delete (on its shadow basis: a
+    /// record conflict where devices edited it). The sweep time moves only when every resource
+    /// was swept.
+    async fn sweep_deletes(&self, report: &mut PullReport) -> Result<(), BridgeError> {
+        let last: Option<i64> = self
+            .on_node(|n| read_json(&n.store().read()?, SWEPT_AT_KEY))
+            .await??;
+        let every = i64::try_from(self.config.delete_sweep_every.as_millis()).unwrap_or(i64::MAX);
+        if last.is_some_and(|at| now_ms().saturating_sub(at) < every) {
+            return Ok(());
+        }
+        let started = now_ms();
+        for resource in [
+            Resource::Note,
+            Resource::Task,
+            Resource::Call,
+            Resource::Deal,
+            Resource::Contact,
+        ] {
+            let known = self.on_node(move |n| known_crm_ids(n, resource)).await??;
+            if known.is_empty() {
+                continue;
+            }
+            let mut listed = BTreeSet::new();
+            for page in 1..=MAX_PAGES {
+                let (items, more) = self.list_page(resource, page, "id").await?;
+                listed.extend(
+                    items
+                        .iter()
+                        .filter_map(|d| d.get("id").and_then(Json::as_u64)),
+                );
+                if !more {
+                    break;
+                }
+            }
+            let mut deletes = Vec::new();
+            for id in pull::unlisted(&known, &listed) {
+                match self.call_retrying(&CrmRequest::Get { resource, id }).await {
+                    Err(CrmError::NotFound(_)) => deletes.push(Incoming {
+                        resource: Some(resource),
+                        deleted: true,
+                        data: serde_json::json!({ "id": id }),
+                    }),
+                    // Still there (the list skipped it), or not readable now: not a delete.
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if deletes.is_empty() {
+                continue;
+            }
+            tracing::info!("{} {resource:?}(s) deleted in the CRM", deletes.len());
+            for (i, o) in self.apply_items(deletes.clone()).await? {
+                match o {
+                    ItemOutcome::Applied(id, wrote) => {
+                        if let Some(Ok(kind)) = kind_of_resource(resource)
+                            && let Some(crm_id) = deletes[i].data.get("id").and_then(Json::as_u64)
+                        {
+                            let key = format!("{}{crm_id}", records::gone_prefix(kind));
+                            self.on_node(move |n| n.store().write(|w| w.kv_put(&key, b"")))
+                                .await??;
+                        }
+                        report.applied += 1;
+                        if wrote && !report.changed.contains(&id) {
+                            report.changed.push(id);
+                        }
+                    }
+                    ItemOutcome::Ignored(_) => {}
+                    ItemOutcome::Deferred(why) => report.deferred.push(why),
+                }
+            }
+        }
+        self.kv_put(SWEPT_AT_KEY, json_bytes(&started)).await
     }
 
     /// Plans a push of every record changed since the last plan (and those left waiting) and
@@ -789,6 +984,7 @@ impl<C: Crm> Bridge<C> {
             st.last_push = Some(summary);
         }
         self.save_status().await;
+        self.publish_reach().await;
         result.map(|()| report)
     }
 
@@ -827,7 +1023,7 @@ impl<C: Crm> Bridge<C> {
             // The checkpoint says the request is out before it is.
             let checkpoint = json_bytes(&run);
             self.kv_put(RUN_KEY, checkpoint).await?;
-            let res = self.crm.call(&req).await;
+            let res = self.call(&req).await;
             for event in run.on_result(res, jitter()) {
                 if let Event::Backoff(ms) = event {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -863,7 +1059,7 @@ impl<C: Crm> Bridge<C> {
         let (run, outcome) = self
             .on_node(move |n| {
                 let mut run = run;
-                let basis = Basis::of(n, user);
+                let basis = Basis::of(n);
                 let now = now_ms();
                 let author = Author {
                     user,
@@ -981,7 +1177,17 @@ impl<C: Crm> Bridge<C> {
             }
             match event {
                 Event::Pushed { op, .. } => report.pushed.push(op),
-                Event::Refused { op, error } => report.refused.push((op, error)),
+                Event::Refused { op, error } => {
+                    if let CrmError::Validation {
+                        field: Some(field), ..
+                    } = &error
+                        && mapping::names_catalog(field)
+                    {
+                        // The catalog may have changed under the value: read it at once.
+                        self.catalog_stale.store(true, Ordering::Relaxed);
+                    }
+                    report.refused.push((op, error));
+                }
                 Event::Gone { op } => report.gone.push(op.record),
                 Event::Moved { op, .. } => report.moved.push(op.record),
                 Event::GaveUp { op, error } => report.gave_up.push((op, error)),
@@ -990,6 +1196,25 @@ impl<C: Crm> Bridge<C> {
             }
         }
         Ok(run)
+    }
+
+    /// Tells devices, through the catalog document, when the CRM last answered and since when
+    /// it has not (at once when an outage begins or ends, else at most once a minute). A
+    /// failure is logged, not fatal.
+    async fn publish_reach(&self) {
+        let reach = lock(&self.status).crm_reach.published();
+        let r = self
+            .on_node(move |n| {
+                let stored = n.crm_reach()?.unwrap_or_default();
+                if !status::worth_publishing(&stored, &reach) {
+                    return Ok(false);
+                }
+                n.write_crm_reach(&reach, now_ms())
+            })
+            .await;
+        if let Ok(Err(e)) = r {
+            tracing::warn!("could not tell devices whether the CRM answers: {e}");
+        }
     }
 
     /// Writes the status into the store and the status file. A failure is logged, not fatal:
@@ -1011,6 +1236,21 @@ impl<C: Crm> Bridge<C> {
         }
     }
 
+    /// Reads the catalog when it is due. A failure is kept in the status and the round goes
+    /// on with the catalog it has (the next round tries again).
+    async fn catalog_if_due(&self) {
+        let r = match self.catalog_due().await {
+            Ok(true) => self.pull_catalog().await.map(|_| ()),
+            Ok(false) => return,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::warn!("reading the CRM's catalog failed: {e}");
+            lock(&self.status).error(now_ms(), "catalog", None, e.to_string());
+            self.save_status().await;
+        }
+    }
+
     /// Whether a push was interrupted (its checkpoint is stored).
     pub async fn push_in_progress(&self) -> Result<bool, BridgeError> {
         Ok(self.kv_get(RUN_KEY).await?.is_some())
@@ -1024,8 +1264,13 @@ impl<C: Crm> Bridge<C> {
         if self.push_in_progress().await? {
             earlier = Some(self.push().await?);
         }
+        self.catalog_if_due().await;
         let pulled = self.pull().await?;
         let mut pushed = self.push().await?;
+        if self.catalog_stale.load(Ordering::Relaxed) {
+            // A refusal named a catalog entry: devices learn the new catalog this round.
+            self.catalog_if_due().await;
+        }
         if let Some(e) = earlier {
             let mut all = e;
             all.pushed.append(&mut pushed.pushed);
@@ -1073,6 +1318,40 @@ fn records_created(report: &PushReport) -> usize {
         .iter()
         .filter(|op| op.target == Target::Record && op.op == OpKind::Create)
         .count()
+}
+
+/// The CRM ids of `resource` that the hub holds: records through the CRM id index, notes,
+/// tasks and calls through the activity index.
+fn known_crm_ids(n: &Node, resource: Resource) -> Result<BTreeSet<u64>, BridgeError> {
+    let view = n.store().read()?;
+    let mut ids = BTreeSet::new();
+    match kind_of_resource(resource) {
+        Some(Ok(kind)) => {
+            let gone = ids_under(&view, &records::gone_prefix(kind))?;
+            for (record, k) in n.records()? {
+                if k != kind.as_str() {
+                    continue;
+                }
+                if let Some(c) = view.crm_id(&record)?
+                    && !gone.contains(&c.id)
+                {
+                    ids.insert(c.id);
+                }
+            }
+        }
+        Some(Err(kind)) => ids = ids_under(&view, &records::activity_prefix(kind))?,
+        None => {}
+    }
+    Ok(ids)
+}
+
+/// The numbers that end the kv keys under `prefix`.
+fn ids_under(view: &impl StoreRead, prefix: &str) -> Result<BTreeSet<u64>, BridgeError> {
+    Ok(view
+        .kv_prefix(prefix)?
+        .into_iter()
+        .filter_map(|(key, _)| key.strip_prefix(prefix)?.parse().ok())
+        .collect())
 }
 
 /// After a successful create: the record's CRM id in the index, or the activity's parent in

@@ -19,7 +19,9 @@ mod status;
 
 pub use backend::{BackendError, Crm, Pacer, ZendeskHttp, install_crypto_provider};
 pub use engine::{Bridge, BridgeConfig, ImportReport, Progress, PullReport, PushReport};
-pub use status::{BridgeStatus, ErrorEntry, MAX_ERRORS, RunSummary, status_path};
+pub use status::{
+    BridgeStatus, ErrorEntry, MAX_ERRORS, Reach, ReachChange, RunSummary, status_path,
+};
 
 use sellsync_model::RecordId;
 

@@ -13,7 +13,18 @@ use crate::BridgeError;
 
 /// kv key of the record that holds an activity, by the activity's CRM kind and id.
 pub(crate) fn activity_key(kind: ActivityKind, crm_id: u64) -> String {
-    format!("bridge/activity/{}/{crm_id}", kind.as_str())
+    format!("{}{crm_id}", activity_prefix(kind))
+}
+
+/// The prefix of [`activity_key`] for one kind.
+pub(crate) fn activity_prefix(kind: ActivityKind) -> String {
+    format!("bridge/activity/{}/", kind.as_str())
+}
+
+/// The prefix of the kv keys that mark a record's CRM id as confirmed deleted in the CRM by a
+/// polling sweep (so that later sweeps do not read it again).
+pub(crate) fn gone_prefix(kind: RecordKind) -> String {
+    format!("bridge/poll/gone/{}/", kind.as_str())
 }
 
 /// Reads a record's shadow.
@@ -43,19 +54,17 @@ fn put_shadow(w: &mut WriteBatch<'_>, shadow: &Shadow) -> Result<(), StoreError>
     Ok(())
 }
 
-/// What the bridge writes as: the CRM user of its token, the catalog and policy of the hub.
+/// What the bridge's writes are checked against: the catalog and policy of the hub.
 #[derive(Debug, Clone)]
 pub(crate) struct Basis {
-    pub(crate) user: sellsync_model::UserId,
     pub(crate) catalog: Catalog,
     pub(crate) policy: Policy,
     pub(crate) device: DeviceId,
 }
 
 impl Basis {
-    pub(crate) fn of(node: &Node, user: sellsync_model::UserId) -> Basis {
+    pub(crate) fn of(node: &Node) -> Basis {
         Basis {
-            user,
             catalog: node.replica_ref().catalog().clone(),
             policy: node.replica_ref().policy().clone(),
             device: node.id().clone(),
@@ -64,7 +73,6 @@ impl Basis {
 
     pub(crate) fn wctx(&self, now_ms: i64) -> WriteCtx<'_> {
         WriteCtx {
-            user: self.user,
             now_ms,
             catalog: &self.catalog,
             policy: &self.policy,
@@ -319,4 +327,44 @@ pub(crate) fn apply_activity_delete(
         Some(Err(e)) => Err(e),
         None => Ok(Applied::Skipped(format!("{id} is not stored"))),
     }
+}
+
+/// After the catalog changed: writes into each record the CRM values its pulls had to refuse
+/// (kept in its shadow), where the new catalog accepts them. Returns the records written.
+pub(crate) fn retry_refused(
+    b: &mut DocBatch<'_, '_>,
+    basis: &Basis,
+    ids: &[RecordId],
+    now_ms: i64,
+) -> Result<Vec<RecordId>, StoreError> {
+    let wctx = basis.wctx(now_ms);
+    let mut written = Vec::new();
+    for id in ids {
+        match shadow_of(b.store(), id) {
+            Ok(Some(s)) if !s.refused.is_empty() => {}
+            Ok(_) => continue,
+            Err(BridgeError::Store(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        }
+        let out = with_record(b, &basis.device, id, |doc, shadow| {
+            let s = shadow
+                .as_mut()
+                .ok_or_else(|| BridgeError::NoShadow(id.clone()))?;
+            Ok(pull::retry_refused(doc, s, &wctx)?)
+        })?;
+        match out {
+            Some(Ok(report)) => {
+                for (field, why) in &report.refused {
+                    tracing::warn!("{id}: field {field} still not kept: {why}");
+                }
+                written.push(id.clone());
+            }
+            Some(Err(e)) => tracing::warn!("{id}: writing refused values failed: {e}"),
+            None => {}
+        }
+    }
+    Ok(written)
 }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+use sellsync_model::CrmReach;
 use serde::{Deserialize, Serialize};
 
 /// How many recent errors are kept.
@@ -67,8 +68,93 @@ pub struct BridgeStatus {
     pub push_in_progress: bool,
     /// Requests sent to the CRM since the hub started.
     pub requests: u64,
+    /// Whether the CRM answers: when it last did, and since when it has not.
+    pub crm_reach: Reach,
     /// The most recent errors, newest last.
     pub errors: VecDeque<ErrorEntry>,
+}
+
+/// Whether the CRM answers. A dropped connection, a timeout or a 5xx is a failure to reach it;
+/// any other answer (a 4xx, a 429 included) shows that it is there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reach {
+    /// When the CRM last answered (ms since the epoch).
+    pub last_reached_ms: Option<i64>,
+    /// When the current outage began: the first failure since the last answer. `None` while
+    /// the CRM answers.
+    pub unreachable_since_ms: Option<i64>,
+    /// Failed attempts since the outage began.
+    pub retries: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// How often, at most, the hub refreshes in the catalog document the time it last reached the
+/// CRM while the CRM answers: each write is a change that every device receives.
+pub(crate) const REACH_PUBLISH_MS: i64 = 60_000;
+
+impl Reach {
+    /// What devices are told.
+    pub fn published(&self) -> CrmReach {
+        CrmReach {
+            last_reached_ms: self.last_reached_ms,
+            unreachable_since_ms: self.unreachable_since_ms,
+        }
+    }
+}
+
+/// Whether `now` is worth writing over `stored`: at once when an outage began or ended, else
+/// when the last answer is [`REACH_PUBLISH_MS`] newer than the one devices have.
+pub(crate) fn worth_publishing(stored: &CrmReach, now: &CrmReach) -> bool {
+    if stored.unreachable_since_ms != now.unreachable_since_ms {
+        return true;
+    }
+    match (stored.last_reached_ms, now.last_reached_ms) {
+        (None, Some(_)) => true,
+        (Some(old), Some(new)) => new - old >= REACH_PUBLISH_MS,
+        _ => false,
+    }
+}
+
+/// What one request's outcome changed in [`Reach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachChange {
+    /// Nothing worth a log line.
+    Same,
+    /// The first failure after an answer: an outage begins.
+    Lost,
+    /// A further failure during an outage.
+    StillLost,
+    /// The first answer after an outage, which lasted this many failed attempts.
+    Back(u64),
+}
+
+impl Reach {
+    /// The CRM answered at `now_ms`.
+    pub fn answered(&mut self, now_ms: i64) -> ReachChange {
+        self.last_reached_ms = Some(now_ms);
+        if self.unreachable_since_ms.take().is_some() {
+            let retries = std::mem::take(&mut self.retries);
+            self.last_error = None;
+            ReachChange::Back(retries)
+        } else {
+            ReachChange::Same
+        }
+    }
+
+    /// A request failed to reach the CRM at `now_ms`.
+    pub fn failed(&mut self, now_ms: i64, error: String) -> ReachChange {
+        self.last_error = Some(error);
+        if self.unreachable_since_ms.is_none() {
+            self.unreachable_since_ms = Some(now_ms);
+            self.retries = 0;
+            ReachChange::Lost
+        } else {
+            self.retries += 1;
+            ReachChange::StillLost
+        }
+    }
 }
 
 impl BridgeStatus {
@@ -162,5 +248,56 @@ mod tests {
         write_file(&path, &s).unwrap();
         let back: BridgeStatus = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn devices_hear_of_an_outage_at_once_and_of_answers_once_a_minute() {
+        let at = |last, since| CrmReach {
+            last_reached_ms: last,
+            unreachable_since_ms: since,
+        };
+        let stored = at(Some(1_000), None);
+        assert!(!worth_publishing(
+            &stored,
+            &at(Some(1_000 + REACH_PUBLISH_MS - 1), None)
+        ));
+        assert!(worth_publishing(
+            &stored,
+            &at(Some(1_000 + REACH_PUBLISH_MS), None)
+        ));
+        assert!(worth_publishing(&stored, &at(Some(1_000), Some(2_000))));
+        assert!(worth_publishing(
+            &at(Some(1_000), Some(2_000)),
+            &at(Some(3_000), None)
+        ));
+        assert!(worth_publishing(&CrmReach::default(), &at(Some(1), None)));
+        assert!(!worth_publishing(&stored, &stored));
+    }
+
+    #[test]
+    fn an_outage_starts_at_its_first_failure_counts_retries_and_ends_at_an_answer() {
+        let mut r = Reach::default();
+        assert_eq!(r.answered(10), ReachChange::Same);
+        assert_eq!(r.failed(20, "transport: refused".into()), ReachChange::Lost);
+        assert_eq!(
+            r.failed(30, "transport: timed out".into()),
+            ReachChange::StillLost
+        );
+        assert_eq!(
+            r.failed(40, "server error 503: down".into()),
+            ReachChange::StillLost
+        );
+        assert_eq!(r.unreachable_since_ms, Some(20));
+        assert_eq!(r.retries, 2);
+        assert_eq!(r.last_reached_ms, Some(10));
+        assert_eq!(r.last_error.as_deref(), Some("server error 503: down"));
+        assert_eq!(r.answered(50), ReachChange::Back(2));
+        assert_eq!(
+            r,
+            Reach {
+                last_reached_ms: Some(50),
+                ..Reach::default()
+            }
+        );
     }
 }

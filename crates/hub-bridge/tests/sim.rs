@@ -6,11 +6,11 @@ use std::time::Duration;
 use sellsync_bridge::run::Limits;
 use sellsync_hub_bridge::{Bridge, BridgeConfig, Crm, ZendeskHttp};
 use sellsync_model::{
-    Choice, Conflict, Edit, FieldKey, Money, RecordId, RecordKind, UserId, Value,
+    Choice, Conflict, Edit, FieldKey, Money, RecordId, RecordKind, RecordState, UserId, Value,
 };
 use sellsync_service::net::SharedNode;
 use sellsync_service::{Acl, Node, NodeError};
-use sellsync_sim::{Fault, FaultConfig, FaultRule, Sim, SimConfig, demo_data, token_for};
+use sellsync_sim::{Fault, FaultConfig, FaultRule, Kind, Sim, SimConfig, demo_data, token_for};
 use sellsync_store::{NodeIdentity, Role, Store, StoreRead};
 use serde_json::{Value as Json, json};
 
@@ -27,6 +27,10 @@ struct World {
 }
 
 async fn world(config: SimConfig) -> World {
+    world_with(config, |_| {}).await
+}
+
+async fn world_with(config: SimConfig, bridge_config: impl FnOnce(&mut BridgeConfig)) -> World {
     let sim = Sim::new(demo_data(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -49,19 +53,17 @@ async fn world(config: SimConfig) -> World {
     .unwrap();
     let node: SharedNode = Arc::new(Mutex::new(Node::open(store, Some(Acl::default())).unwrap()));
     let crm = ZendeskHttp::new(&url, &token_for(ADMIN), 0.0, Duration::from_secs(10)).unwrap();
-    let bridge = Bridge::new(
-        crm,
-        node.clone(),
-        BridgeConfig {
-            crm_url: url.clone(),
-            limits: Limits {
-                base_ms: 5,
-                cap_ms: 50,
-                ..Limits::default()
-            },
-            ..BridgeConfig::default()
+    let mut config = BridgeConfig {
+        crm_url: url.clone(),
+        limits: Limits {
+            base_ms: 5,
+            cap_ms: 50,
+            ..Limits::default()
         },
-    );
+        ..BridgeConfig::default()
+    };
+    bridge_config(&mut config);
+    let bridge = Bridge::new(crm, node.clone(), config);
     World {
         sim,
         url,
@@ -377,4 +379,206 @@ async fn sync_api_failures_are_retried_and_polling_sees_changes_too() {
         Some(&Value::Text("Changed in Zendesk again".into()))
     );
     assert!(w.bridge.crm().calls() > 0);
+}
+
+/// Zendesk's stages by name.
+fn stage_named(sim: &Sim, name: &str) -> u64 {
+    let data = sim.dump();
+    data.tables[&Kind::Stage]
+        .iter()
+        .find(|(_, r)| r.data.get("name").and_then(Json::as_str) == Some(name))
+        .map(|(id, _)| *id)
+        .unwrap()
+}
+
+/// Changes Zendesk's stages as an admin would in its settings: `remove` goes, `add` comes.
+fn change_stages(sim: &Sim, remove: u64, add: &str) -> u64 {
+    let mut data = sim.dump();
+    let stages = data.tables.get_mut(&Kind::Stage).unwrap();
+    let mut row = stages.remove(&remove).unwrap();
+    let id = data.next_id;
+    data.next_id += 1;
+    row.data.insert("id".into(), json!(id));
+    row.data.insert("name".into(), json!(add));
+    data.tables.get_mut(&Kind::Stage).unwrap().insert(id, row);
+    sim.seed(data);
+    id
+}
+
+/// The conflicts view devices list (as stored, not projected afresh).
+fn stored_conflicts(w: &World, id: &RecordId) -> Vec<Json> {
+    w.on_node(|n| n.store().read().unwrap().conflicts(id).unwrap())
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or_default()
+}
+
+fn set_stage(w: &World, id: &RecordId, stage: u64) -> Result<(), NodeError> {
+    w.on_node(|n| {
+        n.apply(
+            id,
+            "stage",
+            &[Edit::Set(key("stage_id"), Value::Ref(stage))],
+            now(),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_changes_in_zendesk_are_pulled_and_open_edits_are_validated_again() {
+    let w = world_with(SimConfig::default(), |c| c.catalog_every = Duration::ZERO).await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    let deals = w.all("deals").await;
+    let (a, b) = (
+        deal_id(deals[0]["id"].as_u64().unwrap()),
+        deal_id(deals[1]["id"].as_u64().unwrap()),
+    );
+    // Offline, a rep moves deal a to "Unqualified"; then Zendesk's admin removes that stage
+    // and adds "Demo booked".
+    let unqualified = stage_named(&w.sim, "Unqualified");
+    set_stage(&w, &a, unqualified).unwrap();
+    let demo = change_stages(&w.sim, unqualified, "Demo booked");
+    assert!(set_stage(&w, &b, demo).is_err(), "not in the catalog yet");
+
+    w.bridge.round().await.unwrap();
+    let catalog = w.on_node(|n| n.replica_ref().catalog().clone());
+    assert!(catalog.stages.contains_key(&demo));
+    assert!(!catalog.stages.contains_key(&unqualified));
+    // The new stage is accepted now; the open edit became a validation conflict (in the view
+    // devices list), and was not pushed.
+    set_stage(&w, &b, demo).unwrap();
+    let held = stored_conflicts(&w, &a);
+    assert!(
+        held.iter().any(|c| c["kind"] == "validation"
+            && c["slot"]["field"] == "stage_id"
+            && c["source"] == "catalog"),
+        "{held:?}"
+    );
+    let a_crm = deals[0]["id"].as_u64().unwrap();
+    assert_ne!(w.deal(a_crm).await["stage_id"], json!(unqualified));
+    // The next round sends the new stage of deal b.
+    w.bridge.round().await.unwrap();
+    assert_eq!(
+        w.deal(deals[1]["id"].as_u64().unwrap()).await["stage_id"],
+        json!(demo)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_naming_a_catalog_entry_reads_the_catalog_at_once() {
+    let w = world(SimConfig::default()).await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    let crm_id = w.all("deals").await[0]["id"].as_u64().unwrap();
+    let unqualified = stage_named(&w.sim, "Unqualified");
+    set_stage(&w, &deal_id(crm_id), unqualified).unwrap();
+    let demo = change_stages(&w.sim, unqualified, "Demo booked");
+    // The catalog is not due (read at the import), but Zendesk refuses the stage.
+    let (_, pushed) = w.bridge.round().await.unwrap();
+    assert_eq!(pushed.refused.len(), 1, "{pushed:?}");
+    let catalog = w.on_node(|n| n.replica_ref().catalog().clone());
+    assert!(catalog.stages.contains_key(&demo));
+    assert!(!catalog.stages.contains_key(&unqualified));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_shows_in_the_status_and_to_devices_and_the_history_survives() {
+    let w = world(SimConfig::default()).await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    w.bridge.pull().await.unwrap();
+    let told = w.on_node(|n| n.crm_reach()).unwrap().unwrap();
+    assert!(told.last_reached_ms.is_some() && told.unreachable_since_ms.is_none());
+
+    w.sim
+        .set_faults(FaultConfig {
+            seed: 1,
+            rules: vec![FaultRule {
+                route: "*".into(),
+                fault: Fault::DropBeforeWrite,
+                probability: 1.0,
+                skip: 0,
+                times: None,
+            }],
+        })
+        .unwrap();
+    assert!(w.bridge.pull().await.is_err(), "an outage ends the pull");
+    let st = w.bridge.status();
+    let since = st
+        .crm_reach
+        .unreachable_since_ms
+        .expect("the outage is shown");
+    assert!(st.crm_reach.retries > 0, "{st:?}");
+    assert!(
+        st.crm_reach
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("transport")
+    );
+    assert_ne!(st.last_pull.as_ref().unwrap().result, "ok");
+    assert!(!st.errors.is_empty());
+    let told = w.on_node(|n| n.crm_reach()).unwrap().unwrap();
+    assert_eq!(told.unreachable_since_ms, Some(since));
+
+    // Another bridge on the same store (a restarted hub, `bridge sync`) keeps the history.
+    let crm = ZendeskHttp::new(&w.url, &token_for(ADMIN), 0.0, Duration::from_secs(10)).unwrap();
+    let again = Bridge::new(crm, w.node.clone(), BridgeConfig::default());
+    let kept = again.status();
+    assert_eq!(kept.last_import.map(|r| r.result).as_deref(), Some("ok"));
+    assert_eq!(kept.crm_reach.unreachable_since_ms, Some(since));
+    assert_eq!(kept.errors, st.errors);
+
+    w.sim.set_faults(FaultConfig::default()).unwrap();
+    w.bridge.pull().await.unwrap();
+    let st = w.bridge.status();
+    assert_eq!(st.crm_reach.unreachable_since_ms, None);
+    assert!(st.crm_reach.last_reached_ms.unwrap() >= since);
+    let told = w.on_node(|n| n.crm_reach()).unwrap().unwrap();
+    assert_eq!(told.unreachable_since_ms, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_finds_deletes_by_a_sweep_of_ids() {
+    let w = world_with(SimConfig::default(), |c| {
+        c.delete_sweep_every = Duration::ZERO
+    })
+    .await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    w.on_node(|n| n.store().write(|wr| wr.kv_put("bridge/pull_mode", b"poll")))
+        .unwrap();
+    w.bridge.pull().await.unwrap();
+    let deals = w.all("deals").await;
+    let (quiet, edited) = (
+        deals[2]["id"].as_u64().unwrap(),
+        deals[3]["id"].as_u64().unwrap(),
+    );
+    // Offline, a rep edits one of them; Zendesk deletes both.
+    w.edit(
+        &deal_id(edited),
+        &[Edit::Set(key("name"), Value::Text("Edited offline".into()))],
+    );
+    for id in [quiet, edited] {
+        w.api(reqwest::Method::DELETE, &format!("/v2/deals/{id}"), None)
+            .await;
+    }
+    let r = w.bridge.pull().await.unwrap();
+    assert!(!r.sync_api);
+    assert!(r.changed.contains(&deal_id(quiet)), "{r:?}");
+    let p = w.on_node(|n| n.project(&deal_id(quiet))).unwrap().unwrap();
+    assert_eq!(p.record.state, RecordState::Deleted);
+    // Deleted while edited: a record conflict, never a silent loss.
+    assert!(
+        w.conflicts(&deal_id(edited))
+            .iter()
+            .any(|c| matches!(c, Conflict::Record { .. }))
+    );
+    // A deleted id is confirmed once, not read again by later sweeps.
+    w.sim.reset_counters();
+    let r = w.bridge.pull().await.unwrap();
+    assert!(r.changed.is_empty(), "{r:?}");
+    let reads = w
+        .sim
+        .counters()
+        .routes
+        .get("GET /v2/deals/{id}")
+        .map_or(0, |c| c.requests);
+    assert_eq!(reads, 0);
 }

@@ -216,6 +216,17 @@ impl Catalog {
     }
 }
 
+/// When the hub's bridge last reached the CRM, and since when it has not, as the hub writes it
+/// into the catalog document for every device. The hub refreshes `last_reached_ms` at most
+/// about once a minute while the CRM answers, and at once when an outage begins or ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrmReach {
+    /// When the CRM last answered the hub (ms since the epoch).
+    pub last_reached_ms: Option<i64>,
+    /// Since when it has not answered; `None` while it does.
+    pub unreachable_since_ms: Option<i64>,
+}
+
 const CATALOG_SCHEMA: u64 = 1;
 const SECTIONS: [&str; 6] = [
     "pipelines",
@@ -240,9 +251,10 @@ pub struct PolicyText {
 /// file); devices read it.
 ///
 /// Layout: `ROOT { schema: 1, kind: "catalog", loaded: bool, <section>: { <key>: json },
-/// policy_version?: u64, policy_toml?: str }`, one JSON string per entry so that a change to one
-/// stage is one small operation. The policy keys are absent until the hub is given a policy
-/// file; catalog writes never touch them.
+/// policy_version?: u64, policy_toml?: str, crm_reach?: json }`, one JSON string per entry so
+/// that a change to one stage is one small operation. The policy keys are absent until the hub
+/// is given a policy file; catalog writes never touch them. `crm_reach` ([`CrmReach`]) is what
+/// the hub knows of the CRM's reachability; readers that do not know it ignore it.
 #[derive(Debug)]
 pub struct CatalogDoc {
     doc: Automerge,
@@ -398,6 +410,38 @@ impl CatalogDoc {
         Ok(version)
     }
 
+    /// Writes what the hub last knew of the CRM's reachability (`ROOT.crm_reach`, one JSON
+    /// string), in its own change. Returns whether anything changed.
+    pub fn write_crm_reach(
+        &mut self,
+        reach: &CrmReach,
+        now_secs: i64,
+    ) -> Result<bool, automerge::AutomergeError> {
+        if self.crm_reach() == Some(*reach) {
+            return Ok(false);
+        }
+        // Serialising plain data cannot fail.
+        let json = serde_json::to_string(reach).unwrap_or_default();
+        self.doc
+            .transact_with::<_, _, automerge::AutomergeError, _>(
+                |_| {
+                    CommitOptions::default()
+                        .with_message("catalog: CRM reachability")
+                        .with_time(now_secs)
+                },
+                |tx| tx.put(ROOT, "crm_reach", json.as_str()),
+            )
+            .map_err(|f| f.error)?;
+        Ok(true)
+    }
+
+    /// What the hub last wrote of the CRM's reachability; `None` when it never did (or wrote
+    /// something this version does not read).
+    pub fn crm_reach(&self) -> Option<CrmReach> {
+        let (v, _) = self.doc.get(ROOT, "crm_reach").ok()??;
+        serde_json::from_str(v.as_str()?).ok()
+    }
+
     fn read_sections(&self) -> BTreeMap<&'static str, BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for section in SECTIONS {
@@ -518,6 +562,17 @@ mod tests {
         );
         let bytes = doc.automerge().save();
         let phone = CatalogDoc::load(&bytes, &"phone".parse().unwrap()).unwrap();
+        assert_eq!(phone.read().unwrap(), Catalog::example());
+
+        assert_eq!(phone.crm_reach(), None);
+        let reach = CrmReach {
+            last_reached_ms: Some(5_000),
+            unreachable_since_ms: Some(9_000),
+        };
+        assert!(doc.write_crm_reach(&reach, 2).unwrap());
+        assert!(!doc.write_crm_reach(&reach, 2).unwrap());
+        let phone = CatalogDoc::load(&doc.automerge().save(), &"phone".parse().unwrap()).unwrap();
+        assert_eq!(phone.crm_reach(), Some(reach));
         assert_eq!(phone.read().unwrap(), Catalog::example());
 
         let mut smaller = Catalog::example();

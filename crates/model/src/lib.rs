@@ -28,7 +28,8 @@ mod validate;
 mod value;
 
 pub use catalog::{
-    Catalog, CatalogDoc, CustomFieldDef, CustomFieldType, Named, Pipeline, PolicyText, Stage, User,
+    Catalog, CatalogDoc, CrmReach, CustomFieldDef, CustomFieldType, Named, Pipeline, PolicyText,
+    Stage, User,
 };
 pub use doc::{Author, LoadError, RecordDoc, SCHEMA_VERSION, Scope, Slot};
 pub use edit::{Edit, EditCtx, EditError, parse_input};

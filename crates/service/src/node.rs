@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use sellsync_model::{
-    AssumeLive, Author, Catalog, CatalogDoc, Conflict, DeviceId, Edit, EditCtx, EditError,
-    FieldKey, FlagKind, LoadError, Policy, ProjectCtx, Projection, RecordDoc, RecordId, RecordKind,
-    RegisterLayout, UserId, Value,
+    AssumeLive, Author, Catalog, CatalogDoc, Conflict, CrmReach, DeviceId, Edit, EditCtx,
+    EditError, FieldKey, FlagKind, LoadError, Policy, ProjectCtx, Projection, RecordDoc, RecordId,
+    RecordKind, RegisterLayout, UserId, Value,
 };
 use sellsync_store::{NodeIdentity, Role, Store, StoreError, StoreRead};
 
@@ -110,12 +110,13 @@ impl Node {
     }
 
     /// Reads the catalog document into the replica (an empty catalog when there is none), and
-    /// the hub's field policy it carries (the default tiers when it carries none).
+    /// the hub's field policy it carries (the default tiers when it carries none). Returns
+    /// whether the catalog or the policy differs from the one in use.
     ///
     /// A policy that does not parse here (written by a newer hub) leaves the policy in use as it
     /// was, with a warning: this node's projections may then differ from the hub's until it is
     /// upgraded.
-    pub fn reload_catalog(&mut self) -> Result<(), NodeError> {
+    pub fn reload_catalog(&mut self) -> Result<bool, NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
         let bytes = self.replica.docs().with_doc(&id, |d| d.save())?;
@@ -125,7 +126,9 @@ impl Node {
                 .and_then(|c| Ok((c.read()?, c.policy()?)))
                 .map_err(|e| NodeError::Load(id, Box::new(e)))?,
         };
+        let changed = catalog != *self.replica.catalog();
         self.replica.set_catalog(catalog);
+        let before = self.replica.policy().clone();
         match policy.map(|p| (Policy::from_toml(&p.toml), p.version)) {
             None => self.replica.set_policy(Policy::default()),
             Some((Ok(policy), _)) => self.replica.set_policy(policy),
@@ -135,7 +138,7 @@ impl Node {
                 );
             }
         }
-        Ok(())
+        Ok(changed || *self.replica.policy() != before)
     }
 
     /// The version of the hub's policy in force (`None`: the default tiers, no file given).
@@ -176,11 +179,16 @@ impl Node {
         })?;
         let version =
             result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
-        self.reload_catalog()?;
+        // A new policy changes how every record projects: every view is rewritten.
+        if self.reload_catalog()? {
+            self.revalidate_all(now_ms)?;
+        }
         Ok(version)
     }
 
-    /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`.
+    /// Writes `catalog` into the shared catalog document (hub side), at `now_ms`: only the
+    /// entries that differ, and entries it no longer has are removed. When the catalog changed,
+    /// every record is validated again (a value it no longer accepts is a validation conflict).
     pub fn write_catalog(&mut self, catalog: &Catalog, now_ms: i64) -> Result<(), NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
@@ -196,7 +204,48 @@ impl Node {
             Ok::<(), String>(())
         })?;
         result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
-        self.reload_catalog()
+        if self.reload_catalog()? {
+            self.revalidate_all(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Projects every record again (after the catalog changed), rewriting conflict views.
+    fn revalidate_all(&mut self, now_ms: i64) -> Result<(), NodeError> {
+        let ids: Vec<RecordId> = self.records()?.into_iter().map(|(id, _)| id).collect();
+        self.refresh_records(&ids, now_ms)
+    }
+
+    /// Writes what the hub's bridge knows of the CRM's reachability into the catalog document,
+    /// which every device receives (hub side). Returns whether it changed.
+    pub fn write_crm_reach(&mut self, reach: &CrmReach, now_ms: i64) -> Result<bool, NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let secs = now_ms.div_euclid(1000);
+        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
+            let mut cdoc = if doc.get_heads().is_empty() {
+                CatalogDoc::new(&node, secs)
+            } else {
+                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
+            };
+            let changed = cdoc
+                .write_crm_reach(reach, secs)
+                .map_err(|e| e.to_string())?;
+            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
+            Ok::<bool, String>(changed)
+        })?;
+        result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))
+    }
+
+    /// What the hub last wrote of the CRM's reachability (`None` before it ever did).
+    pub fn crm_reach(&self) -> Result<Option<CrmReach>, NodeError> {
+        let id = catalog_id();
+        let node = self.identity.device_id.clone();
+        let Some(bytes) = self.replica.docs().with_doc(&id, |d| d.save())? else {
+            return Ok(None);
+        };
+        let cdoc = CatalogDoc::load(&bytes, &node).map_err(|e| NodeError::Load(id, Box::new(e)))?;
+        Ok(cdoc.crm_reach())
     }
 
     /// Runs `f` on a record document as this node, persists what it wrote and refreshes the
@@ -378,23 +427,21 @@ impl Node {
     /// After documents changed (received from a peer or edited here): reloads the catalog if it
     /// changed, records automatic resolutions in each record, and rewrites its conflicts view
     /// and new notifications. Notifications are stored once each (keyed by their stable id).
+    /// When the catalog itself changed, every record is validated again against it.
     pub fn refresh(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+        if ids.iter().any(|i| i.as_str() == CATALOG_ID) && self.reload_catalog()? {
+            return self.revalidate_all(now_ms);
+        }
+        self.refresh_records(ids, now_ms)
+    }
+
+    fn refresh_records(&mut self, ids: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
         let author = self.author();
         let node = self.identity.device_id.clone();
-        let mut all = Vec::new();
-        if ids.iter().any(|i| i.as_str() == CATALOG_ID) {
-            let before = self.replica.policy().clone();
-            self.reload_catalog()?;
-            // A new policy changes how every record projects: every view is rewritten.
-            if *self.replica.policy() != before {
-                all = self.records()?.into_iter().map(|(id, _)| id).collect();
-                all.retain(|id| !ids.contains(id));
-            }
-        }
         let catalog = self.replica.catalog().clone();
         let policy = self.replica.policy().clone();
         let mut targets = Vec::new();
-        for id in ids.iter().chain(&all).filter(|i| i.as_str() != CATALOG_ID) {
+        for id in ids.iter().filter(|i| i.as_str() != CATALOG_ID) {
             if let Some(kind) = self.replica.docs().kind(id)? {
                 targets.push((id, kind));
             }
