@@ -752,6 +752,15 @@ async fn connection<S>(
                 break;
             }
             head.extend_from_slice(&buf[..n]);
+            // An HTTP request starts with its method in capitals; anything else (a TLS client
+            // hello on a plain listener, say) is closed at once, so that the client learns at
+            // once that this listener does not speak its protocol.
+            if head.first().is_some_and(|b| !b.is_ascii_uppercase()) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not an HTTP request (a TLS client on a plain listener?)",
+                ));
+            }
         }
         Ok::<(), std::io::Error>(())
     };
