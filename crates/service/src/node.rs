@@ -164,21 +164,7 @@ impl Node {
                 .check_against(self.replica.catalog())
                 .map_err(|e| NodeError::Refused(e.to_string()))?;
         }
-        let id = catalog_id();
-        let node = self.identity.device_id.clone();
-        let secs = now_ms.div_euclid(1000);
-        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
-            let mut cdoc = if doc.get_heads().is_empty() {
-                CatalogDoc::new(&node, secs)
-            } else {
-                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
-            };
-            let version = cdoc.write_policy(toml, secs).map_err(|e| e.to_string())?;
-            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
-            Ok::<u64, String>(version)
-        })?;
-        let version =
-            result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
+        let version = self.write_catalog_doc(now_ms, |cdoc, secs| cdoc.write_policy(toml, secs))?;
         // A new policy changes how every record projects: every view is rewritten.
         if self.reload_catalog()? {
             self.revalidate_all(now_ms)?;
@@ -190,20 +176,7 @@ impl Node {
     /// entries that differ, and entries it no longer has are removed. When the catalog changed,
     /// every record is validated again (a value it no longer accepts is a validation conflict).
     pub fn write_catalog(&mut self, catalog: &Catalog, now_ms: i64) -> Result<(), NodeError> {
-        let id = catalog_id();
-        let node = self.identity.device_id.clone();
-        let secs = now_ms.div_euclid(1000);
-        let result = self.replica.docs().with_doc_mut(&id, "catalog", |doc| {
-            let mut cdoc = if doc.get_heads().is_empty() {
-                CatalogDoc::new(&node, secs)
-            } else {
-                CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
-            };
-            cdoc.write(catalog, secs).map_err(|e| e.to_string())?;
-            doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
-            Ok::<(), String>(())
-        })?;
-        result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))?;
+        self.write_catalog_doc(now_ms, |cdoc, secs| cdoc.write(catalog, secs))?;
         if self.reload_catalog()? {
             self.revalidate_all(now_ms)?;
         }
@@ -219,6 +192,16 @@ impl Node {
     /// Writes what the hub's bridge knows of the CRM's reachability into the catalog document,
     /// which every device receives (hub side). Returns whether it changed.
     pub fn write_crm_reach(&mut self, reach: &CrmReach, now_ms: i64) -> Result<bool, NodeError> {
+        self.write_catalog_doc(now_ms, |cdoc, secs| cdoc.write_crm_reach(reach, secs))
+    }
+
+    /// Runs `write` on the shared catalog document (made if there is none yet) as this node, at
+    /// `now_ms`, and keeps what it wrote. The hub is the only writer of this document.
+    fn write_catalog_doc<R, E: std::fmt::Display>(
+        &mut self,
+        now_ms: i64,
+        write: impl FnOnce(&mut CatalogDoc, i64) -> Result<R, E>,
+    ) -> Result<R, NodeError> {
         let id = catalog_id();
         let node = self.identity.device_id.clone();
         let secs = now_ms.div_euclid(1000);
@@ -228,11 +211,9 @@ impl Node {
             } else {
                 CatalogDoc::load(&doc.save(), &node).map_err(|e| e.to_string())?
             };
-            let changed = cdoc
-                .write_crm_reach(reach, secs)
-                .map_err(|e| e.to_string())?;
+            let out = write(&mut cdoc, secs).map_err(|e| e.to_string())?;
             doc.merge(cdoc.automerge_mut()).map_err(|e| e.to_string())?;
-            Ok::<bool, String>(changed)
+            Ok::<R, String>(out)
         })?;
         result.map_err(|e| NodeError::Load(id, Box::new(LoadError::NotARecord(e))))
     }

@@ -96,29 +96,7 @@ impl Net {
     /// `cut_after` is `Some(n)`, the link drops after `n` delivered frames and both sides see
     /// the connection close.
     pub fn sync(&mut self, dialer: usize, acceptor: usize, cut_after: Option<u32>) -> Run {
-        let dial_cfg = DialConfig {
-            node: node_id(dialer),
-            role: role(dialer),
-            token: self.tokens[dialer].clone(),
-            peer: Some(node_id(acceptor)),
-            verify_peer_token: acceptor != HUB,
-            mutual: false,
-            nonce: Vec::new(),
-            key: Vec::new(),
-            limits: self.limits,
-        };
-        let accept_cfg = AcceptConfig {
-            node: node_id(acceptor),
-            role: role(acceptor),
-            token: if acceptor == HUB {
-                Vec::new()
-            } else {
-                self.tokens[acceptor].clone()
-            },
-            mutual: false,
-            nonce: Vec::new(),
-            limits: self.limits,
-        };
+        let (dial_cfg, accept_cfg) = self.dial_config(dialer, acceptor);
         let mut d = Session::dial(dial_cfg);
         let mut a = Session::accept(accept_cfg);
         let mut run = Run::default();
