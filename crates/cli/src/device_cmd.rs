@@ -61,7 +61,7 @@ enum DeviceCmd {
     },
     /// One sync round with the hub (or with a LAN peer): prints what moved, exits.
     Sync {
-        /// Sync with this LAN peer (a device running `serve`, e.g. ws://10.0.0.7:7071/)
+        /// Sync with this LAN peer (a device running `serve`, e.g. wss://10.0.0.7:7071/)
         /// instead of the hub. Needs one sync with the hub first (for the peer credential).
         #[arg(long)]
         peer: Option<String>,
@@ -1005,8 +1005,14 @@ fn dial(node: Node, target: Target<'_>) -> Result<(Outcome, SharedNode)> {
             (url, cfg, tls)
         }
         Target::Peer(url, peer_id) => {
-            if url.starts_with("wss://") {
-                bail!("LAN peers serve plain ws:// (each side proves itself with its credential)");
+            if let Some(rest) = url.strip_prefix("ws://") {
+                bail!(
+                    "LAN sessions are encrypted: use wss://{rest} (a peer that serves plain ws:// \
+                     runs an older sellsync; update it)"
+                );
+            }
+            if !url.starts_with("wss://") {
+                bail!("--peer {url:?}: expected wss://HOST:PORT/ (what `serve` prints)");
             }
             let expected = peer_id
                 .map(|p| p.parse::<DeviceId>())
@@ -1014,7 +1020,7 @@ fn dial(node: Node, target: Target<'_>) -> Result<(Outcome, SharedNode)> {
                 .map_err(|e| anyhow!("--peer-id: {e}"))?;
             let cfg = credential::lan_dial_config(&node, expected, Limits::default())?;
             warn_if_own_credential_invalid(&node);
-            (url.to_owned(), cfg, None)
+            (url.to_owned(), cfg, Some(net::lan_tls_connector()?))
         }
     };
     let shared: SharedNode = Arc::new(Mutex::new(node));
@@ -1134,6 +1140,7 @@ fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
     // Checked before listening: a device without a grant cannot prove itself to anyone. The
     // credential is the one held at start; each session only draws a fresh nonce.
     let base = credential::lan_accept_config(&node, Limits::default())?;
+    let tls = credential::lan_tls_acceptor(&node)?;
     warn_if_own_credential_invalid(&node);
     drop(node);
     let path = path.to_owned();
@@ -1155,8 +1162,11 @@ fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
-        outln!("listening on ws://{addr}/")?;
-        let extras = net::Extras::default();
+        outln!("listening on wss://{addr}/")?;
+        let extras = net::Extras {
+            tls: Some(tls),
+            health: None,
+        };
         net::serve_nodes(listener, nodes, make, NetConfig::default(), extras, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -181,7 +181,14 @@ fn two_devices_sync_over_the_lan_without_the_hub_then_one_carries_it_to_the_hub(
         &["device", "--store", &b, "serve", "--listen", "127.0.0.1:0"],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
-    assert!(lan.starts_with("ws://127.0.0.1:"), "{lan}");
+    assert!(lan.starts_with("wss://127.0.0.1:"), "{lan}");
+    // LAN sessions are encrypted: a plain ws:// URL is refused before anything is sent.
+    let plain = lan.replacen("wss://", "ws://", 1);
+    let (success, _, err) = run(&["device", "--store", &a, "sync", "--peer", &plain]);
+    assert!(
+        !success && err.contains("LAN sessions are encrypted: use wss://"),
+        "{err}"
+    );
     let s = json(&[
         "device",
         "--store",

@@ -10,7 +10,9 @@
 //!   revocation), the whole signed by the hub key. The device pins the hub key on first receipt;
 //!   a grant signed by another key later is refused.
 //! - Between LAN peers, each side presents its credential, and proves possession of the key it
-//!   names by signing the session transcript (see `sellsync_sync::transcript`). Each checks the
+//!   names by signing the session transcript (see `sellsync_sync::transcript`), which binds the
+//!   TLS channel the session runs in (a LAN session is always TLS 1.3, the acceptor's
+//!   certificate made from its device key; see `crate::net::lan_tls_acceptor`). Each checks the
 //!   other's credential against the pinned hub key, the hub node, the clock and the revocation
 //!   list of its latest grant.
 //!
@@ -728,6 +730,14 @@ pub fn lan_accept_config(node: &Node, limits: Limits) -> Result<AcceptConfig, Cr
         nonce: nonce()?,
         limits,
     })
+}
+
+/// The TLS acceptor of a device serving LAN peers (see [`crate::net::lan_tls_acceptor`]), its
+/// certificate made from the device's key. Needs [`enable_peer_auth`] to have found a grant.
+pub fn lan_tls_acceptor(node: &Node) -> Result<tokio_rustls::TlsAcceptor, CredentialError> {
+    let auth = peer_auth_of(node)?;
+    crate::net::lan_tls_acceptor(auth.key.pkcs8())
+        .map_err(|e| CredentialError::Key(format!("the LAN certificate: {e}")))
 }
 
 #[cfg(test)]

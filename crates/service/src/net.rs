@@ -142,6 +142,109 @@ pub fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The label of the TLS exporter that gives a connection's channel binding (RFC 9266,
+/// `tls-exporter`).
+const CHANNEL_BINDING_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
+
+/// The channel binding of a TLS 1.3 connection: 32 bytes that both ends of this connection,
+/// and nobody else, compute from its secrets. Empty when the export fails (a LAN handshake
+/// over the connection then fails: the other end binds other bytes).
+fn channel_binding<D>(conn: &rustls::ConnectionCommon<D>) -> Vec<u8> {
+    conn.export_keying_material(vec![0u8; 32], CHANNEL_BINDING_LABEL, None)
+        .unwrap_or_default()
+}
+
+/// The TLS acceptor of a device serving LAN peers: TLS 1.3 only, with a self-signed
+/// certificate made from the device's own key (`pkcs8`, the Ed25519 key its hub certified).
+///
+/// What authenticates the device is not the certificate: it is the LAN handshake inside the
+/// channel, whose signed transcripts bind the channel (see [`channel_binding`]).
+pub fn lan_tls_acceptor(pkcs8: &[u8]) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key_pair = rcgen::KeyPair::try_from(pkcs8).map_err(|e| TlsError(e.to_string()))?;
+    let cert = rcgen::CertificateParams::new(vec!["sellsync-lan-peer".to_owned()])
+        .and_then(|params| params.self_signed(&key_pair))
+        .map_err(|e| TlsError(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .map_err(|e| TlsError(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The TLS connector of a device dialing a LAN peer: TLS 1.3 only; any certificate is taken
+/// whose handshake signature verifies, because the peer proves who it is inside the channel
+/// (its hub-signed credential and its signature over a transcript that binds this channel).
+pub fn lan_tls_connector() -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let provider = provider();
+    let verifier = ProvenInsideTheChannel {
+        provider: provider.clone(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// A LAN peer's certificate check: the handshake signature must verify with the certificate's
+/// key (so the channel's secrets are shared with the certificate's holder); who that holder is
+/// is proven by the LAN handshake that runs inside the channel and binds it.
+#[derive(Debug)]
+struct ProvenInsideTheChannel {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for ProvenInsideTheChannel {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // Never offered: the connector speaks TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// A TLS connector for `wss://` URLs trusting the certificates of a PEM file (the hub's own
 /// certificate, or the authority that signed it).
 pub fn tls_connector(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
@@ -431,7 +534,7 @@ fn connect_error(url: &str, reason: impl std::fmt::Display) -> NetError {
 pub async fn dial_tls(
     url: &str,
     node: SharedNode,
-    session: Session,
+    mut session: Session,
     cfg: NetConfig,
     tls: Option<tokio_rustls::TlsConnector>,
 ) -> Result<Outcome, NetError> {
@@ -465,13 +568,16 @@ pub async fn dial_tls(
                     url: url.to_owned(),
                     reason: e.to_string(),
                 })?;
+            let binding = channel_binding(tls.get_ref().1);
             tokio_tungstenite::client_async_with_config(url, tls, Some(cfg.ws()))
                 .await
+                .map(|(ws, _)| (ws, binding))
                 .map_err(|e| connect_error(url, e))
         };
-        let (ws, _) = tokio::time::timeout(cfg.idle_timeout, connect)
+        let (ws, binding) = tokio::time::timeout(cfg.idle_timeout, connect)
             .await
             .map_err(|_| connect_error(url, "timed out"))??;
+        session.bind_channel(binding);
         return run_session(ws, node, session, true, cfg).await;
     }
     let connect = tokio_tungstenite::connect_async_with_config(url, Some(cfg.ws()), true);
@@ -857,12 +963,15 @@ pub async fn serve_nodes(
         let make_session = make_session.clone();
         let Extras { tls, health } = extras.clone();
         tokio::spawn(async move {
-            let session = make_session();
+            let mut session = make_session();
             match tls {
                 None => connection(stream, addr, nodes, session, cfg, health).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(cfg.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => connection(s, addr, nodes, session, cfg, health).await,
+                        Ok(Ok(s)) => {
+                            session.bind_channel(channel_binding(s.get_ref().1));
+                            connection(s, addr, nodes, session, cfg, health).await
+                        }
                         Ok(Err(e)) => tracing::info!(%addr, "TLS handshake failed: {e}"),
                         Err(_) => tracing::info!(%addr, "TLS handshake timed out"),
                     }

@@ -369,3 +369,244 @@ fn a_grant_signed_by_another_hub_key_is_refused_and_changes_nothing() {
         .unwrap();
     assert_eq!(pinned, after);
 }
+
+/// Copies `from` to `to` until either closes, keeping every byte in `seen` when given.
+async fn pipe(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    seen: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some(seen) = &seen {
+            seen.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+/// A TCP relay on loopback in front of `upstream`: it forwards every connection and keeps every
+/// byte it carries, both ways (what a passive listener on the network sees).
+async fn capturing_relay(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<u8>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, Some(keep.clone())));
+            tokio::spawn(pipe(sr, cw, Some(keep.clone())));
+        }
+    });
+    (addr, seen)
+}
+
+/// A relay that ends TLS on each side: it answers dialers with a certificate of its own key,
+/// dials `upstream` over TLS as a LAN peer would, and forwards the plaintext between the two
+/// (an attacker in the middle who can read and replay every frame).
+async fn tls_terminating_relay(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    let own_key = credential::SigningKey::generate().unwrap();
+    let acceptor = net::lan_tls_acceptor(own_key.pkcs8()).unwrap();
+    let connector = net::lan_tls_connector().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (acceptor, connector) = (acceptor.clone(), connector.clone());
+            tokio::spawn(async move {
+                let Ok(client) = acceptor.accept(client).await else {
+                    return;
+                };
+                let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let Ok(server) = connector.connect(name, tcp).await else {
+                    return;
+                };
+                let (cr, cw) = tokio::io::split(client);
+                let (sr, sw) = tokio::io::split(server);
+                tokio::join!(pipe(cr, sw, None), pipe(sr, cw, None));
+            });
+        }
+    });
+    addr
+}
+
+/// `carl` serves LAN peers on loopback (over TLS when `tls`), until the returned sender drops.
+async fn serve_lan(
+    carl: net::SharedNode,
+    tls: bool,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (base, acceptor) = {
+        let node = carl.lock().unwrap();
+        (
+            credential::lan_accept_config(&node, Limits::default()).unwrap(),
+            credential::lan_tls_acceptor(&node).unwrap(),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let make = move || {
+        let mut cfg = base.clone();
+        cfg.nonce = credential::nonce().unwrap();
+        Session::accept(cfg)
+    };
+    let extras = net::Extras {
+        tls: tls.then_some(acceptor),
+        health: None,
+    };
+    tokio::spawn(net::serve_nodes(
+        listener,
+        net::Nodes::Held(carl),
+        make,
+        net::NetConfig::default(),
+        extras,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (addr, stop)
+}
+
+/// Rita dials `url` as a LAN peer (a `wss://` URL over TLS).
+async fn dial_lan(rita: net::SharedNode, url: &str) -> net::Outcome {
+    let cfg = credential::lan_dial_config(&rita.lock().unwrap(), None, Limits::default()).unwrap();
+    let tls = url
+        .starts_with("wss://")
+        .then(|| net::lan_tls_connector().unwrap());
+    net::dial_tls(
+        url,
+        rita,
+        Session::dial(cfg),
+        net::NetConfig::default(),
+        tls,
+    )
+    .await
+    .unwrap()
+}
+
+/// Two enrolled devices holding grants issued now (sessions over the network run on the
+/// wall clock), and a deal on carl's side whose name is the secret a listener looks for.
+fn lan_pair(dir: &std::path::Path) -> (net::SharedNode, net::SharedNode) {
+    let mut h = hub(dir);
+    let mut rita = device(dir, &h, "rita-phone", 2);
+    let mut carl = device(dir, &h, "carl-web", 3);
+    let now = net::now_ms();
+    with_hub(&mut rita, &mut h, now);
+    with_hub(&mut carl, &mut h, now);
+    carl.create(
+        RecordKind::Deal,
+        &"deal-secret".parse().unwrap(),
+        vec![
+            (FieldKey::Std("name".into()), Value::Text(SECRET.into())),
+            (
+                FieldKey::Std("value".into()),
+                Value::Money(Money::from_cents(424_200)),
+            ),
+            (FieldKey::Std("owner_id".into()), Value::Ref(3)),
+        ],
+        now,
+    )
+    .unwrap();
+    (
+        Arc::new(std::sync::Mutex::new(rita)),
+        Arc::new(std::sync::Mutex::new(carl)),
+    )
+}
+
+const SECRET: &str = "Zeppelin hangar renewal at Friedrichshafen";
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn a_listener_on_the_lan_sees_no_record_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rita, carl) = lan_pair(dir.path());
+
+    // The control: a plain session carries the deal's name in clear, and the capture finds it.
+    let (plain, stop_plain) = serve_lan(carl.clone(), false).await;
+    let (relay, seen) = capturing_relay(plain).await;
+    let out = dial_lan(rita.clone(), &format!("ws://{relay}/")).await;
+    assert!(out.finished, "{out:?}");
+    assert!(
+        contains(&seen.lock().unwrap(), SECRET),
+        "the capture misses plaintext"
+    );
+    drop(stop_plain);
+
+    // Over TLS, a new deal of carl's reaches rita, and nothing of it is on the wire.
+    let second = dir.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let (rita, carl) = lan_pair(&second);
+    let (served, _stop) = serve_lan(carl.clone(), true).await;
+    let (relay, seen) = capturing_relay(served).await;
+    let out = dial_lan(rita.clone(), &format!("wss://{relay}/")).await;
+    assert!(out.finished, "{out:?}");
+    assert_eq!(
+        deals(&rita.lock().unwrap()),
+        vec!["deal-secret".parse::<RecordId>().unwrap()]
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.len() > 1000,
+        "the session went through the relay ({} bytes)",
+        seen.len()
+    );
+    // A TLS 1.3 record layer from the first byte (a handshake record), not a WebSocket upgrade.
+    assert_eq!(seen[0], 0x16, "the first record is a TLS handshake");
+    for clear in [
+        SECRET,
+        "deal-secret",
+        "rita-phone",
+        "carl-web",
+        "GET /",
+        "Upgrade",
+    ] {
+        assert!(
+            !contains(&seen, clear),
+            "{clear:?} crossed the LAN in clear"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_relay_that_ends_tls_on_each_side_is_refused_and_learns_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rita, carl) = lan_pair(dir.path());
+    let (served, _stop) = serve_lan(carl.clone(), true).await;
+    let relay = tls_terminating_relay(served).await;
+    let out = dial_lan(rita.clone(), &format!("wss://{relay}/")).await;
+    // Carl's proof covers the channel between the relay and carl; rita's channel ends at the
+    // relay, so the proof does not verify for her, and she proves nothing the relay could use.
+    assert!(
+        matches!(&out.closed, Some(CloseReason::AuthFailed(why)) if why.contains("proof")),
+        "{out:?}"
+    );
+    assert!(!out.finished);
+    assert!(deals(&rita.lock().unwrap()).is_empty());
+    // Without the relay, the same two devices sync.
+    let out = dial_lan(rita.clone(), &format!("wss://{served}/")).await;
+    assert!(out.finished, "{out:?}");
+    assert_eq!(deals(&rita.lock().unwrap()).len(), 1);
+}

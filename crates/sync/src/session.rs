@@ -25,7 +25,10 @@
 //! ```
 //!
 //! Both transcripts (see [`transcript`]) bind both nodes, both credentials and both nonces, so
-//! a signature made for one session proves nothing in another.
+//! a signature made for one session proves nothing in another. They also bind the transport's
+//! channel ([`Session::bind_channel`]: over TLS, the connection's exporter value), so a relay
+//! that ends the encrypted channel on each side and forwards the frames between them presents
+//! proofs that do not verify: only a peer at the end of the encrypted channel can take part.
 //!
 //! A flight is every frame one side sends before it waits: in its first flight the announce
 //! frames come first, then sync-batch frames, the last one flagged `last`. After a whole flight
@@ -303,6 +306,9 @@ pub struct Session {
     dial: Option<(Option<DeviceId>, bool)>,
     /// The dialer's hello, kept for the transcripts of a LAN handshake.
     hello: Option<Hello>,
+    /// What identifies the transport's channel at both ends (empty: none), bound into the
+    /// transcripts of a LAN handshake.
+    channel: Vec<u8>,
     phase: Phase,
 }
 
@@ -361,8 +367,17 @@ impl Session {
             key: config.key,
             dial: Some((config.peer, config.verify_peer_token)),
             hello: None,
+            channel: Vec::new(),
             phase: Phase::Idle,
         }
+    }
+
+    /// Binds the transport's channel into this session's LAN handshake: `binding` must be what
+    /// both ends of one channel, and only they, compute (over TLS 1.3, the exporter value of
+    /// RFC 9266, `tls-exporter`). Both sides must bind the same bytes, or the proofs of a
+    /// mutual handshake do not verify. Call before [`Event::Opened`] or the hello arrives.
+    pub fn bind_channel(&mut self, binding: Vec<u8>) {
+        self.channel = binding;
     }
 
     /// The accepting side; it waits for the dialer's hello.
@@ -377,6 +392,7 @@ impl Session {
             key: Vec::new(),
             dial: None,
             hello: None,
+            channel: Vec::new(),
             phase: Phase::AwaitHello,
         }
     }
@@ -585,9 +601,9 @@ impl Session {
             grant: Vec::new(),
         };
         if self.mutual {
-            let signed = transcript(TranscriptLabel::Welcome, &hello, &welcome);
+            let signed = transcript(TranscriptLabel::Welcome, &self.channel, &hello, &welcome);
             welcome.proof = replica.sign(&signed).map_err(Abort::storage)?;
-            let expected = transcript(TranscriptLabel::Proof, &hello, &welcome);
+            let expected = transcript(TranscriptLabel::Proof, &self.channel, &hello, &welcome);
             out.send.push(
                 Frame::Welcome(welcome)
                     .encode(self.limits.max_frame)
@@ -705,7 +721,7 @@ impl Session {
             let Some(u) = p.user else {
                 return Err(auth_failed("peer credential without a user"));
             };
-            let signed = transcript(TranscriptLabel::Welcome, &hello, &welcome);
+            let signed = transcript(TranscriptLabel::Welcome, &self.channel, &hello, &welcome);
             let valid = replica
                 .verify_proof(&key, &signed, &welcome.proof)
                 .map_err(Abort::storage)?;
@@ -720,7 +736,7 @@ impl Session {
                 .peer_store(&welcome.node, &key)
                 .map_err(Abort::storage)?
                 && hello.checkpoint > 0;
-            let mine = transcript(TranscriptLabel::Proof, &hello, &welcome);
+            let mine = transcript(TranscriptLabel::Proof, &self.channel, &hello, &welcome);
             let proof = replica.sign(&mine).map_err(Abort::storage)?;
             out.send.push(
                 Frame::Proof(proof)
@@ -1344,18 +1360,29 @@ pub enum TranscriptLabel {
 }
 
 /// The bytes a LAN peer signs to prove possession of its key: a domain tag, the label, then
-/// the dialer's node, credential and nonce and the acceptor's node, credential and nonce, each
-/// length-prefixed (u32 big endian). The welcome's own proof and grant are not part of it.
-pub fn transcript(label: TranscriptLabel, hello: &Hello, welcome: &Welcome) -> Vec<u8> {
+/// the channel binding, the dialer's node, credential and nonce and the acceptor's node,
+/// credential and nonce, each length-prefixed (u32 big endian). The welcome's own proof and
+/// grant are not part of it.
+pub fn transcript(
+    label: TranscriptLabel,
+    channel: &[u8],
+    hello: &Hello,
+    welcome: &Welcome,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(
-        64 + hello.token.len() + welcome.token.len() + hello.nonce.len() + welcome.nonce.len(),
+        96 + channel.len()
+            + hello.token.len()
+            + welcome.token.len()
+            + hello.nonce.len()
+            + welcome.nonce.len(),
     );
-    out.extend_from_slice(b"sellsync/lan-handshake/v2\0");
+    out.extend_from_slice(b"sellsync/lan-handshake/v3\0");
     out.extend_from_slice(match label {
         TranscriptLabel::Welcome => b"welcome",
         TranscriptLabel::Proof => b"proof\0\0",
     });
     for field in [
+        channel,
         hello.node.as_str().as_bytes(),
         &hello.token,
         &hello.nonce,
