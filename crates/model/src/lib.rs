@@ -13,6 +13,7 @@
 //! - [`RecordDoc::resolve_field`] and [`RecordDoc::resolve_record`] settle conflicts.
 //! - The [`Policy`] gives each field its [`Tier`]; the [`Catalog`] validates values.
 
+mod authorship;
 mod catalog;
 mod doc;
 mod edit;
@@ -27,6 +28,7 @@ mod snapshot;
 mod validate;
 mod value;
 
+pub use authorship::{ChangeAuthor, WriteViolation, check_change};
 pub use catalog::{
     Catalog, CatalogDoc, CrmReach, CustomFieldDef, CustomFieldType, Named, Pipeline, PolicyText,
     Stage, User,

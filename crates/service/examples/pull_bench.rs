@@ -327,23 +327,10 @@ fn open_device(dir: &Path, name: &str, user: u64, token: &str) -> Result<Node> {
 }
 
 fn dial_config(node: &Node) -> Result<DialConfig> {
-    let tok = node
-        .identity()
-        .hub_token
-        .clone()
-        .ok_or_else(|| anyhow!("no token"))?;
-    let enrolled = token::parse(&tok).map_err(|e| anyhow!("token: {e}"))?;
-    Ok(DialConfig {
-        node: node.id().clone(),
-        role: Role::Device,
-        token: tok.into_bytes(),
-        peer: Some(enrolled.hub),
-        verify_peer_token: false,
-        mutual: false,
-        nonce: Vec::new(),
-        key: Vec::new(),
-        limits: Limits::default(),
-    })
+    Ok(sellsync_service::credential::hub_dial_config(
+        node,
+        Limits::default(),
+    )?)
 }
 
 fn net_config() -> NetConfig {

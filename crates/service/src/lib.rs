@@ -12,6 +12,8 @@
 //! - [`credential`]: Ed25519 keys of hubs and devices, the peer credentials and grants a hub
 //!   hands its devices, and their checks between LAN peers (tested in process by
 //!   `tests/lan.rs`, under a second).
+//! - [`signed`]: signed changes: each change's author proven by its key, the hub's checks of
+//!   what a change may write (tested by `tests/forged.rs`).
 //!
 //! Tests (`tests/sync.rs`) run in about a second. `SELLSYNC_SERVICE_PULL_DEALS=N` turns on a
 //! measurement: a hub with N deals, a fresh device pulling them over a loopback WebSocket, with
@@ -24,6 +26,7 @@ pub mod credential;
 pub mod net;
 mod node;
 mod replica;
+pub mod signed;
 pub mod token;
 
 pub use acl::{Acl, AclError};

@@ -72,6 +72,14 @@ impl Node {
             acl.unwrap_or_default(),
         );
         let mut node = Node { replica, identity };
+        // Every change this node sends of its own goes out signed (see `crate::signed`).
+        let (entry, hub) = match node.identity.role {
+            Role::Hub => (crate::credential::HUB_KEY, true),
+            _ => (crate::credential::DEVICE_KEY, false),
+        };
+        let key = crate::credential::load_or_create_key(&node.store(), entry)
+            .map_err(|e| NodeError::Refused(format!("the node's signing key: {e}")))?;
+        node.replica.set_signing(Some(key), hub);
         node.reload_catalog()?;
         Ok(node)
     }

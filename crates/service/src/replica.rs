@@ -34,7 +34,8 @@ use sellsync_sync::{
 };
 
 use crate::acl::Acl;
-use crate::credential::{Issuer, PeerAuth};
+use crate::credential::{Issuer, PeerAuth, SigningKey};
+use crate::signed::{self, ChangeSignature, KnownDevice, SignatureKind, Verifier};
 
 /// The record id of the catalog document a hub shares with every device.
 pub const CATALOG_ID: &str = "catalog";
@@ -85,6 +86,13 @@ pub struct StoreReplica {
     access: RefCell<HashMap<RecordId, (u64, DocAccess)>>,
     /// Fingerprint of the catalog and policy the memo was computed with.
     fingerprint: u64,
+    /// This node's key, signing the changes of its own it sends (see [`crate::signed`]); and
+    /// whether it is a hub (which endorses every change it sends and checks every change it
+    /// receives).
+    signing: Option<(SigningKey, bool)>,
+    /// The key each peer proved or presented in this process's sessions (see
+    /// [`Replica::peer_store`]).
+    peer_keys: HashMap<DeviceId, Vec<u8>>,
 }
 
 const ACCESS_KEY: &str = "service/access/";
@@ -158,7 +166,49 @@ impl StoreReplica {
             policy: Policy::default(),
             access: RefCell::new(HashMap::new()),
             fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
+            signing: None,
+            peer_keys: HashMap::new(),
         }
+    }
+
+    /// Makes this replica sign the changes of its own it sends with `key`; a hub (`hub`) also
+    /// endorses every other change it sends and checks every change it receives.
+    pub fn set_signing(&mut self, key: Option<SigningKey>, hub: bool) {
+        self.signing = key.map(|k| (k, hub));
+    }
+
+    fn is_hub(&self) -> bool {
+        matches!(self.signing, Some((_, true)))
+    }
+
+    /// Every device the hub issued a token to: its user, whether a token of it is live, and
+    /// the key it last presented.
+    fn known_devices(&self) -> Result<HashMap<DeviceId, KnownDevice>, StoreError> {
+        let store = self.store();
+        let view = store.read()?;
+        let mut out: HashMap<DeviceId, KnownDevice> = HashMap::new();
+        for t in view.tokens()? {
+            let live = t.revoked_at_ms.is_none()
+                && t.expires_at_ms.is_none_or(|at| at > self.now_ms);
+            let e = out.entry(t.device.clone()).or_insert(KnownDevice {
+                user: t.user,
+                live: false,
+                key: None,
+            });
+            if live {
+                e.live = true;
+                e.user = t.user;
+            }
+        }
+        for (device, known) in out.iter_mut() {
+            known.key = view.kv_get(&format!("{PEER_STORE_KEY}{device}"))?;
+        }
+        Ok(out)
+    }
+
+    /// The hub key this device pinned.
+    fn pinned_hub_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store().read()?.kv_get(crate::credential::PINNED_HUB_KEY)
     }
 
     /// Replaces the access rules and this node's user (whose access also bounds what it
@@ -366,36 +416,122 @@ impl StoreReplica {
         peer: &Peer,
         kind: &str,
         inc: Incoming<'_>,
+        verifier: Option<&Verifier<'_>>,
     ) -> Result<Received, StoreError> {
         let saved = inc.state.clone();
         let state = inc.state;
         let message = inc.message;
+        let offered = inc.signatures;
+        let record = inc.doc;
         // A message automerge panics on leaves the document in an unknown state: it is
         // dropped from memory unwritten (the stored one is untouched) and the message rejected.
+        // So is one with a change its author did not sign or may not have made.
         let outcome = b.with_doc_mut_owned(inc.doc, kind, |mut doc| {
             let before = doc.get_heads();
+            // Who may write it: who may see it as it is before this message.
+            let access_before = verifier.map(|_| self.access_of(&doc));
             match guarded(|| doc.receive_sync_message(state, message)) {
                 Ok(received) => {
                     let changed = doc.get_heads() != before;
-                    (Some(doc), Some((received.is_ok(), changed)))
+                    if !changed || received.is_err() {
+                        return (Some(doc), Ok((received.is_ok(), changed, Vec::new())));
+                    }
+                    let new = doc.get_changes(&before);
+                    let may_write = |u: UserId| {
+                        access_before
+                            .as_ref()
+                            .is_none_or(|a| self.may_see(u, a))
+                    };
+                    match self.checked(
+                        peer, record, kind, &doc, &new, &offered, verifier, &may_write,
+                    ) {
+                        Ok(proving) => (Some(doc), Ok((true, true, proving))),
+                        Err(()) => (None, Err(Received::Forged)),
+                    }
                 }
                 Err(panic) => {
                     tracing::warn!("sync message for {} from {}: {panic}", inc.doc, peer.node);
-                    (None, None)
+                    (None, Err(Received::Malformed))
                 }
             }
         })?;
-        let Some((ok, changed)) = outcome else {
-            *state = saved;
-            return Ok(Received::Malformed);
+        let (ok, changed, proving) = match outcome {
+            Ok(o) => o,
+            Err(refused) => {
+                *state = saved;
+                return Ok(refused);
+            }
         };
         if !ok {
             *state = saved;
             return Ok(Received::Rejected);
         }
+        self.keep_signatures(b, &proving)?;
         b.store()
             .put_sync_state(&peer.node, inc.doc, &state.encode())?;
         Ok(Received::Applied { changed })
+    }
+
+    /// Checks the changes new to this node (`new`, in `doc`) against the signatures offered,
+    /// when there is a verifier; logs a refusal with the peer. `Ok` carries the signatures a
+    /// device keeps for relaying.
+    #[allow(clippy::too_many_arguments)]
+    fn checked(
+        &self,
+        peer: &Peer,
+        record: &RecordId,
+        kind: &str,
+        doc: &Automerge,
+        new: &[automerge::Change],
+        offered: &[u8],
+        verifier: Option<&Verifier<'_>>,
+        may_write: &dyn Fn(UserId) -> bool,
+    ) -> Result<Vec<ChangeSignature>, ()> {
+        let offered = match signed::decode(offered) {
+            Ok(o) => o,
+            Err(why) => {
+                tracing::warn!(peer = %peer.node, %record, "refused a sync message: {why}");
+                return Err(());
+            }
+        };
+        let Some(verifier) = verifier else {
+            // From the hub: kept as proof for relaying, for the changes it carried.
+            let new: std::collections::BTreeSet<ChangeHash> =
+                new.iter().map(|c| c.hash()).collect();
+            return Ok(offered
+                .into_iter()
+                .filter(|s| new.contains(&s.hash))
+                .collect());
+        };
+        verifier.check(doc, kind, new, &offered, may_write).map_err(|refusal| {
+            tracing::warn!(
+                peer = %peer.node,
+                %record,
+                "refused a sync message: {}",
+                refusal.0
+            );
+        })
+    }
+
+    /// Keeps the signatures that proved received changes, on a device (for relaying them).
+    fn keep_signatures(
+        &self,
+        b: &mut sellsync_store::DocBatch<'_, '_>,
+        proving: &[ChangeSignature],
+    ) -> Result<(), StoreError> {
+        if self.is_hub() || proving.is_empty() {
+            return Ok(());
+        }
+        let mut by_hash: std::collections::BTreeMap<ChangeHash, Vec<ChangeSignature>> =
+            Default::default();
+        for s in proving {
+            by_hash.entry(s.hash).or_default().push(s.clone());
+        }
+        for (hash, sigs) in by_hash {
+            b.store()
+                .kv_put(&format!("{}{hash}", signed::SIG_KEY), &signed::encode(&sigs))?;
+        }
+        Ok(())
     }
 
     fn receive_new(
@@ -403,6 +539,7 @@ impl StoreReplica {
         b: &mut sellsync_store::DocBatch<'_, '_>,
         peer: &Peer,
         inc: Incoming<'_>,
+        verifier: Option<&Verifier<'_>>,
     ) -> Result<Received, StoreError> {
         let saved = inc.state.clone();
         let mut tmp = Automerge::new();
@@ -432,6 +569,24 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Denied);
         }
+        let new = tmp.get_changes(&[]);
+        // A new record: its authors must be users who may see it.
+        let access = self.access_of(&tmp);
+        let may_write = |u: UserId| self.may_see(u, &access);
+        let Ok(proving) = self.checked(
+            peer,
+            inc.doc,
+            &kind,
+            &tmp,
+            &new,
+            &inc.signatures,
+            verifier,
+            &may_write,
+        ) else {
+            *inc.state = saved;
+            return Ok(Received::Forged);
+        };
+        self.keep_signatures(b, &proving)?;
         // The document is new here: the received one becomes the stored one (no merge into an
         // empty document, which would apply every change a second time).
         b.with_doc_mut_owned(inc.doc, &kind, |_empty| (Some(tmp), ()))?;
@@ -529,6 +684,8 @@ impl Replica for StoreReplica {
         if store_key.is_empty() {
             return Ok(false);
         }
+        // The key also checks the peer's own changes (see `crate::signed`).
+        self.peer_keys.insert(peer.clone(), store_key.to_vec());
         let entry = format!("{PEER_STORE_KEY}{peer}");
         let store = self.store();
         let (known, checkpoint) = {
@@ -639,6 +796,48 @@ impl Replica for StoreReplica {
         docs.iter().map(|d| view.doc_heads(d)).collect()
     }
 
+    fn sign_changes(
+        &self,
+        sent: &[(RecordId, Vec<ChangeHash>)],
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let Some((key, hub)) = &self.signing else {
+            return Ok(vec![Vec::new(); sent.len()]);
+        };
+        let me = actor_of(&self.node);
+        let store = self.store();
+        let view = store.read()?;
+        let mut cache = self.docs.borrow_mut();
+        let mut out = Vec::with_capacity(sent.len());
+        for (doc, hashes) in sent {
+            let actors: Vec<Option<ActorId>> = cache
+                .with_doc(doc, |d| {
+                    hashes
+                        .iter()
+                        .map(|h| d.get_change_by_hash(h).map(|c| c.actor_id().clone()))
+                        .collect()
+                })?
+                .unwrap_or_default();
+            let mut sigs = Vec::with_capacity(hashes.len());
+            for (hash, actor) in hashes.iter().zip(actors) {
+                if actor.as_ref() == Some(&me) {
+                    let kind = if *hub {
+                        SignatureKind::Hub
+                    } else {
+                        SignatureKind::Author
+                    };
+                    sigs.push(ChangeSignature::sign(key, *hash, kind));
+                } else if *hub {
+                    // Every change the hub holds has passed its checks: it vouches for it.
+                    sigs.push(ChangeSignature::sign(key, *hash, SignatureKind::Hub));
+                } else if let Some(kept) = view.kv_get(&format!("{}{hash}", signed::SIG_KEY))? {
+                    sigs.extend(signed::decode(&kept).unwrap_or_default());
+                }
+            }
+            out.push(signed::encode(&sigs));
+        }
+        Ok(out)
+    }
+
     fn generate(
         &self,
         docs: &mut [(&RecordId, &mut sync::State)],
@@ -661,6 +860,32 @@ impl Replica for StoreReplica {
         batch: Vec<Incoming<'_>>,
     ) -> Result<Vec<Received>, StoreError> {
         let me = &*self;
+        // Who is trusted for what in this batch (see `crate::signed`): a hub checks everything,
+        // a device what a LAN peer sends, nobody what a hub sends.
+        let (devices, hub_key) = if me.is_hub() {
+            (me.known_devices()?, me.signing.as_ref().map(|(k, _)| k.public_key()))
+        } else if peer.role == Role::Device {
+            (HashMap::new(), me.pinned_hub_key()?)
+        } else {
+            (HashMap::new(), None)
+        };
+        let verifier = if me.is_hub() {
+            Some(Verifier::Hub {
+                hub: &me.node,
+                hub_key,
+                devices: &devices,
+            })
+        } else if peer.role == Role::Device {
+            Some(Verifier::LanPeer {
+                peer: &peer.node,
+                user: peer.user.unwrap_or(UserId(u64::MAX)),
+                peer_key: me.peer_keys.get(&peer.node).map(Vec::as_slice),
+                hub_key: hub_key.as_deref(),
+            })
+        } else {
+            None
+        };
+        let verifier = verifier.as_ref();
         let mut cache = me.docs.borrow_mut();
         // Set when a message is malformed: the outcomes so far, that one last.
         let mut malformed: Option<Vec<Received>> = None;
@@ -670,8 +895,8 @@ impl Replica for StoreReplica {
                 let doc = inc.doc.clone();
                 let kind = b.store().doc_meta(inc.doc)?.map(|m| m.kind);
                 out.push(match kind {
-                    Some(kind) => me.receive_existing(b, peer, &kind, inc)?,
-                    None => me.receive_new(b, peer, inc)?,
+                    Some(kind) => me.receive_existing(b, peer, &kind, inc, verifier)?,
+                    None => me.receive_new(b, peer, inc, verifier)?,
                 });
                 if out.last() == Some(&Received::Malformed) {
                     malformed = Some(out);

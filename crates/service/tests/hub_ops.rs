@@ -65,19 +65,8 @@ fn device(dir: &std::path::Path, hub: &Node, name: &str, user: u64) -> Node {
 }
 
 fn dial_config(dev: &Node) -> DialConfig {
-    let tok = dev.identity().hub_token.clone().unwrap();
-    let enrolled = token::parse(&tok).unwrap();
-    DialConfig {
-        node: dev.id().clone(),
-        role: Role::Device,
-        token: tok.into_bytes(),
-        peer: Some(enrolled.hub),
-        verify_peer_token: false,
-        mutual: false,
-        nonce: Vec::new(),
-        key: Vec::new(),
-        limits: Limits::default(),
-    }
+    // What a device sends its hub: its token, and its key (which checks its signed changes).
+    sellsync_service::credential::hub_dial_config(dev, Limits::default()).unwrap()
 }
 
 fn accept_config(hub: &Node) -> AcceptConfig {

@@ -68,19 +68,8 @@ fn device(dir: &std::path::Path, hub: &Hub, name: &str, user: u64) -> Node {
 }
 
 fn dial_config(dev: &Node) -> DialConfig {
-    let tok = dev.identity().hub_token.clone().unwrap();
-    let enrolled = token::parse(&tok).unwrap();
-    DialConfig {
-        node: dev.id().clone(),
-        role: Role::Device,
-        token: tok.into_bytes(),
-        peer: Some(enrolled.hub),
-        verify_peer_token: false,
-        mutual: false,
-        nonce: Vec::new(),
-        key: Vec::new(),
-        limits: Limits::default(),
-    }
+    // What a device sends its hub: its token, and its key (which checks its signed changes).
+    sellsync_service::credential::hub_dial_config(dev, Limits::default()).unwrap()
 }
 
 fn accept_config(hub: &Node) -> AcceptConfig {
@@ -780,7 +769,7 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
     use futures_util::{SinkExt, StreamExt};
     use sellsync_sync::ErrorCode;
     use sellsync_sync::frame::{
-        Announce, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch,
+        Announce, BatchEntry, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch,
     };
     use tokio_tungstenite::tungstenite::Message;
 
@@ -864,7 +853,7 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
             .unwrap();
             ws.send(send(Frame::SyncBatch(SyncBatch {
                 last: true,
-                entries: vec![(target.clone(), message.encode())],
+                entries: vec![BatchEntry::new(target.clone(), message.encode())],
             })))
             .await
             .unwrap();

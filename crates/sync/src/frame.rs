@@ -14,7 +14,7 @@ use sellsync_model::{BadId, DeviceId, RecordId, UserId};
 /// The two magic bytes that open every frame.
 pub const MAGIC: [u8; 2] = *b"SY";
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Length of the fixed frame header.
 pub const HEADER_LEN: usize = 8;
 /// Default hard limit on a whole frame (header plus payload): 16 MiB.
@@ -172,8 +172,31 @@ pub struct Announce {
 pub struct SyncBatch {
     /// Set on the last frame of a flight: the sender now waits for the other side.
     pub last: bool,
-    /// `(document, encoded automerge sync message)` pairs; a document appears at most once.
-    pub entries: Vec<(RecordId, Vec<u8>)>,
+    /// One entry per document; a document appears at most once.
+    pub entries: Vec<BatchEntry>,
+}
+
+/// One document's part of a sync batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// The document.
+    pub doc: RecordId,
+    /// The encoded automerge sync message.
+    pub message: Vec<u8>,
+    /// The signatures of the changes the message carries, opaque to the protocol (see
+    /// [`crate::Replica::sign_changes`]); empty for none.
+    pub signatures: Vec<u8>,
+}
+
+impl BatchEntry {
+    /// An entry without signatures.
+    pub fn new(doc: RecordId, message: Vec<u8>) -> BatchEntry {
+        BatchEntry {
+            doc,
+            message,
+            signatures: Vec::new(),
+        }
+    }
 }
 
 /// An error report; the sender closes the connection after it.
@@ -287,10 +310,12 @@ impl Frame {
             Frame::SyncBatch(b) => {
                 out.push(if b.last { FLAG_FINAL } else { 0 });
                 put_count(&mut out, b.entries.len())?;
-                for (doc, msg) in &b.entries {
-                    put_id(&mut out, doc.as_str());
-                    put_count(&mut out, msg.len())?;
-                    out.extend_from_slice(msg);
+                for e in &b.entries {
+                    put_id(&mut out, e.doc.as_str());
+                    put_count(&mut out, e.message.len())?;
+                    out.extend_from_slice(&e.message);
+                    put_count(&mut out, e.signatures.len())?;
+                    out.extend_from_slice(&e.signatures);
                 }
             }
             Frame::Done { checkpoint } => out.extend_from_slice(&checkpoint.to_be_bytes()),
@@ -392,13 +417,19 @@ impl Frame {
             4 => {
                 let last = r.flags()?;
                 let n = r.count()?;
-                // Each entry takes at least 6 bytes, so this bounds the allocation by the input.
-                let mut entries = Vec::with_capacity(n.min(r.buf.len() / 6));
+                // Each entry takes at least 10 bytes, so this bounds the allocation by the input.
+                let mut entries = Vec::with_capacity(n.min(r.buf.len() / 10));
                 for _ in 0..n {
                     let doc = r.record_id()?;
                     let len = r.count()?;
-                    let msg = r.take(len)?.to_vec();
-                    entries.push((doc, msg));
+                    let message = r.take(len)?.to_vec();
+                    let len = r.count()?;
+                    let signatures = r.take(len)?.to_vec();
+                    entries.push(BatchEntry {
+                        doc,
+                        message,
+                        signatures,
+                    });
                 }
                 Frame::SyncBatch(SyncBatch { last, entries })
             }
@@ -622,8 +653,8 @@ pub(crate) fn id_wire_len(id: &RecordId) -> usize {
 }
 
 /// Bytes a sync-batch entry takes on the wire.
-pub(crate) fn entry_wire_len(id: &RecordId, msg: &[u8]) -> usize {
-    id_wire_len(id) + 4 + msg.len()
+pub(crate) fn entry_wire_len(e: &BatchEntry) -> usize {
+    id_wire_len(&e.doc) + 4 + e.message.len() + 4 + e.signatures.len()
 }
 
 /// Header plus the fixed part of an announce payload.
@@ -670,7 +701,14 @@ mod tests {
             }),
             Frame::SyncBatch(SyncBatch {
                 last: false,
-                entries: vec![(rid("a"), vec![1, 2, 3]), (rid("b"), vec![])],
+                entries: vec![
+                    BatchEntry::new(rid("a"), vec![1, 2, 3]),
+                    BatchEntry {
+                        doc: rid("b"),
+                        message: vec![],
+                        signatures: vec![7; 97],
+                    },
+                ],
             }),
             Frame::Done { checkpoint: 5 },
             Frame::AccessRevoked(vec![rid("x")]),
@@ -782,7 +820,7 @@ mod tests {
         assert!(long.encode(DEFAULT_MAX_FRAME).is_err());
         let big = Frame::SyncBatch(SyncBatch {
             last: true,
-            entries: vec![(rid("a"), vec![0; 100])],
+            entries: vec![BatchEntry::new(rid("a"), vec![0; 100])],
         });
         assert!(matches!(big.encode(50), Err(FrameError::Oversized { .. })));
     }

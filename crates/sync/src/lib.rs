@@ -30,7 +30,7 @@ pub mod memory;
 mod replica;
 mod session;
 
-pub use frame::{ErrorCode, Frame, FrameError, Role};
+pub use frame::{BatchEntry, ErrorCode, Frame, FrameError, Role};
 pub use replica::{
     CredentialCheck, FeedSlice, Incoming, Peer, Principal, Received, Replica, TokenRefused,
     Visibility,

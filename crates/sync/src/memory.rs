@@ -304,6 +304,7 @@ impl Replica for MemReplica {
             doc: id,
             state,
             message,
+            signatures: _,
         } in batch
         {
             let existing = self.docs.contains_key(id);

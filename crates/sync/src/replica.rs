@@ -61,6 +61,8 @@ pub struct Incoming<'a> {
     pub state: &'a mut sync::State,
     /// The decoded automerge sync message.
     pub message: sync::Message,
+    /// The signatures the sender sent beside it (see [`Replica::sign_changes`]), unchecked.
+    pub signatures: Vec<u8>,
 }
 
 /// What became of one incoming sync message.
@@ -77,6 +79,10 @@ pub enum Received {
     /// Not applied: automerge rejected the message (for example a corrupt change). Nothing of it
     /// was kept.
     Rejected,
+    /// Not applied: a change it carries is not signed by its author, or its author may not
+    /// have made it (the replica's write rules; the replica logged which and why). Nothing of
+    /// the message was kept.
+    Forged,
     /// Automerge failed on the message's bytes (it panicked on malformed input, an upstream
     /// bug; see [`sellsync_model::guarded`]). The replica stopped there and kept nothing of the
     /// whole batch: this is the last outcome returned, and the earlier ones are void. The
@@ -211,6 +217,14 @@ pub trait Replica {
         &self,
         docs: &mut [(&RecordId, &mut sync::State)],
     ) -> Result<Vec<Option<sync::Message>>, Self::Error>;
+
+    /// The signatures to send beside each generated message (same order): `sent` names, per
+    /// document, the changes the message carries (the hashes its sync state has sent since the
+    /// previous message). The bytes are opaque to the protocol; the receiving replica checks
+    /// them in [`Replica::receive`]. The default signs nothing.
+    fn sign_changes(&self, sent: &[(RecordId, Vec<ChangeHash>)]) -> Result<Vec<Vec<u8>>, Self::Error> {
+        Ok(vec![Vec::new(); sent.len()])
+    }
 
     /// Applies a batch of incoming messages from `peer` (see the trait contract). A document
     /// not held yet is created only if `peer.user` (when set) and this node's user may see it.

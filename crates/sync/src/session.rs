@@ -39,11 +39,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::sync;
+use automerge::{ChangeHash, sync};
 use sellsync_model::{DeviceId, RecordId, guarded};
 
 use crate::frame::{
-    ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Frame,
+    ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, BatchEntry, DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Frame,
     FrameError, Hello, PROTOCOL_VERSION, REVOKED_OVERHEAD, Role, SyncBatch, Welcome,
     entry_wire_len, id_wire_len,
 };
@@ -163,6 +163,9 @@ pub enum IgnoreReason {
     Denied,
     /// Automerge rejected the peer's message for it.
     Rejected,
+    /// A change in the peer's message is unsigned, signed by another key than its author's, or
+    /// breaks the write rules (see [`Received::Forged`]).
+    Forged,
     /// Its sync message is larger than a frame may be; it is retried next session.
     TooLarge(usize),
     /// A node that is not a hub reported it revoked; only a hub's word counts.
@@ -1122,12 +1125,17 @@ impl Session {
         &mut self,
         replica: &mut R,
         x: &mut Exchange,
-        entries: Vec<(RecordId, Vec<u8>)>,
+        entries: Vec<BatchEntry>,
         out: &mut Effects,
     ) -> Result<(), Abort> {
         let mut seen = BTreeSet::new();
         let mut decoded = Vec::with_capacity(entries.len());
-        for (doc, bytes) in entries {
+        for entry in entries {
+            let BatchEntry {
+                doc,
+                message: bytes,
+                signatures,
+            } = entry;
             if !seen.insert(doc.clone()) {
                 return Err(Abort::malformed(format!(
                     "document {doc} twice in one batch"
@@ -1146,7 +1154,7 @@ impl Session {
                     "sync message for {doc}, never announced"
                 )));
             }
-            decoded.push((doc, msg));
+            decoded.push((doc, msg, signatures));
         }
         if decoded.is_empty() {
             return Ok(());
@@ -1155,18 +1163,19 @@ impl Session {
         // back below.
         let mut taken: Vec<(RecordId, sync::State)> = Vec::with_capacity(decoded.len());
         let mut msgs = Vec::with_capacity(decoded.len());
-        for (d, m) in decoded {
+        for (d, m, sigs) in decoded {
             let s = x.docs.remove(&d).unwrap_or_default();
             taken.push((d, s));
-            msgs.push(m);
+            msgs.push((m, sigs));
         }
         let batch: Vec<Incoming<'_>> = taken
             .iter_mut()
             .zip(msgs)
-            .map(|((doc, state), message)| Incoming {
+            .map(|((doc, state), (message, signatures))| Incoming {
                 doc,
                 state,
                 message,
+                signatures,
             })
             .collect();
         let outcomes = match replica.receive(&x.peer, batch) {
@@ -1218,6 +1227,14 @@ impl Session {
                         reason: IgnoreReason::Rejected,
                     });
                 }
+                Received::Forged => {
+                    x.failed_receive = true;
+                    x.ignored.insert(doc.clone());
+                    out.effects.push(Effect::Ignored {
+                        doc,
+                        reason: IgnoreReason::Forged,
+                    });
+                }
             }
         }
         if !changed.is_empty() {
@@ -1229,33 +1246,67 @@ impl Session {
         push_revoked(&self.limits, refused, out)
     }
 
-    /// Generates the next message of every session document, in one replica call.
+    /// Generates the next message of every session document, in one replica call, with the
+    /// signatures of the changes each message carries (a second call).
     fn generate<R: Replica>(
         &mut self,
         replica: &mut R,
         x: &mut Exchange,
         out: &mut Effects,
-    ) -> Result<Vec<(RecordId, Vec<u8>)>, Abort> {
+    ) -> Result<Vec<BatchEntry>, Abort> {
         if x.docs.is_empty() {
             return Ok(Vec::new());
         }
         let mut pairs: Vec<(&RecordId, &mut sync::State)> = x.docs.iter_mut().collect();
+        // What each state had sent before: the message carries the changes sent now.
+        let before: Vec<usize> = pairs.iter().map(|(_, s)| s.sent_hashes.len()).collect();
+        let before_sets: Vec<std::collections::BTreeSet<ChangeHash>> = pairs
+            .iter()
+            .zip(&before)
+            .map(|((_, s), n)| if *n == 0 { Default::default() } else { s.sent_hashes.clone() })
+            .collect();
         let msgs = replica.generate(&mut pairs).map_err(Abort::storage)?;
         if msgs.len() != pairs.len() {
             return Err(Abort::storage(
                 "replica returned a message list of another length",
             ));
         }
+        let mut sent: Vec<(RecordId, Vec<ChangeHash>)> = Vec::new();
+        let mut messages = Vec::new();
+        for (((doc, state), msg), was) in pairs.into_iter().zip(msgs).zip(before_sets) {
+            let Some(msg) = msg else { continue };
+            let carried: Vec<ChangeHash> = state
+                .sent_hashes
+                .iter()
+                .filter(|h| !was.contains(h))
+                .copied()
+                .collect();
+            sent.push((doc.clone(), carried));
+            messages.push(msg.encode());
+        }
+        let signatures = if sent.iter().all(|(_, h)| h.is_empty()) {
+            vec![Vec::new(); sent.len()]
+        } else {
+            replica.sign_changes(&sent).map_err(Abort::storage)?
+        };
+        if signatures.len() != sent.len() {
+            return Err(Abort::storage(
+                "replica returned a signature list of another length",
+            ));
+        }
         let room = self.limits.max_frame.saturating_sub(BATCH_OVERHEAD);
         let mut generated = Vec::new();
         let mut too_large = Vec::new();
-        for ((doc, _), msg) in pairs.into_iter().zip(msgs) {
-            let Some(msg) = msg else { continue };
-            let bytes = msg.encode();
-            if entry_wire_len(doc, &bytes) > room {
-                too_large.push((doc.clone(), bytes.len()));
+        for (((doc, _), message), signatures) in sent.into_iter().zip(messages).zip(signatures) {
+            let entry = BatchEntry {
+                doc,
+                message,
+                signatures,
+            };
+            if entry_wire_len(&entry) > room {
+                too_large.push((entry.doc.clone(), entry.message.len()));
             } else {
-                generated.push((doc.clone(), bytes));
+                generated.push(entry);
             }
         }
         for (doc, len) in too_large {
@@ -1272,23 +1323,19 @@ impl Session {
     }
 
     /// Splits a flight's messages into frames under the limits; the last one is flagged.
-    fn push_batches(
-        &mut self,
-        generated: Vec<(RecordId, Vec<u8>)>,
-        out: &mut Effects,
-    ) -> Result<(), Abort> {
+    fn push_batches(&mut self, generated: Vec<BatchEntry>, out: &mut Effects) -> Result<(), Abort> {
         let budget = self.limits.target_frame.min(self.limits.max_frame);
-        let mut frames: Vec<Vec<(RecordId, Vec<u8>)>> = Vec::new();
+        let mut frames: Vec<Vec<BatchEntry>> = Vec::new();
         let mut chunk = Vec::new();
         let mut size = BATCH_OVERHEAD;
-        for (doc, msg) in generated {
-            let len = entry_wire_len(&doc, &msg);
+        for entry in generated {
+            let len = entry_wire_len(&entry);
             if !chunk.is_empty() && size + len > budget {
                 frames.push(std::mem::take(&mut chunk));
                 size = BATCH_OVERHEAD;
             }
             size += len;
-            chunk.push((doc, msg));
+            chunk.push(entry);
         }
         frames.push(chunk);
         let n = frames.len();

@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 use sellsync_model::{DeviceId, RecordId, UserId};
 use sellsync_sync::frame::{
-    Announce, DEFAULT_MAX_FRAME, ErrorFrame, Frame, HEADER_LEN, Hello, MAGIC, PROTOCOL_VERSION,
+    Announce, BatchEntry, DEFAULT_MAX_FRAME, ErrorFrame, Frame, HEADER_LEN, Hello, MAGIC,
+    PROTOCOL_VERSION,
     SyncBatch, Welcome, frame_len,
 };
 use sellsync_sync::{ErrorCode, FrameError, Role};
@@ -90,9 +91,19 @@ fn frame() -> impl Strategy<Value = Frame> {
             }),
         (
             any::<bool>(),
-            proptest::collection::vec((record_id(), bytes(40)), 0..6)
+            proptest::collection::vec((record_id(), bytes(40), bytes(100)), 0..6)
         )
-            .prop_map(|(last, entries)| Frame::SyncBatch(SyncBatch { last, entries })),
+            .prop_map(|(last, entries)| {
+                let entries = entries
+                    .into_iter()
+                    .map(|(doc, message, signatures)| BatchEntry {
+                        doc,
+                        message,
+                        signatures,
+                    })
+                    .collect();
+                Frame::SyncBatch(SyncBatch { last, entries })
+            }),
         any::<u64>().prop_map(|checkpoint| Frame::Done { checkpoint }),
         proptest::collection::vec(record_id(), 0..8).prop_map(Frame::AccessRevoked),
         (any::<u16>(), "\\PC{0,100}").prop_map(|(code, reason)| Frame::Error(ErrorFrame {

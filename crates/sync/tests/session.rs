@@ -4,7 +4,7 @@ mod support;
 
 use automerge::ReadDoc;
 use sellsync_model::{RecordId, UserId};
-use sellsync_sync::frame::{ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch};
+use sellsync_sync::frame::{BatchEntry, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch};
 use sellsync_sync::memory::MemReplica;
 use sellsync_sync::{
     AcceptConfig, CloseReason, DialConfig, Effect, ErrorCode, Event, IgnoreReason, Limits, Role,
@@ -203,7 +203,7 @@ fn frames_before_the_hello_close_the_session_and_apply_nothing() {
     });
     let batch = Frame::SyncBatch(SyncBatch {
         last: true,
-        entries: vec![(record_id("x"), vec![0x42, 0])],
+        entries: vec![BatchEntry::new(record_id("x"), vec![0x42, 0])],
     })
     .encode(1 << 20)
     .unwrap();
@@ -262,7 +262,7 @@ fn garbage_and_bad_sync_messages_mid_exchange_close_without_applying_anything() 
         // A well-formed frame whose sync message is not automerge.
         Frame::SyncBatch(SyncBatch {
             last: true,
-            entries: vec![(record_id("deal-0"), vec![1, 2, 3])],
+            entries: vec![BatchEntry::new(record_id("deal-0"), vec![1, 2, 3])],
         })
         .encode(1 << 20)
         .unwrap(),

@@ -132,7 +132,8 @@ impl Net {
                         Frame::SyncBatch(b) => b
                             .entries
                             .iter()
-                            .map(|(d, m)| {
+                            .map(|e| {
+                                let (d, m) = (&e.doc, &e.message);
                                 let m2 = automerge::sync::Message::decode(m).unwrap();
                                 format!(
                                     "{d}:{}B/h{}/n{}/hv{}/c{}",
@@ -173,7 +174,7 @@ impl Net {
         };
         let docs: Vec<RecordId> = match Frame::decode(bytes, self.limits.max_frame) {
             Ok(Frame::Announce(a)) => a.docs,
-            Ok(Frame::SyncBatch(b)) => b.entries.into_iter().map(|(d, _)| d).collect(),
+            Ok(Frame::SyncBatch(b)) => b.entries.into_iter().map(|e| e.doc).collect(),
             _ => return,
         };
         for d in docs {
