@@ -16,8 +16,8 @@
 //!
 //! Pure: the change is read as it is; the document is only used to find the audit and flags maps.
 
-use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, ScalarValue};
 use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, ScalarValue};
 
 use crate::foreign::guarded;
 use crate::project::AuditEntry;
@@ -146,14 +146,12 @@ pub fn check_change(
                             author: author.device.clone(),
                         });
                     }
-                } else if key == "dev" {
-                    if s.as_str() != author.device.as_str() {
-                        return Err(WriteViolation::ForgedDevice {
-                            field: key,
-                            claimed: s.to_string(),
-                            author: author.device.clone(),
-                        });
-                    }
+                } else if key == "dev" && s.as_str() != author.device.as_str() {
+                    return Err(WriteViolation::ForgedDevice {
+                        field: key,
+                        claimed: s.to_string(),
+                        author: author.device.clone(),
+                    });
                 }
             }
             OpType::Put(value) if key == "by" => {

@@ -188,8 +188,8 @@ impl StoreReplica {
         let view = store.read()?;
         let mut out: HashMap<DeviceId, KnownDevice> = HashMap::new();
         for t in view.tokens()? {
-            let live = t.revoked_at_ms.is_none()
-                && t.expires_at_ms.is_none_or(|at| at > self.now_ms);
+            let live =
+                t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|at| at > self.now_ms);
             let e = out.entry(t.device.clone()).or_insert(KnownDevice {
                 user: t.user,
                 live: false,
@@ -208,7 +208,9 @@ impl StoreReplica {
 
     /// The hub key this device pinned.
     fn pinned_hub_key(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store().read()?.kv_get(crate::credential::PINNED_HUB_KEY)
+        self.store()
+            .read()?
+            .kv_get(crate::credential::PINNED_HUB_KEY)
     }
 
     /// Replaces the access rules and this node's user (whose access also bounds what it
@@ -437,11 +439,8 @@ impl StoreReplica {
                         return (Some(doc), Ok((received.is_ok(), changed, Vec::new())));
                     }
                     let new = doc.get_changes(&before);
-                    let may_write = |u: UserId| {
-                        access_before
-                            .as_ref()
-                            .is_none_or(|a| self.may_see(u, a))
-                    };
+                    let may_write =
+                        |u: UserId| access_before.as_ref().is_none_or(|a| self.may_see(u, a));
                     match self.checked(
                         peer, record, kind, &doc, &new, &offered, verifier, &may_write,
                     ) {
@@ -503,14 +502,16 @@ impl StoreReplica {
                 .filter(|s| new.contains(&s.hash))
                 .collect());
         };
-        verifier.check(doc, kind, new, &offered, may_write).map_err(|refusal| {
-            tracing::warn!(
-                peer = %peer.node,
-                %record,
-                "refused a sync message: {}",
-                refusal.0
-            );
-        })
+        verifier
+            .check(doc, kind, new, &offered, may_write)
+            .map_err(|refusal| {
+                tracing::warn!(
+                    peer = %peer.node,
+                    %record,
+                    "refused a sync message: {}",
+                    refusal.0
+                );
+            })
     }
 
     /// Keeps the signatures that proved received changes, on a device (for relaying them).
@@ -528,8 +529,10 @@ impl StoreReplica {
             by_hash.entry(s.hash).or_default().push(s.clone());
         }
         for (hash, sigs) in by_hash {
-            b.store()
-                .kv_put(&format!("{}{hash}", signed::SIG_KEY), &signed::encode(&sigs))?;
+            b.store().kv_put(
+                &format!("{}{hash}", signed::SIG_KEY),
+                &signed::encode(&sigs),
+            )?;
         }
         Ok(())
     }
@@ -863,7 +866,10 @@ impl Replica for StoreReplica {
         // Who is trusted for what in this batch (see `crate::signed`): a hub checks everything,
         // a device what a LAN peer sends, nobody what a hub sends.
         let (devices, hub_key) = if me.is_hub() {
-            (me.known_devices()?, me.signing.as_ref().map(|(k, _)| k.public_key()))
+            (
+                me.known_devices()?,
+                me.signing.as_ref().map(|(k, _)| k.public_key()),
+            )
         } else if peer.role == Role::Device {
             (HashMap::new(), me.pinned_hub_key()?)
         } else {

@@ -90,7 +90,7 @@ pub fn encode(sigs: &[ChangeSignature]) -> Vec<u8> {
 
 /// Reads [`encode`]'s output; an error for anything else.
 pub fn decode(bytes: &[u8]) -> Result<Vec<ChangeSignature>, String> {
-    if bytes.len() % ENTRY_LEN != 0 {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
         return Err(format!(
             "change signatures of {} bytes (entries are {ENTRY_LEN})",
             bytes.len()
@@ -116,7 +116,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<ChangeSignature>, String> {
 
 /// The device a change names as its author (its actor id), if it names one.
 pub fn author_of(change: &Change) -> Option<DeviceId> {
-    std::str::from_utf8(change.actor_id().to_bytes()).ok()?.parse().ok()
+    std::str::from_utf8(change.actor_id().to_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// A device as the hub knows it.
@@ -206,7 +209,9 @@ impl Verifier<'_> {
                         )));
                     }
                     let known = devices.get(&author).ok_or_else(|| {
-                        Refusal(format!("change {short} by {author}, a device this hub never enrolled"))
+                        Refusal(format!(
+                            "change {short} by {author}, a device this hub never enrolled"
+                        ))
                     })?;
                     if !known.live {
                         return Err(Refusal(format!(

@@ -769,7 +769,8 @@ async fn a_message_automerge_panics_on_closes_that_connection_only() {
     use futures_util::{SinkExt, StreamExt};
     use sellsync_sync::ErrorCode;
     use sellsync_sync::frame::{
-        Announce, BatchEntry, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION, SyncBatch,
+        Announce, BatchEntry, DEFAULT_MAX_FRAME, ErrorFrame, Frame, Hello, PROTOCOL_VERSION,
+        SyncBatch,
     };
     use tokio_tungstenite::tungstenite::Message;
 

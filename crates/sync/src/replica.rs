@@ -222,7 +222,10 @@ pub trait Replica {
     /// document, the changes the message carries (the hashes its sync state has sent since the
     /// previous message). The bytes are opaque to the protocol; the receiving replica checks
     /// them in [`Replica::receive`]. The default signs nothing.
-    fn sign_changes(&self, sent: &[(RecordId, Vec<ChangeHash>)]) -> Result<Vec<Vec<u8>>, Self::Error> {
+    fn sign_changes(
+        &self,
+        sent: &[(RecordId, Vec<ChangeHash>)],
+    ) -> Result<Vec<Vec<u8>>, Self::Error> {
         Ok(vec![Vec::new(); sent.len()])
     }
 

@@ -43,9 +43,9 @@ use automerge::{ChangeHash, sync};
 use sellsync_model::{DeviceId, RecordId, guarded};
 
 use crate::frame::{
-    ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, BatchEntry, DEFAULT_MAX_FRAME, ErrorCode, ErrorFrame, Frame,
-    FrameError, Hello, PROTOCOL_VERSION, REVOKED_OVERHEAD, Role, SyncBatch, Welcome,
-    entry_wire_len, id_wire_len,
+    ANNOUNCE_OVERHEAD, Announce, BATCH_OVERHEAD, BatchEntry, DEFAULT_MAX_FRAME, ErrorCode,
+    ErrorFrame, Frame, FrameError, Hello, PROTOCOL_VERSION, REVOKED_OVERHEAD, Role, SyncBatch,
+    Welcome, entry_wire_len, id_wire_len,
 };
 use crate::replica::{Incoming, Peer, Received, Replica, Visibility};
 
@@ -1263,7 +1263,13 @@ impl Session {
         let before_sets: Vec<std::collections::BTreeSet<ChangeHash>> = pairs
             .iter()
             .zip(&before)
-            .map(|((_, s), n)| if *n == 0 { Default::default() } else { s.sent_hashes.clone() })
+            .map(|((_, s), n)| {
+                if *n == 0 {
+                    Default::default()
+                } else {
+                    s.sent_hashes.clone()
+                }
+            })
             .collect();
         let msgs = replica.generate(&mut pairs).map_err(Abort::storage)?;
         if msgs.len() != pairs.len() {

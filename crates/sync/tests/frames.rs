@@ -5,8 +5,7 @@ use proptest::prelude::*;
 use sellsync_model::{DeviceId, RecordId, UserId};
 use sellsync_sync::frame::{
     Announce, BatchEntry, DEFAULT_MAX_FRAME, ErrorFrame, Frame, HEADER_LEN, Hello, MAGIC,
-    PROTOCOL_VERSION,
-    SyncBatch, Welcome, frame_len,
+    PROTOCOL_VERSION, SyncBatch, Welcome, frame_len,
 };
 use sellsync_sync::{ErrorCode, FrameError, Role};
 

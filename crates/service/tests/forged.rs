@@ -1,0 +1,508 @@
+//! A hostile device: it writes straight into its own store, bypassing the edit API, and
+//! tampers with the frames it sends. The hub (and a LAN peer) refuses every forged change with
+//! nothing of it applied, other devices never see it, and honest changes still go through,
+//! including one relayed over the LAN.
+
+use std::sync::Arc;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc};
+use sellsync_model::{
+    AuditEntry, Candidate, Catalog, Chosen, DeviceId, FieldKey, Money, RecordId, RecordKind,
+    UserId, Value,
+};
+use sellsync_service::credential::{self, Issuer, SigningKey};
+use sellsync_service::signed::{self, ChangeSignature, SignatureKind};
+use sellsync_service::{Acl, CATALOG_ID, Node, net, token};
+use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
+use sellsync_sync::{
+    AcceptConfig, BatchEntry, Effect, Event, Frame, IgnoreReason, Limits, Role, Session,
+};
+
+const T0: i64 = 1_795_000_000_000;
+const ACL: &str = "admins = [1]\n[[teams]]\nid = 10\nmembers = [2, 3]\n";
+
+fn hub(dir: &std::path::Path) -> Node {
+    let store = Arc::new(Store::open(dir.join("hub.redb")).unwrap());
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: "hub".parse().unwrap(),
+            user_id: UserId(0),
+            role: StoreRole::Hub,
+            hub_url: None,
+            hub_token: None,
+        },
+    )
+    .unwrap();
+    let mut node = Node::open(store.clone(), Some(Acl::from_toml(ACL).unwrap())).unwrap();
+    node.write_catalog(&Catalog::example(), T0).unwrap();
+    let issuer = Issuer::load(
+        &store,
+        node.id().clone(),
+        ACL.to_owned(),
+        credential::DEFAULT_CREDENTIAL_TTL_MS,
+    )
+    .unwrap();
+    node.replica().set_issuer(Some(issuer));
+    node
+}
+
+fn device(dir: &std::path::Path, hub: &Node, name: &str, user: u64) -> Node {
+    let dev: DeviceId = name.parse().unwrap();
+    let issued = hub
+        .store()
+        .write(|w| w.issue_token(UserId(user), &dev, T0, None))
+        .unwrap();
+    let full = token::format(hub.id(), UserId(user), &dev, &issued.token);
+    let store = Arc::new(Store::open(dir.join(format!("{name}.redb"))).unwrap());
+    Node::init(
+        &store,
+        &NodeIdentity {
+            device_id: dev,
+            user_id: UserId(user),
+            role: StoreRole::Device,
+            hub_url: None,
+            hub_token: Some(full),
+        },
+    )
+    .unwrap();
+    Node::open(store, None).unwrap()
+}
+
+fn hub_accept(hub: &Node) -> AcceptConfig {
+    AcceptConfig {
+        node: hub.id().clone(),
+        role: Role::Hub,
+        token: Vec::new(),
+        mutual: false,
+        nonce: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+/// What a tampering sender does to each frame it sends.
+type Tamper<'a> = &'a dyn Fn(Vec<u8>) -> Vec<u8>;
+
+/// One session in process, the dialer's frames passed through `tamper`; returns the documents
+/// the acceptor refused as forged.
+fn pump(
+    dialer: &mut Node,
+    d: Session,
+    acceptor: &mut Node,
+    a: Session,
+    tamper: Tamper<'_>,
+) -> Vec<RecordId> {
+    let (mut d, mut a) = (d, a);
+    dialer.replica().set_now(T0);
+    acceptor.replica().set_now(T0);
+    let mut forged = Vec::new();
+    let fx = d.handle(dialer.replica(), Event::Opened);
+    assert_eq!(net::carry_out(dialer, &fx, T0).1, None);
+    let mut to_a: Vec<Vec<u8>> = fx.send.into_iter().map(tamper).collect();
+    let mut to_d = Vec::new();
+    for _ in 0..50 {
+        for f in std::mem::take(&mut to_a) {
+            let fx = a.handle(acceptor.replica(), Event::Received(&f));
+            assert_eq!(net::carry_out(acceptor, &fx, T0).1, None);
+            for e in &fx.effects {
+                if let Effect::Ignored {
+                    doc,
+                    reason: IgnoreReason::Forged,
+                } = e
+                {
+                    forged.push(doc.clone());
+                }
+            }
+            to_d.extend(fx.send);
+        }
+        for f in std::mem::take(&mut to_d) {
+            let fx = d.handle(dialer.replica(), Event::Received(&f));
+            assert_eq!(net::carry_out(dialer, &fx, T0).1, None);
+            to_a.extend(fx.send.into_iter().map(tamper));
+        }
+        if to_a.is_empty() && to_d.is_empty() {
+            break;
+        }
+    }
+    forged
+}
+
+fn honest(f: Vec<u8>) -> Vec<u8> {
+    f
+}
+
+/// A device's session with the hub; returns the documents the hub refused as forged.
+fn with_hub(dev: &mut Node, hub: &mut Node, tamper: Tamper<'_>) -> Vec<RecordId> {
+    let d = Session::dial(credential::hub_dial_config(dev, Limits::default()).unwrap());
+    let a = Session::accept(hub_accept(hub));
+    pump(dev, d, hub, a, tamper)
+}
+
+/// A LAN session (`dialer` to `acceptor`); returns the documents the acceptor refused.
+fn lan(dialer: &mut Node, acceptor: &mut Node, tamper: Tamper<'_>) -> Vec<RecordId> {
+    let d = Session::dial(credential::lan_dial_config(dialer, None, Limits::default()).unwrap());
+    let a = Session::accept(credential::lan_accept_config(acceptor, Limits::default()).unwrap());
+    pump(dialer, d, acceptor, a, tamper)
+}
+
+fn create(node: &mut Node, id: &str, owner: u64) -> RecordId {
+    let id: RecordId = id.parse().unwrap();
+    node.create(
+        RecordKind::Deal,
+        &id,
+        vec![
+            (
+                FieldKey::Std("name".into()),
+                Value::Text("Fair lead".into()),
+            ),
+            (
+                FieldKey::Std("value".into()),
+                Value::Money(Money::from_cents(1000)),
+            ),
+            (FieldKey::Std("owner_id".into()), Value::Ref(owner)),
+        ],
+        T0,
+    )
+    .unwrap();
+    id
+}
+
+fn heads(node: &Node, id: &RecordId) -> Vec<ChangeHash> {
+    node.replica_ref()
+        .docs()
+        .with_doc(id, |d| d.get_heads())
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Writes straight into the device's copy of `id` (no edit API), as one change.
+fn forge(node: &mut Node, id: &RecordId, kind: &str, f: impl FnOnce(&mut Automerge)) {
+    node.replica().docs().with_doc_mut(id, kind, f).unwrap();
+}
+
+fn root_obj(doc: &Automerge, key: &str) -> automerge::ObjId {
+    match doc.get(ROOT, key).unwrap().unwrap() {
+        (automerge::Value::Object(ObjType::Map), id) => id,
+        other => panic!("{key}: {other:?}"),
+    }
+}
+
+fn put(doc: &mut Automerge, map: &str, key: &str, value: String) {
+    let obj = root_obj(doc, map);
+    let mut tx = doc.transaction();
+    tx.put(&obj, key, value).unwrap();
+    tx.commit();
+}
+
+fn name(node: &mut Node, id: &RecordId) -> Option<Value> {
+    let p = node.project(id).unwrap()?;
+    p.record.fields.get(&FieldKey::Std("name".into())).cloned()
+}
+
+/// A packed register, as the model writes one: `[value, at, by, device]`.
+fn register(value: &str, at: i64, by: u64, device: &str) -> String {
+    serde_json::json!([value, at, by, device]).to_string()
+}
+
+fn audit_entry(id: &str, by: u64, device: &str) -> String {
+    serde_json::to_string(&AuditEntry {
+        id: id.into(),
+        slot: None,
+        policy: "manual".into(),
+        candidates: vec![Candidate {
+            value: Value::Text("x".into()),
+            at: T0,
+            by: UserId(2),
+            device: "rita-phone".parse().unwrap(),
+            op: "1@ab".into(),
+        }],
+        chosen: Chosen::Value(Value::Text("x".into())),
+        chosen_op: None,
+        by: Some(UserId(by)),
+        device: Some(device.parse().unwrap()),
+        at: T0,
+    })
+    .unwrap()
+}
+
+/// Rewrites the signatures of the sync-batch entries for `deal-rita` with `f`.
+fn resign(frame: Vec<u8>, f: &dyn Fn(&BatchEntry) -> Vec<u8>) -> Vec<u8> {
+    match Frame::decode(&frame, 1 << 30) {
+        Ok(Frame::SyncBatch(mut b)) => {
+            for e in &mut b.entries {
+                if e.doc.as_str() == "deal-rita" {
+                    e.signatures = f(e);
+                }
+            }
+            Frame::SyncBatch(b).encode(1 << 30).unwrap()
+        }
+        _ => frame,
+    }
+}
+
+/// The hashes an entry's signatures name, signed again by `key` as `kind`.
+fn signed_by(e: &BatchEntry, key: &SigningKey, kind: SignatureKind) -> Vec<u8> {
+    let sigs = signed::decode(&e.signatures).unwrap();
+    let again: Vec<ChangeSignature> = sigs
+        .iter()
+        .map(|s| ChangeSignature::sign(key, s.hash, kind))
+        .collect();
+    signed::encode(&again)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    hub: Node,
+    rita: Node,
+    carl: Node,
+    /// Rita's deal, at the hub.
+    deal: RecordId,
+}
+
+/// A hub, Rita (user 2) and Carl (user 3) of one team, each synced once (grants held), and a
+/// deal of Rita's everyone holds.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = hub(dir.path());
+    let mut rita = device(dir.path(), &hub, "rita-phone", 2);
+    let mut carl = device(dir.path(), &hub, "carl-web", 3);
+    let deal = create(&mut rita, "deal-rita", 2);
+    assert!(with_hub(&mut rita, &mut hub, &honest).is_empty());
+    assert!(with_hub(&mut carl, &mut hub, &honest).is_empty());
+    assert_eq!(heads(&carl, &deal), heads(&hub, &deal));
+    World {
+        _dir: dir,
+        hub,
+        rita,
+        carl,
+        deal,
+    }
+}
+
+/// Rita syncs after forging: the hub refuses exactly `deal`, keeps its copy as it was, takes
+/// Rita's honest deal made in the same session, and Carl never sees the forgery.
+fn assert_refused_alone(w: &mut World, tamper: Tamper<'_>) {
+    let before = heads(&w.hub, &w.deal);
+    let honest_deal = create(&mut w.rita, "deal-honest", 2);
+    let refused = with_hub(&mut w.rita, &mut w.hub, tamper);
+    assert_eq!(refused, vec![w.deal.clone()]);
+    assert_eq!(
+        heads(&w.hub, &w.deal),
+        before,
+        "nothing of the forgery was kept"
+    );
+    assert_eq!(heads(&w.hub, &honest_deal), heads(&w.rita, &honest_deal));
+    assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
+    assert_eq!(heads(&w.carl, &w.deal), before);
+    assert_eq!(
+        name(&mut w.carl, &w.deal),
+        Some(Value::Text("Fair lead".into()))
+    );
+    // The refusal stands on every later session, and changes nothing either.
+    assert_eq!(
+        with_hub(&mut w.rita, &mut w.hub, tamper),
+        vec![w.deal.clone()]
+    );
+    assert_eq!(heads(&w.hub, &w.deal), before);
+}
+
+#[test]
+fn a_register_claiming_another_user_or_device_is_refused() {
+    for (by, dev) in [(1, "rita-phone"), (2, "admin-phone")] {
+        let mut w = world();
+        let deal = w.deal.clone();
+        forge(&mut w.rita, &deal, "deal", |d| {
+            put(d, "fields", "name", register("Forged", T0 + 5, by, dev))
+        });
+        assert_refused_alone(&mut w, &honest);
+    }
+}
+
+#[test]
+fn a_forged_audit_entry_and_a_deleted_one_are_refused() {
+    let mut w = world();
+    let deal = w.deal.clone();
+    // An entry "decided by the admin", written by Rita's device.
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(
+            d,
+            "audit",
+            "forged",
+            audit_entry("forged", 1, "admin-phone"),
+        )
+    });
+    assert_refused_alone(&mut w, &honest);
+
+    // Rita may record her own decision; deleting it later is a rewrite of the audit.
+    let mut w = world();
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(d, "audit", "mine", audit_entry("mine", 2, "rita-phone"))
+    });
+    assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+    assert_eq!(heads(&w.hub, &deal), heads(&w.rita, &deal));
+    forge(&mut w.rita, &deal, "deal", |d| {
+        let audit = root_obj(d, "audit");
+        let mut tx = d.transaction();
+        tx.delete(&audit, "mine").unwrap();
+        tx.commit();
+    });
+    assert_refused_alone(&mut w, &honest);
+}
+
+#[test]
+fn a_device_writing_the_catalog_or_a_crm_refusal_is_refused() {
+    let mut w = world();
+    let catalog: RecordId = CATALOG_ID.parse().unwrap();
+    let before = heads(&w.hub, &catalog);
+    forge(&mut w.rita, &catalog, "catalog", |d| {
+        let mut tx = d.transaction();
+        tx.put(ROOT, "renamed-stage", "Won (forged)").unwrap();
+        tx.commit();
+    });
+    assert_eq!(
+        with_hub(&mut w.rita, &mut w.hub, &honest),
+        vec![catalog.clone()]
+    );
+    assert_eq!(heads(&w.hub, &catalog), before);
+
+    let mut w = world();
+    let deal = w.deal.clone();
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(d, "flags", "flag-x", "{}".into())
+    });
+    assert_refused_alone(&mut w, &honest);
+}
+
+#[test]
+fn unsigned_or_wrongly_signed_changes_are_refused() {
+    let forged_edit = |w: &mut World| {
+        let deal = w.deal.clone();
+        forge(&mut w.rita, &deal, "deal", |d| {
+            put(
+                d,
+                "fields",
+                "name",
+                register("Renamed", T0 + 5, 2, "rita-phone"),
+            )
+        });
+    };
+    // Stripped of its signatures.
+    let mut w = world();
+    forged_edit(&mut w);
+    let strip = |f: Vec<u8>| resign(f, &|_| Vec::new());
+    assert_refused_alone(&mut w, &strip);
+
+    // Signed by another device's key (Carl's), or by a key of another hub posing as the hub.
+    let carl_key = SigningKey::from_pkcs8(
+        &w.carl
+            .store()
+            .read()
+            .unwrap()
+            .kv_get(credential::DEVICE_KEY)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut w = world();
+    forged_edit(&mut w);
+    let as_carl = |f: Vec<u8>| resign(f, &|e| signed_by(e, &carl_key, SignatureKind::Author));
+    assert_refused_alone(&mut w, &as_carl);
+    let other_hub = SigningKey::generate().unwrap();
+    let mut w = world();
+    forged_edit(&mut w);
+    let as_hub = |f: Vec<u8>| resign(f, &|e| signed_by(e, &other_hub, SignatureKind::Hub));
+    assert_refused_alone(&mut w, &as_hub);
+
+    // The same edit, signed as it should be, goes through.
+    let mut w = world();
+    forged_edit(&mut w);
+    assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+    assert_eq!(
+        name(&mut w.hub, &w.deal),
+        Some(Value::Text("Renamed".into()))
+    );
+}
+
+#[test]
+fn a_change_claiming_another_device_as_its_author_is_refused() {
+    let mut w = world();
+    let deal = w.deal.clone();
+    // Rita's device writes as Carl's actor, with a register naming Carl: only Carl's key can
+    // sign it.
+    forge(&mut w.rita, &deal, "deal", |d| {
+        d.set_actor(sellsync_service::actor_of(&"carl-web".parse().unwrap()));
+        put(
+            d,
+            "fields",
+            "name",
+            register("By carl?", T0 + 5, 3, "carl-web"),
+        );
+        d.set_actor(sellsync_service::actor_of(&"rita-phone".parse().unwrap()));
+    });
+    assert_refused_alone(&mut w, &honest);
+}
+
+#[test]
+fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refused() {
+    let mut w = world();
+    let deal = w.deal.clone();
+    // Rita renames her deal offline and syncs with Carl over the LAN; Carl carries it to the
+    // hub, which takes it as Rita's.
+    w.rita
+        .apply(
+            &deal,
+            "rename",
+            &[sellsync_model::Edit::Set(
+                FieldKey::Std("name".into()),
+                Value::Text("Renamed at the fair".into()),
+            )],
+            T0 + 10,
+        )
+        .unwrap();
+    assert!(lan(&mut w.rita, &mut w.carl, &honest).is_empty());
+    assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
+    assert_eq!(heads(&w.hub, &deal), heads(&w.rita, &deal));
+    assert_eq!(
+        name(&mut w.hub, &deal),
+        Some(Value::Text("Renamed at the fair".into()))
+    );
+
+    // A LAN peer refuses a forgery too, and keeps nothing of it.
+    let before = heads(&w.carl, &deal);
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(
+            d,
+            "fields",
+            "name",
+            register("Forged", T0 + 20, 1, "rita-phone"),
+        )
+    });
+    assert_eq!(lan(&mut w.rita, &mut w.carl, &honest), vec![deal.clone()]);
+    assert_eq!(heads(&w.carl, &deal), before);
+
+    // Rita's phone is revoked; her next offline edit, relayed by Carl, is refused at the hub.
+    let mut w = world();
+    w.rita
+        .apply(
+            &deal,
+            "rename",
+            &[sellsync_model::Edit::Set(
+                FieldKey::Std("name".into()),
+                Value::Text("After revocation".into()),
+            )],
+            T0 + 10,
+        )
+        .unwrap();
+    assert!(lan(&mut w.rita, &mut w.carl, &honest).is_empty());
+    w.hub
+        .store()
+        .write(|wr| wr.revoke_device_tokens(&"rita-phone".parse().unwrap(), T0 + 15))
+        .unwrap();
+    let before = heads(&w.hub, &deal);
+    assert_eq!(
+        with_hub(&mut w.carl, &mut w.hub, &honest),
+        vec![deal.clone()]
+    );
+    assert_eq!(heads(&w.hub, &deal), before);
+}
