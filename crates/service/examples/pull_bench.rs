@@ -20,6 +20,7 @@
 //! is stopped and its progress reported), `--reconnect N` (0: none), `--rtt-ms MS` (default
 //! 150), `--fanout DEVICES:CHANGES` (default 200:20; `0:0` for none). `PULL_BENCH_DIR` picks the
 //! directory of the temporary stores (default: the system temporary directory).
+//! `PULL_BENCH_UNSIGNED=1` runs every node without signed changes (the baseline of their cost).
 //!
 //! Round trips are counted at the proxy: a leg is a run of WebSocket data frames in one
 //! direction; round trips are legs / 2 rounded up. The WebSocket upgrade (one more round trip,
@@ -71,6 +72,17 @@ fn main() -> Result<()> {
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
+
+/// Opens a node; with `PULL_BENCH_UNSIGNED=1` (inherited by every child process) it neither
+/// signs the changes it sends nor checks the ones it receives: the baseline of the cost of
+/// signed changes.
+fn open_node(store: Arc<Store>, acl: Option<Acl>) -> Result<Node> {
+    let mut node = Node::open(store, acl)?;
+    if std::env::var("PULL_BENCH_UNSIGNED").is_ok_and(|v| v == "1") {
+        node.replica().set_signing(None, false);
+    }
+    Ok(node)
+}
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -262,7 +274,7 @@ fn seed(dir: &Path, n: usize) -> Result<()> {
     let started = Instant::now();
     let store = Arc::new(Store::open(dir.join("hub.redb"))?);
     Node::init(&store, &hub_identity()?)?;
-    let mut node = Node::open(store.clone(), Some(acl()?))?;
+    let mut node = open_node(store.clone(), Some(acl()?))?;
     node.write_catalog(&Catalog::example(), T0)?;
     write_deals(&mut node, 0, n, REP)?;
     let phone: DeviceId = PHONE.parse()?;
@@ -290,7 +302,7 @@ fn accept_config(node: &Node) -> AcceptConfig {
 /// `hub DIR`: serves the hub store on 127.0.0.1, prints its port, stops when stdin closes.
 async fn hub(dir: &Path) -> Result<()> {
     let store = Arc::new(Store::open(dir.join("hub.redb"))?);
-    let node = Node::open(store, Some(acl()?))?;
+    let node = open_node(store, Some(acl()?))?;
     let accept = accept_config(&node);
     let shared: SharedNode = Arc::new(Mutex::new(node));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -323,7 +335,7 @@ fn open_device(dir: &Path, name: &str, user: u64, token: &str) -> Result<Node> {
             },
         )?;
     }
-    Ok(Node::open(store, None)?)
+    open_node(store, None)
 }
 
 fn dial_config(node: &Node) -> Result<DialConfig> {
@@ -377,7 +389,7 @@ async fn device(dir: &Path, url: &str) -> Result<()> {
 /// action each, as a user would.
 fn edit(store_path: &Path, first: usize, count: usize) -> Result<()> {
     let store = Arc::new(Store::open(store_path)?);
-    let mut node = Node::open(store, None)?;
+    let mut node = open_node(store, None)?;
     for i in first..first + count {
         let edits = edits_of(&edited_fields(i, 1));
         node.apply(&deal_id(i), "bench edit", &edits, T0 + 60_000)?;
@@ -1216,7 +1228,7 @@ async fn fanout_run(devices: usize, changes: usize) -> Result<String> {
     {
         let store = Arc::new(Store::open(tmp.path().join("hub.redb"))?);
         Node::init(&store, &hub_identity()?)?;
-        let mut node = Node::open(store.clone(), Some(acl()?))?;
+        let mut node = open_node(store.clone(), Some(acl()?))?;
         node.write_catalog(&fanout_catalog(devices), T0)?;
         let mut list = String::new();
         for k in 0..devices {

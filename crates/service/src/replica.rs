@@ -181,16 +181,19 @@ impl StoreReplica {
         matches!(self.signing, Some((_, true)))
     }
 
-    /// Every device the hub issued a token to: its user, whether a token of it is live, and
-    /// the key it last presented.
-    fn known_devices(&self) -> Result<HashMap<DeviceId, KnownDevice>, StoreError> {
-        let store = self.store();
-        let view = store.read()?;
-        let mut out: HashMap<DeviceId, KnownDevice> = HashMap::new();
-        for t in view.tokens()? {
+    /// A device as this hub knows it: its user, whether a token of it is live, and the key it
+    /// last presented; `None` when the hub never issued it a token (or the store fails: the
+    /// change is then refused, and offered again next session).
+    fn known_device(&self, store: &Store, device: &DeviceId) -> Option<KnownDevice> {
+        let view = store.read().ok()?;
+        let mut known: Option<KnownDevice> = None;
+        for t in view.tokens().ok()? {
+            if &t.device != device {
+                continue;
+            }
             let live =
                 t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|at| at > self.now_ms);
-            let e = out.entry(t.device.clone()).or_insert(KnownDevice {
+            let e = known.get_or_insert(KnownDevice {
                 user: t.user,
                 live: false,
                 key: None,
@@ -200,10 +203,9 @@ impl StoreReplica {
                 e.user = t.user;
             }
         }
-        for (device, known) in out.iter_mut() {
-            known.key = view.kv_get(&format!("{PEER_STORE_KEY}{device}"))?;
-        }
-        Ok(out)
+        let mut known = known?;
+        known.key = view.kv_get(&format!("{PEER_STORE_KEY}{device}")).ok()?;
+        Some(known)
     }
 
     /// The hub key this device pinned.
@@ -865,21 +867,21 @@ impl Replica for StoreReplica {
         let me = &*self;
         // Who is trusted for what in this batch (see `crate::signed`): a hub checks everything,
         // a device what a LAN peer sends, nobody what a hub sends.
-        let (devices, hub_key) = if me.is_hub() {
-            (
-                me.known_devices()?,
-                me.signing.as_ref().map(|(k, _)| k.public_key()),
-            )
+        let hub_key = if me.is_hub() {
+            me.signing.as_ref().map(|(k, _)| k.public_key())
         } else if peer.role == Role::Device {
-            (HashMap::new(), me.pinned_hub_key()?)
+            me.pinned_hub_key()?
         } else {
-            (HashMap::new(), None)
+            None
         };
+        // Read through its own transaction: the document cache is borrowed below.
+        let store = me.store();
+        let device = |d: &DeviceId| me.known_device(&store, d);
         let verifier = if me.is_hub() {
             Some(Verifier::Hub {
                 hub: &me.node,
                 hub_key,
-                devices: &devices,
+                device: &device,
             })
         } else if peer.role == Role::Device {
             Some(Verifier::LanPeer {

@@ -19,7 +19,7 @@
 //! `change hash (32) | kind (1: 0 author, 1 hub) | Ed25519 signature (64)` over
 //! [`CHANGE_DOMAIN`] ‖ hash.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use automerge::{Automerge, Change, ChangeHash};
 use sellsync_model::{ChangeAuthor, DeviceId, UserId, check_change};
@@ -134,7 +134,6 @@ pub struct KnownDevice {
 }
 
 /// What the receiver trusts, for one batch.
-#[derive(Debug)]
 pub enum Verifier<'a> {
     /// A hub: it knows every device's key and user, and its own key.
     Hub {
@@ -142,8 +141,8 @@ pub enum Verifier<'a> {
         hub: &'a DeviceId,
         /// The hub's public key (its endorsements).
         hub_key: Option<Vec<u8>>,
-        /// Every device it issued a token to.
-        devices: &'a HashMap<DeviceId, KnownDevice>,
+        /// A device as this hub knows it (`None`: never enrolled here).
+        device: &'a dyn Fn(&DeviceId) -> Option<KnownDevice>,
     },
     /// A device receiving from a LAN peer.
     LanPeer {
@@ -156,6 +155,19 @@ pub enum Verifier<'a> {
         /// The hub key this device pinned.
         hub_key: Option<&'a [u8]>,
     },
+}
+
+impl std::fmt::Debug for Verifier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verifier::Hub { hub, .. } => f.debug_struct("Hub").field("hub", hub).finish(),
+            Verifier::LanPeer { peer, user, .. } => f
+                .debug_struct("LanPeer")
+                .field("peer", peer)
+                .field("user", user)
+                .finish(),
+        }
+    }
 }
 
 /// Why a message was refused: the change and the reason, for the log.
@@ -202,13 +214,13 @@ impl Verifier<'_> {
                 continue;
             }
             let (user, key) = match self {
-                Verifier::Hub { hub, devices, .. } => {
+                Verifier::Hub { hub, device, .. } => {
                     if &author == *hub {
                         return Err(Refusal(format!(
                             "change {short} claims the hub as its author without the hub's signature"
                         )));
                     }
-                    let known = devices.get(&author).ok_or_else(|| {
+                    let known = device(&author).ok_or_else(|| {
                         Refusal(format!(
                             "change {short} by {author}, a device this hub never enrolled"
                         ))
@@ -218,7 +230,7 @@ impl Verifier<'_> {
                             "change {short} by {author}, a revoked device"
                         )));
                     }
-                    (known.user, known.key.as_deref())
+                    (known.user, known.key)
                 }
                 Verifier::LanPeer {
                     peer,
@@ -232,10 +244,10 @@ impl Verifier<'_> {
                              signature (it reaches this device from the hub or from {author})"
                         )));
                     }
-                    (*user, *peer_key)
+                    (*user, peer_key.map(<[u8]>::to_vec))
                 }
             };
-            let Some(s) = key.and_then(|k| signed_by(k, SignatureKind::Author)) else {
+            let Some(s) = key.and_then(|k| signed_by(&k, SignatureKind::Author)) else {
                 return Err(Refusal(format!(
                     "change {short} by {author} is not signed with {author}'s key"
                 )));
