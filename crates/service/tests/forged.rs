@@ -506,3 +506,71 @@ fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refus
     );
     assert_eq!(heads(&w.hub, &deal), before);
 }
+
+#[test]
+fn a_change_by_a_user_who_may_not_see_the_record_is_refused_even_relayed_by_one_who_may() {
+    let mut w = world();
+    let deal = w.deal.clone();
+    // Olga (user 4, in no team) may not see Rita's deal. A colleague who may hands her a copy
+    // out of band; she writes herself in as the owner, signed with her own key, and the
+    // colleague relays it to the hub under her signature.
+    let dir = tempfile::tempdir().unwrap();
+    let mut olga = device(dir.path(), &w.hub, "olga-phone", 4);
+    assert!(with_hub(&mut olga, &mut w.hub, &honest).is_empty());
+    let copy = w
+        .carl
+        .replica_ref()
+        .docs()
+        .with_doc(&deal, |d| d.save())
+        .unwrap()
+        .unwrap();
+    let mut stolen = Automerge::load(&copy).unwrap();
+    stolen.set_actor(sellsync_service::actor_of(&"olga-phone".parse().unwrap()));
+    let before = stolen.get_heads();
+    put(
+        &mut stolen,
+        "fields",
+        "owner_id",
+        serde_json::json!([4, T0 + 30, 4, "olga-phone"]).to_string(),
+    );
+    let change = stolen.get_changes(&before).pop().unwrap();
+    let olga_key = SigningKey::from_pkcs8(
+        &olga
+            .store()
+            .read()
+            .unwrap()
+            .kv_get(credential::DEVICE_KEY)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let sig = ChangeSignature::sign(&olga_key, change.hash(), SignatureKind::Author);
+    forge(&mut w.carl, &deal, "deal", |d| {
+        d.apply_changes([change.clone()]).unwrap()
+    });
+    w.carl
+        .store()
+        .write(|wr| {
+            wr.kv_put(
+                &format!("{}{}", signed::SIG_KEY, change.hash()),
+                &signed::encode(&[sig]),
+            )
+        })
+        .unwrap();
+    let hub_before = heads(&w.hub, &deal);
+    assert_eq!(
+        with_hub(&mut w.carl, &mut w.hub, &honest),
+        vec![deal.clone()]
+    );
+    assert_eq!(heads(&w.hub, &deal), hub_before);
+    let owner = w
+        .hub
+        .project(&deal)
+        .unwrap()
+        .unwrap()
+        .record
+        .fields
+        .get(&FieldKey::Std("owner_id".into()))
+        .cloned();
+    assert_eq!(owner, Some(Value::Ref(2)));
+}
