@@ -149,6 +149,24 @@ fn decode_state(bytes: &[u8]) -> Option<sync::State> {
     guarded(|| sync::State::decode(bytes)).ok()?.ok()
 }
 
+/// Every device a hub issued a token to: its user and whether one of its tokens is live (not
+/// revoked, not expired at `now_ms`). Empty when the store fails (every device's change is
+/// then refused, and offered again next session).
+fn token_directory(store: &Store, now_ms: i64) -> HashMap<DeviceId, (UserId, bool)> {
+    let Ok(tokens) = store.read().and_then(|v| v.tokens()) else {
+        return HashMap::new();
+    };
+    let mut out: HashMap<DeviceId, (UserId, bool)> = HashMap::new();
+    for t in tokens {
+        let live = t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|at| at > now_ms);
+        let e = out.entry(t.device).or_insert((t.user, false));
+        if live {
+            *e = (t.user, true);
+        }
+    }
+    out
+}
+
 impl StoreReplica {
     /// A replica of `store` for `node`, acting for `user` (`None` for a hub).
     pub fn new(store: Arc<Store>, node: DeviceId, user: Option<UserId>, acl: Acl) -> StoreReplica {
@@ -179,33 +197,6 @@ impl StoreReplica {
 
     fn is_hub(&self) -> bool {
         matches!(self.signing, Some((_, true)))
-    }
-
-    /// A device as this hub knows it: its user, whether a token of it is live, and the key it
-    /// last presented; `None` when the hub never issued it a token (or the store fails: the
-    /// change is then refused, and offered again next session).
-    fn known_device(&self, store: &Store, device: &DeviceId) -> Option<KnownDevice> {
-        let view = store.read().ok()?;
-        let mut known: Option<KnownDevice> = None;
-        for t in view.tokens().ok()? {
-            if &t.device != device {
-                continue;
-            }
-            let live =
-                t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|at| at > self.now_ms);
-            let e = known.get_or_insert(KnownDevice {
-                user: t.user,
-                live: false,
-                key: None,
-            });
-            if live {
-                e.live = true;
-                e.user = t.user;
-            }
-        }
-        let mut known = known?;
-        known.key = view.kv_get(&format!("{PEER_STORE_KEY}{device}")).ok()?;
-        Some(known)
     }
 
     /// The hub key this device pinned.
@@ -866,32 +857,40 @@ impl Replica for StoreReplica {
     ) -> Result<Vec<Received>, StoreError> {
         let me = &*self;
         // Who is trusted for what in this batch (see `crate::signed`): a hub checks everything,
-        // a device what a LAN peer sends, nobody what a hub sends.
-        let hub_key = if me.is_hub() {
-            me.signing.as_ref().map(|(k, _)| k.public_key())
-        } else if peer.role == Role::Device {
-            me.pinned_hub_key()?
-        } else {
-            None
+        // a device what a LAN peer sends, nobody what a hub sends. A replica that does not sign
+        // (a measurement's baseline) checks nothing either.
+        let hub_key = match &me.signing {
+            Some((key, true)) => Some(key.public_key()),
+            Some((_, false)) if peer.role == Role::Device => me.pinned_hub_key()?,
+            _ => None,
         };
-        // Read through its own transaction: the document cache is borrowed below.
+        // Read through its own transaction (the document cache is borrowed below); the token
+        // table is read once per batch, at the first author met.
         let store = me.store();
-        let device = |d: &DeviceId| me.known_device(&store, d);
-        let verifier = if me.is_hub() {
-            Some(Verifier::Hub {
+        let directory = std::cell::OnceCell::new();
+        let device = |d: &DeviceId| {
+            let known = directory.get_or_init(|| token_directory(&store, me.now_ms));
+            let (user, live) = *known.get(d)?;
+            let key = store
+                .read()
+                .ok()?
+                .kv_get(&format!("{PEER_STORE_KEY}{d}"))
+                .ok()?;
+            Some(KnownDevice { user, live, key })
+        };
+        let verifier = match &me.signing {
+            Some((_, true)) => Some(Verifier::Hub {
                 hub: &me.node,
                 hub_key,
                 device: &device,
-            })
-        } else if peer.role == Role::Device {
-            Some(Verifier::LanPeer {
+            }),
+            Some((_, false)) if peer.role == Role::Device => Some(Verifier::LanPeer {
                 peer: &peer.node,
                 user: peer.user.unwrap_or(UserId(u64::MAX)),
                 peer_key: me.peer_keys.get(&peer.node).map(Vec::as_slice),
                 hub_key: hub_key.as_deref(),
-            })
-        } else {
-            None
+            }),
+            _ => None,
         };
         let verifier = verifier.as_ref();
         let mut cache = me.docs.borrow_mut();
