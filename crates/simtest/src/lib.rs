@@ -272,9 +272,9 @@ fn count_panics() {
     });
 }
 
-/// Runs `scenario` and checks the invariants. A panic anywhere (product code included) is a
-/// failure of the "no panic" invariant.
-pub fn run(scenario: &Scenario) -> Result<(), Failure> {
+/// Runs `scenario` and checks the invariants; returns the trace of a passing run. A panic
+/// anywhere (product code included, any thread) is a failure of the "no panic" invariant.
+pub fn run(scenario: &Scenario) -> Result<Vec<String>, Failure> {
     let trace = Arc::new(Mutex::new(Vec::<String>::new()));
     let shared = trace.clone();
     count_panics();
@@ -286,7 +286,7 @@ pub fn run(scenario: &Scenario) -> Result<(), Failure> {
     let trace = trace.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let panicked = PANICS.load(std::sync::atomic::Ordering::SeqCst) - panics_before;
     let violations = match outcome {
-        Ok(Ok(())) if panicked == 0 => return Ok(()),
+        Ok(Ok(())) if panicked == 0 => return Ok(trace),
         Ok(Ok(())) => vec![format!("no panic: {panicked} panics in other threads")],
         Ok(Err(mut v)) => {
             if panicked > 0 {
@@ -549,7 +549,10 @@ impl World {
         let d = &mut self.devices[i];
         if d.node.is_none() {
             let store = Arc::new(Store::open(&d.path).map_err(|e| format!("reopen: {e}"))?);
-            d.node = Some(Node::open(store, None).map_err(|e| format!("reopen: {e}"))?);
+            let mut node = Node::open(store, None).map_err(|e| format!("reopen: {e}"))?;
+            // What a device process does when it starts: load its grant, if it has one.
+            credential::enable_peer_auth(&mut node).map_err(|e| format!("grant: {e}"))?;
+            d.node = Some(node);
         }
         d.node.as_mut().ok_or_else(|| "no node".into())
     }
@@ -718,7 +721,8 @@ impl World {
             // Values the device must refuse: a wrong type, an unknown field.
             14 => vec![Edit::Set(key("value"), Value::Text("a lot".into()))],
             15 => vec![Edit::Set(key("no_such_field"), Value::Bool(true))],
-            _ => vec![Edit::Set(key("hot"), Value::Bool(arg % 2 == 0))],
+            _ if deal => vec![Edit::Set(key("hot"), Value::Bool(arg % 2 == 0))],
+            _ => vec![Edit::Set(key("description"), Value::Text(format!("Text {m}")))],
         };
         let now = self.now;
         let node = self.device(i)?;
@@ -821,12 +825,25 @@ impl World {
     }
 
     fn web_action(&mut self, user: u8, pick: u32, what: u8, arg: u32) -> Result<String, String> {
-        let user = self.users.ids[usize::from(user) % self.users.ids.len()];
         let mapped = self.mapped();
         if mapped.is_empty() {
             return Ok("nothing in Zendesk".into());
         }
         let (id, kind, crm_id) = mapped[pick as usize % mapped.len()].clone();
+        // The admin, the record's owner (most web edits), or any rep (who may be refused).
+        let owner = lock(&self.hub_node())
+            .project(&id)
+            .ok()
+            .flatten()
+            .and_then(|p| match p.record.fields.get(&key("owner_id")) {
+                Some(Value::Ref(o)) => Some(*o),
+                _ => None,
+            });
+        let user = match (user % 5, owner) {
+            (0, _) | (1..=3, None) => ADMIN,
+            (1..=3, Some(o)) => o,
+            _ => self.users.ids[usize::from(user / 5) % self.users.ids.len()],
+        };
         let m = self.next_marker();
         let res = if kind == "deal" { "deals" } else { "contacts" };
         let path = format!("/v2/{res}/{crm_id}");
@@ -852,7 +869,8 @@ impl World {
                 Some(json!({"resource_type": "deal", "resource_id": crm_id, "content": format!("Web note sim#{m}")})),
             ),
             7 if arg % 3 == 0 => (Method::Delete, path, None),
-            _ => (Method::Put, path, Some(json!({"hot": arg % 2 == 0}))),
+            _ if kind == "deal" => (Method::Put, path, Some(json!({"hot": arg % 2 == 0}))),
+            _ => (Method::Put, path, Some(json!({"description": format!("Web text {m}")}))),
         };
         let desc = format!("as {user} {} {path} {}", method.as_str(), body.clone().unwrap_or(Json::Null));
         let (status, _) = self.web(user, method, &path, body);
@@ -1480,7 +1498,7 @@ pub fn shrink(scenario: &Scenario, first: Failure, budget: usize) -> (Scenario, 
                     failure = f;
                     progressed = true;
                 }
-                Ok(()) => i += chunk,
+                Ok(_) => i += chunk,
             }
         }
         if !progressed {

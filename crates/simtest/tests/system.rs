@@ -2,7 +2,8 @@
 //!
 //! `SELLSYNC_SIM_CASES` scenarios (default 12) of `SELLSYNC_SIM_STEPS` steps (default 60), from
 //! seeds 1, 2, ... (or `SELLSYNC_SIM_FIRST_SEED`); `SELLSYNC_SIM_SEED=N` runs exactly that seed.
-//! A failure is shrunk to a short step list and printed with its seed and trace.
+//! A failure is shrunk to a short step list and printed with its seed and trace;
+//! `SELLSYNC_SIM_TRACE=1` prints the trace of passing runs too.
 
 use sellsync_simtest::{Scenario, run, shrink};
 
@@ -24,7 +25,11 @@ fn seeded_scenarios_keep_the_system_invariants() {
     let started = std::time::Instant::now();
     for seed in &seeds {
         let scenario = Scenario::generate(*seed, steps);
-        if let Err(failure) = run(&scenario) {
+        let outcome = run(&scenario);
+        if let (Ok(trace), Some(_)) = (&outcome, std::env::var_os("SELLSYNC_SIM_TRACE")) {
+            eprintln!("seed {seed} passed:\n  {}", trace.join("\n  "));
+        }
+        if let Err(failure) = outcome {
             eprintln!("{failure}");
             let budget = env_u64("SELLSYNC_SIM_SHRINK").unwrap_or(40) as usize;
             let (small, f) = shrink(&scenario, failure.clone(), budget);
