@@ -51,6 +51,8 @@ const ADMIN: u64 = 2;
 const SETTLE_ROUNDS: usize = 12;
 /// Frames one session may exchange at most.
 const MAX_FLIGHTS: usize = 60;
+/// Records most edits pick from (the first ones in id order).
+const HOT_RECORDS: usize = 4;
 /// Tags devices and web users draw from.
 const TAGS: &[&str] = &["hot-lead", "fair", "renewal", "vip"];
 
@@ -223,6 +225,17 @@ fn lock(node: &SharedNode) -> std::sync::MutexGuard<'_, Node> {
 
 fn key(s: &str) -> FieldKey {
     FieldKey::std(s)
+}
+
+/// The index `pick` names among `len` things: mostly one of the first few (in id order, so
+/// that devices and web users often touch the same records and their writes meet), else any.
+fn hot_pick(pick: u32, len: usize) -> usize {
+    let pick = pick as usize;
+    if pick % 10 < 7 {
+        (pick / 10) % len.min(HOT_RECORDS)
+    } else {
+        pick % len
+    }
 }
 
 /// What a run found: the invariants each violated, with details.
@@ -657,7 +670,7 @@ impl World {
         if held.is_empty() {
             return Ok("nothing held".into());
         }
-        let (id, kind, p) = held[pick as usize % held.len()].clone();
+        let (id, kind, p) = held[hot_pick(pick, held.len())].clone();
         let m = self.next_marker();
         let node = self.device(i)?;
         let stages: Vec<u64> = node.replica_ref().catalog().stages.keys().copied().collect();
@@ -829,7 +842,7 @@ impl World {
         if mapped.is_empty() {
             return Ok("nothing in Zendesk".into());
         }
-        let (id, kind, crm_id) = mapped[pick as usize % mapped.len()].clone();
+        let (id, kind, crm_id) = mapped[hot_pick(pick, mapped.len())].clone();
         // The admin, the record's owner (most web edits), or any rep (who may be refused).
         let owner = lock(&self.hub_node())
             .project(&id)
@@ -1148,14 +1161,15 @@ impl World {
             }
             for (id, p) in &held {
                 let visible = records.get(id).is_some_and(|r| r.visible.contains(&user));
-                if records.get(id).is_none() {
+                // Kept here with a permission conflict, by design: access revoked, or a record
+                // the hub refused (an owner this user may not assign). It no longer syncs.
+                let flagged = p
+                    .conflicts
+                    .iter()
+                    .any(|c| matches!(c, Conflict::Permission { slot: None, .. }));
+                if records.get(id).is_none() && !flagged {
                     v.push(format!("convergence: device {i} holds {id}, which the hub lacks"));
-                } else if !visible
-                    && !p
-                        .conflicts
-                        .iter()
-                        .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
-                {
+                } else if !visible && !flagged {
                     v.push(format!(
                         "access: device {i} (user {user}) holds {id} it may not see, unflagged"
                     ));
