@@ -52,7 +52,7 @@ const SETTLE_ROUNDS: usize = 12;
 /// Frames one session may exchange at most.
 const MAX_FLIGHTS: usize = 60;
 /// Records most edits pick from (the first ones in id order).
-const HOT_RECORDS: usize = 4;
+const HOT_RECORDS: usize = 3;
 /// Tags devices and web users draw from.
 const TAGS: &[&str] = &["hot-lead", "fair", "renewal", "vip"];
 
@@ -121,6 +121,15 @@ impl Scenario {
         }
         let n = devices as u8;
         let cut = |rng: &mut StdRng| rng.random_bool(0.3).then(|| rng.random_range(0..8u8));
+        // Most edits, on devices and in the web app, write one of the fields both sides write
+        // (name, value, close date or email: the lww, manual and notify tiers), so that writes meet.
+        let contested = |rng: &mut StdRng| {
+            if rng.random_bool(0.6) {
+                [0u8, 1, 5][rng.random_range(0..3)]
+            } else {
+                rng.random()
+            }
+        };
         let mut out = Vec::with_capacity(steps);
         for _ in 0..steps {
             let dev = rng.random_range(0..n);
@@ -133,7 +142,7 @@ impl Scenario {
                 8..=33 => Step::Edit {
                     dev,
                     pick: rng.random(),
-                    what: rng.random(),
+                    what: contested(&mut rng),
                     arg: rng.random(),
                 },
                 34..=39 => Step::Resolve {
@@ -141,13 +150,13 @@ impl Scenario {
                     pick: rng.random(),
                     choice: rng.random(),
                 },
-                40..=49 => Step::Web {
-                    user: rng.random_range(0..5),
+                40..=52 => Step::Web {
+                    user: rng.random_range(0..25),
                     pick: rng.random(),
-                    what: rng.random(),
+                    what: contested(&mut rng),
                     arg: rng.random(),
                 },
-                50..=66 => Step::HubSync {
+                53..=66 => Step::HubSync {
                     dev,
                     cut: cut(&mut rng),
                 },
@@ -338,6 +347,12 @@ fn run_inner(scenario: &Scenario, trace: &Arc<Mutex<Vec<String>>>) -> Result<(),
         .unwrap_or_else(PoisonError::into_inner)
         .push(format!("settle: {settled}"));
     let violations = w.check();
+    if let Some(line) = w.trace.last() {
+        trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line.clone());
+    }
     if violations.is_empty() {
         Ok(())
     } else {
@@ -662,6 +677,8 @@ impl World {
                 out.push((id, kind, p));
             }
         }
+        // Deals first (they have the most to write), then contacts, each in id order.
+        out.sort_by(|a, b| (a.1 != "deal", &a.0).cmp(&(b.1 != "deal", &b.0)));
         Ok(out)
     }
 
@@ -828,13 +845,16 @@ impl World {
         let Ok(read) = n.store().read() else {
             return Vec::new();
         };
-        records
+        let mut out: Vec<(RecordId, String, u64)> = records
             .into_iter()
             .filter_map(|(id, kind)| {
                 let crm = read.crm_id(&id).ok().flatten()?;
                 Some((id, kind, crm.id))
             })
-            .collect()
+            .collect();
+        // Deals first, as devices pick.
+        out.sort_by(|a, b| (a.1 != "deal", &a.0).cmp(&(b.1 != "deal", &b.0)));
+        out
     }
 
     fn web_action(&mut self, user: u8, pick: u32, what: u8, arg: u32) -> Result<String, String> {
@@ -842,7 +862,17 @@ impl World {
         if mapped.is_empty() {
             return Ok("nothing in Zendesk".into());
         }
-        let (id, kind, crm_id) = mapped[hot_pick(pick, mapped.len())].clone();
+        // Mostly a record some device holds (picked as that device picks), so that web and
+        // device writes meet.
+        let dev = usize::from(user) % self.devices.len();
+        let held: BTreeSet<RecordId> = match self.device(dev) {
+            Ok(n) => n.records().unwrap_or_default().into_iter().map(|(id, _)| id).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        let near: Vec<(RecordId, String, u64)> =
+            mapped.iter().filter(|(id, _, _)| held.contains(id)).cloned().collect();
+        let from = if near.is_empty() || pick % 5 == 0 { &mapped } else { &near };
+        let (id, kind, crm_id) = from[hot_pick(pick / 5, from.len())].clone();
         // The admin, the record's owner (most web edits), or any rep (who may be refused).
         let owner = lock(&self.hub_node())
             .project(&id)
@@ -1214,6 +1244,7 @@ impl World {
             }
         }
         v.extend(self.duplicates());
+        let (mut lost_values, mut told) = (0usize, 0usize);
         // Notifications: each value lost automatically (notify and keep-server tiers, from the
         // audit trail) is told once to its author, on each of that author's devices.
         for (id, r) in &records {
@@ -1235,10 +1266,12 @@ impl World {
                 }
             }
             for ((slot, to, value), ops) in expected {
+                lost_values += ops.len();
                 for &i in seen_by.get(id).into_iter().flatten() {
                     if self.devices[i].user != to {
                         continue;
                     }
+                    told += 1;
                     let got = self.notifications(i, id, &slot, to, &value);
                     if got != ops.len() {
                         v.push(format!(
@@ -1249,6 +1282,13 @@ impl World {
                 }
             }
         }
+        let conflicts: usize = records.values().map(|r| r.projection.conflicts.len()).sum();
+        let audited: usize = records.values().map(|r| r.projection.audit.len()).sum();
+        self.trace.push(format!(
+            "checked: {} records, {conflicts} open conflicts, {audited} audit entries, \
+             {lost_values} values lost automatically, {told} checks of their notifications",
+            records.len()
+        ));
         v
     }
 
@@ -1399,8 +1439,11 @@ fn first_difference(a: &str, b: &str) -> String {
     format!("device …{} | hub …{}", tail(a), tail(b))
 }
 
-fn closed(fx: &Effects) -> bool {
-    fx.effects.iter().any(|e| matches!(e, Effect::Close(_)))
+fn closed(fx: &Effects) -> Option<String> {
+    fx.effects.iter().find_map(|e| match e {
+        Effect::Close(r) => Some(format!("{r:?}")),
+        _ => None,
+    })
 }
 
 /// Runs one session in process between `dialer` and `acceptor`, frame by frame, at `now`.
@@ -1440,7 +1483,7 @@ fn pump(
             frames += 1;
             let fx = a.handle(acceptor.replica(), Event::Received(&f));
             note(net::carry_out(acceptor, &fx, now).1);
-            close_seen |= closed(&fx);
+            close_seen = close_seen.or(closed(&fx));
             to_d.extend(fx.send);
         }
         for f in std::mem::take(&mut to_d) {
@@ -1451,7 +1494,7 @@ fn pump(
             frames += 1;
             let fx = d.handle(dialer.replica(), Event::Received(&f));
             note(net::carry_out(dialer, &fx, now).1);
-            close_seen |= closed(&fx);
+            close_seen = close_seen.or(closed(&fx));
             to_a.extend(fx.send);
         }
         if to_a.is_empty() && to_d.is_empty() {
@@ -1467,7 +1510,7 @@ fn pump(
     let mut out = format!(
         "{frames} frames{}{}",
         if was_cut { ", cut" } else { "" },
-        if close_seen { ", closed early" } else { "" }
+        close_seen.map(|r| format!(", closed: {}", short(&r))).unwrap_or_default()
     );
     if !errors.is_empty() {
         out.push_str(&format!(", errors: {}", short(&errors.join("; "))));
