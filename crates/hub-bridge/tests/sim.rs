@@ -584,16 +584,19 @@ async fn polling_finds_deletes_by_a_sweep_of_ids() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deal_deleted_in_zendesk_between_the_import_and_the_first_sync_pull_is_deleted_on_the_hub()
-{
+async fn a_delete_in_zendesk_before_the_first_sync_pull_reaches_the_hub() {
     let w = world(SimConfig::default()).await;
     w.bridge.import(&|_| {}).await.unwrap();
     let crm_id = w.all("deals").await[0]["id"].as_u64().unwrap();
     let id = deal_id(crm_id);
     // The Sync API reports a delete only to a device that acknowledged the object once; the
     // bridge's Sync device has acknowledged nothing yet.
-    w.api(reqwest::Method::DELETE, &format!("/v2/deals/{crm_id}"), None)
-        .await;
+    w.api(
+        reqwest::Method::DELETE,
+        &format!("/v2/deals/{crm_id}"),
+        None,
+    )
+    .await;
     let pulled = w.bridge.pull().await.unwrap();
     assert!(pulled.sync_api, "{pulled:?}");
     assert!(pulled.changed.contains(&id), "{pulled:?}");
@@ -632,9 +635,14 @@ async fn what_zendesk_fills_in_on_a_create_reaches_the_document() {
         .unwrap()
         .id;
     let deal = w.deal(crm_id).await;
-    let stage = deal["stage_id"].as_u64().expect("Zendesk gives a new deal a stage");
+    let stage = deal["stage_id"]
+        .as_u64()
+        .expect("Zendesk gives a new deal a stage");
     let record = w.on_node(|n| n.project(&id)).unwrap().unwrap().record;
-    assert_eq!(record.fields.get(&key("stage_id")), Some(&Value::Ref(stage)));
+    assert_eq!(
+        record.fields.get(&key("stage_id")),
+        Some(&Value::Ref(stage))
+    );
     assert_eq!(record.fields.get(&key("hot")), Some(&Value::Bool(false)));
     // They are Zendesk's values: nothing goes back, and a pull changes nothing.
     assert!(w.bridge.push().await.unwrap().pushed.is_empty());

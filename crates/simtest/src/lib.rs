@@ -30,7 +30,7 @@ use sellsync_bridge::run::Limits;
 use sellsync_bridge::zendesk::{HttpRequest, Method};
 use sellsync_hub_bridge::{Bridge, BridgeConfig, PushReport};
 use sellsync_model::{
-    ActivityKind, AssumeLive, Chosen, Choice, Conflict, Edit, FieldKey, Money, ProjectCtx,
+    ActivityKind, AssumeLive, Choice, Chosen, Conflict, Edit, FieldKey, Money, ProjectCtx,
     Projection, PushAction, RecordChoice, RecordDoc, RecordId, RecordKind, Slot, UserId, Value,
 };
 use sellsync_service::credential::{self, Issuer};
@@ -63,11 +63,21 @@ pub enum Step {
     /// A device creates a deal or a contact owned by its user.
     Create { dev: u8, contact: bool },
     /// A device edits a record it holds.
-    Edit { dev: u8, pick: u32, what: u8, arg: u32 },
+    Edit {
+        dev: u8,
+        pick: u32,
+        what: u8,
+        arg: u32,
+    },
     /// A device resolves a conflict it holds.
     Resolve { dev: u8, pick: u32, choice: u8 },
     /// A user of the Zendesk web app changes a record (as that user, over the API).
-    Web { user: u8, pick: u32, what: u8, arg: u32 },
+    Web {
+        user: u8,
+        pick: u32,
+        what: u8,
+        arg: u32,
+    },
     /// A device syncs with the hub; the connection may be cut after `cut` frames.
     HubSync { dev: u8, cut: Option<u8> },
     /// Two devices sync over the LAN; the connection may be cut after `cut` frames.
@@ -339,7 +349,10 @@ fn run_inner(scenario: &Scenario, trace: &Arc<Mutex<Vec<String>>>) -> Result<(),
         let what = w.step(step);
         let line = format!("{i}: {step:?} -> {what}");
         w.trace.push(line.clone());
-        trace.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+        trace
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
     }
     let settled = w.settle();
     trace
@@ -414,8 +427,7 @@ impl World {
         drop(store);
         w.open_hub()?;
         let hub = w.hub.as_ref().ok_or("no hub")?;
-        w.rt
-            .block_on(hub.bridge.import(&|_| {}))
+        w.rt.block_on(hub.bridge.import(&|_| {}))
             .map_err(|e| format!("import: {e}"))?;
         for (i, u) in scenario.device_users.iter().enumerate() {
             let user = w.users.ids[usize::from(*u) % w.users.ids.len()];
@@ -432,7 +444,8 @@ impl World {
             w.enroll(i)?;
             // Every device starts from one whole sync with the hub (its records and its grant).
             let first = w.hub_sync(i, None)?;
-            w.trace.push(format!("setup: device {i} user {user}: {first}"));
+            w.trace
+                .push(format!("setup: device {i} user {user}: {first}"));
         }
         Ok(w)
     }
@@ -502,7 +515,8 @@ impl World {
 
     fn open_hub(&mut self) -> Result<(), String> {
         let store = Arc::new(Store::open(self.hub_path()).map_err(|e| e.to_string())?);
-        let mut node = Node::open(store.clone(), Some(self.acl.clone())).map_err(|e| e.to_string())?;
+        let mut node =
+            Node::open(store.clone(), Some(self.acl.clone())).map_err(|e| e.to_string())?;
         let issuer = Issuer::load(
             &store,
             node.id().clone(),
@@ -623,7 +637,9 @@ impl World {
                 self.devices[usize::from(dev) % n].node = None;
                 Ok("crashed".into())
             }
-            Step::ReplaceDevice { dev } => self.enroll(usize::from(dev) % n).map(|_| "new store".into()),
+            Step::ReplaceDevice { dev } => self
+                .enroll(usize::from(dev) % n)
+                .map(|_| "new store".into()),
             Step::RevokeDevice { dev } => self.revoke(usize::from(dev) % n),
             Step::RestartHub => {
                 self.hub = None;
@@ -651,7 +667,10 @@ impl World {
         } else {
             let mut f = vec![
                 (key("name"), Value::Text(format!("Deal sim#{m}"))),
-                (key("value"), Value::Money(Money::from_cents(100_000 + i64::try_from(m).unwrap_or(0)))),
+                (
+                    key("value"),
+                    Value::Money(Money::from_cents(100_000 + i64::try_from(m).unwrap_or(0))),
+                ),
                 (key("currency"), Value::Text("USD".into())),
                 (key("owner_id"), Value::Ref(user)),
             ];
@@ -690,7 +709,13 @@ impl World {
         let (id, kind, p) = held[hot_pick(pick, held.len())].clone();
         let m = self.next_marker();
         let node = self.device(i)?;
-        let stages: Vec<u64> = node.replica_ref().catalog().stages.keys().copied().collect();
+        let stages: Vec<u64> = node
+            .replica_ref()
+            .catalog()
+            .stages
+            .keys()
+            .copied()
+            .collect();
         let users: Vec<u64> = self.users.ids.clone();
         let deal = kind == "deal";
         let activity_of = |k: ActivityKind| {
@@ -702,24 +727,40 @@ impl World {
                 .collect::<Vec<_>>()
         };
         let notes = activity_of(ActivityKind::Note);
-        let day = |arg: u32| {
-            chrono_date(2027, 1 + arg % 12, 1 + arg % 28)
-        };
+        let day = |arg: u32| chrono_date(2027, 1 + arg % 12, 1 + arg % 28);
         let edits: Vec<Edit> = match what % 16 {
-            0 => vec![Edit::Set(key("name"), Value::Text(format!("Renamed sim#{m}")))],
+            0 => vec![Edit::Set(
+                key("name"),
+                Value::Text(format!("Renamed sim#{m}")),
+            )],
             1 if deal => vec![Edit::Set(
                 key("value"),
                 Value::Money(Money::from_cents(i64::from(arg % 1_000_000) * 100)),
             )],
             2 if deal && !stages.is_empty() => {
-                vec![Edit::Set(key("stage_id"), Value::Ref(stages[arg as usize % stages.len()]))]
+                vec![Edit::Set(
+                    key("stage_id"),
+                    Value::Ref(stages[arg as usize % stages.len()]),
+                )]
             }
             // A stage the catalog does not have: a validation conflict at once.
-            3 if deal => vec![Edit::Set(key("stage_id"), Value::Ref(900_000 + u64::from(arg % 7)))],
+            3 if deal => vec![Edit::Set(
+                key("stage_id"),
+                Value::Ref(900_000 + u64::from(arg % 7)),
+            )],
             // A currency Zendesk refuses: a validation conflict from the CRM.
-            4 if deal => vec![Edit::Set(key("currency"), Value::Text(["EUR", "USD", "ISK"][arg as usize % 3].into()))],
-            5 if deal => vec![Edit::Set(key("estimated_close_date"), Value::Date(day(arg)))],
-            5 => vec![Edit::Set(key("email"), Value::Text(format!("u{m}@example.invalid")))],
+            4 if deal => vec![Edit::Set(
+                key("currency"),
+                Value::Text(["EUR", "USD", "ISK"][arg as usize % 3].into()),
+            )],
+            5 if deal => vec![Edit::Set(
+                key("estimated_close_date"),
+                Value::Date(day(arg)),
+            )],
+            5 => vec![Edit::Set(
+                key("email"),
+                Value::Text(format!("u{m}@example.invalid")),
+            )],
             6 => vec![Edit::AddTag(TAGS[arg as usize % TAGS.len()].into())],
             7 => vec![Edit::RemoveTag(TAGS[arg as usize % TAGS.len()].into())],
             8 if deal => vec![Edit::AddNote {
@@ -747,19 +788,29 @@ impl World {
             }],
             12 => vec![Edit::DeleteRecord],
             // An owner this user may or may not see: an ACL change made from a device.
-            13 => vec![Edit::Set(key("owner_id"), Value::Ref(users[arg as usize % users.len()]))],
+            13 => vec![Edit::Set(
+                key("owner_id"),
+                Value::Ref(users[arg as usize % users.len()]),
+            )],
             // Values the device must refuse: a wrong type, an unknown field.
             14 => vec![Edit::Set(key("value"), Value::Text("a lot".into()))],
             15 => vec![Edit::Set(key("no_such_field"), Value::Bool(true))],
-            _ if deal => vec![Edit::Set(key("hot"), Value::Bool(arg % 2 == 0))],
-            _ => vec![Edit::Set(key("description"), Value::Text(format!("Text {m}")))],
+            _ if deal => vec![Edit::Set(key("hot"), Value::Bool(arg.is_multiple_of(2)))],
+            _ => vec![Edit::Set(
+                key("description"),
+                Value::Text(format!("Text {m}")),
+            )],
         };
         let now = self.now;
         let node = self.device(i)?;
         let desc = format!("{id} {edits:?}");
         match node.apply(&id, "a simulated edit", &edits, now) {
             Ok(()) => Ok(format!("ok {}", short(&desc))),
-            Err(e) => Ok(format!("refused {}: {}", short(&desc), short(&e.to_string()))),
+            Err(e) => Ok(format!(
+                "refused {}: {}",
+                short(&desc),
+                short(&e.to_string())
+            )),
         }
     }
 
@@ -775,7 +826,13 @@ impl World {
         let (id, conflict) = open[pick as usize % open.len()].clone();
         let now = self.now;
         let node = self.device(i)?;
-        let stages: Vec<u64> = node.replica_ref().catalog().stages.keys().copied().collect();
+        let stages: Vec<u64> = node
+            .replica_ref()
+            .catalog()
+            .stages
+            .keys()
+            .copied()
+            .collect();
         let r = match &conflict {
             Conflict::Field {
                 slot, candidates, ..
@@ -805,7 +862,7 @@ impl World {
                     .chain(restored_by)
                     .map(|c| c.op.clone())
                     .collect();
-                let c = if choice % 2 == 0 {
+                let c = if choice.is_multiple_of(2) {
                     RecordChoice::Restore
                 } else {
                     RecordChoice::ConfirmDelete
@@ -819,7 +876,9 @@ impl World {
             }
             Conflict::Validation { slot, .. } if slot.activity.is_none() => {
                 let value = match slot.field.to_string().as_str() {
-                    "stage_id" if !stages.is_empty() => Value::Ref(stages[usize::from(choice) % stages.len()]),
+                    "stage_id" if !stages.is_empty() => {
+                        Value::Ref(stages[usize::from(choice) % stages.len()])
+                    }
                     "currency" => Value::Text("USD".into()),
                     _ => Value::Null,
                 };
@@ -866,12 +925,24 @@ impl World {
         // device writes meet.
         let dev = usize::from(user) % self.devices.len();
         let held: BTreeSet<RecordId> = match self.device(dev) {
-            Ok(n) => n.records().unwrap_or_default().into_iter().map(|(id, _)| id).collect(),
+            Ok(n) => n
+                .records()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
             Err(_) => BTreeSet::new(),
         };
-        let near: Vec<(RecordId, String, u64)> =
-            mapped.iter().filter(|(id, _, _)| held.contains(id)).cloned().collect();
-        let from = if near.is_empty() || pick % 5 == 0 { &mapped } else { &near };
+        let near: Vec<(RecordId, String, u64)> = mapped
+            .iter()
+            .filter(|(id, _, _)| held.contains(id))
+            .cloned()
+            .collect();
+        let from = if near.is_empty() || pick.is_multiple_of(5) {
+            &mapped
+        } else {
+            &near
+        };
         let (id, kind, crm_id) = from[hot_pick(pick / 5, from.len())].clone();
         // The admin, the record's owner (most web edits), or any rep (who may be refused).
         let owner = lock(&self.hub_node())
@@ -891,38 +962,85 @@ impl World {
         let res = if kind == "deal" { "deals" } else { "contacts" };
         let path = format!("/v2/{res}/{crm_id}");
         let (method, path, body) = match what % 9 {
-            0 => (Method::Put, path, Some(json!({"name": format!("Web sim#{m}")}))),
-            1 if kind == "deal" => (Method::Put, path, Some(json!({"value": format!("{}.00", arg % 100_000)}))),
+            0 => (
+                Method::Put,
+                path,
+                Some(json!({"name": format!("Web sim#{m}")})),
+            ),
+            1 if kind == "deal" => (
+                Method::Put,
+                path,
+                Some(json!({"value": format!("{}.00", arg % 100_000)})),
+            ),
             2 if kind == "deal" => {
-                let stages: Vec<u64> = lock(&self.hub_node()).replica_ref().catalog().stages.keys().copied().collect();
-                let s = stages.get(arg as usize % stages.len().max(1)).copied().unwrap_or(0);
+                let stages: Vec<u64> = lock(&self.hub_node())
+                    .replica_ref()
+                    .catalog()
+                    .stages
+                    .keys()
+                    .copied()
+                    .collect();
+                let s = stages
+                    .get(arg as usize % stages.len().max(1))
+                    .copied()
+                    .unwrap_or(0);
                 (Method::Put, path, Some(json!({"stage_id": s})))
             }
-            3 => (Method::Put, path, Some(json!({"tags": [TAGS[arg as usize % TAGS.len()]]}))),
+            3 => (
+                Method::Put,
+                path,
+                Some(json!({"tags": [TAGS[arg as usize % TAGS.len()]]})),
+            ),
             // The owner moves (possibly to another team): an ACL change.
             4 => {
                 let to = self.users.ids[arg as usize % self.users.ids.len()];
                 (Method::Put, path, Some(json!({"owner_id": to})))
             }
-            5 if kind == "deal" => (Method::Put, path, Some(json!({"estimated_close_date": format!("2027-0{}-1{}", 1 + arg % 9, arg % 10)}))),
-            5 => (Method::Put, path, Some(json!({"email": format!("web{m}@example.invalid")}))),
+            5 if kind == "deal" => (
+                Method::Put,
+                path,
+                Some(
+                    json!({"estimated_close_date": format!("2027-0{}-1{}", 1 + arg % 9, arg % 10)}),
+                ),
+            ),
+            5 => (
+                Method::Put,
+                path,
+                Some(json!({"email": format!("web{m}@example.invalid")})),
+            ),
             6 if kind == "deal" => (
                 Method::Post,
                 "/v2/notes".to_owned(),
-                Some(json!({"resource_type": "deal", "resource_id": crm_id, "content": format!("Web note sim#{m}")})),
+                Some(
+                    json!({"resource_type": "deal", "resource_id": crm_id, "content": format!("Web note sim#{m}")}),
+                ),
             ),
-            7 if arg % 3 == 0 => (Method::Delete, path, None),
-            _ if kind == "deal" => (Method::Put, path, Some(json!({"hot": arg % 2 == 0}))),
-            _ => (Method::Put, path, Some(json!({"description": format!("Web text {m}")}))),
+            7 if arg.is_multiple_of(3) => (Method::Delete, path, None),
+            _ if kind == "deal" => (
+                Method::Put,
+                path,
+                Some(json!({"hot": arg.is_multiple_of(2)})),
+            ),
+            _ => (
+                Method::Put,
+                path,
+                Some(json!({"description": format!("Web text {m}")})),
+            ),
         };
-        let desc = format!("as {user} {} {path} {}", method.as_str(), body.clone().unwrap_or(Json::Null));
+        let desc = format!(
+            "as {user} {} {path} {}",
+            method.as_str(),
+            body.clone().unwrap_or(Json::Null)
+        );
         let (status, _) = self.web(user, method, &path, body);
         Ok(format!("{id}: {} -> {status}", short(&desc)))
     }
 
     fn sim_fault(&mut self, kind: u8, seed: u32) -> Result<String, String> {
         let fault = match kind % 4 {
-            0 => Fault::RateLimit { burst: 1 + u64::from(kind / 4) % 3 },
+            0 => Fault::RateLimit {
+                burst: 1 + u64::from(kind / 4) % 3,
+            },
             1 => Fault::Error { status: 500 },
             2 => Fault::Error { status: 503 },
             _ => Fault::Latency { ms: 200 },
@@ -943,7 +1061,8 @@ impl World {
 
     fn revoke(&mut self, i: usize) -> Result<String, String> {
         let hub = self.hub_node();
-        let dev: sellsync_model::DeviceId = self.devices[i].name.parse().map_err(|_| "device id")?;
+        let dev: sellsync_model::DeviceId =
+            self.devices[i].name.parse().map_err(|_| "device id")?;
         let now = self.now;
         let n = lock(&hub)
             .store()
@@ -990,7 +1109,7 @@ impl World {
             return Err("not open".into());
         };
         let limits = sellsync_sync::Limits::default();
-        let Ok(dial) = credential::lan_dial_config(dialer, None, limits.clone()) else {
+        let Ok(dial) = credential::lan_dial_config(dialer, None, limits) else {
             return Ok("dialer has no grant".into());
         };
         let Ok(accept) = credential::lan_accept_config(acceptor, limits) else {
@@ -1090,7 +1209,12 @@ impl World {
     /// The invariants, each violation as `invariant: detail`.
     fn check(&mut self) -> Vec<String> {
         let mut v = Vec::new();
-        let settled_line = self.trace.iter().rev().find(|l| l.starts_with("settle")).cloned();
+        let settled_line = self
+            .trace
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("settle"))
+            .cloned();
         let _ = settled_line;
         let hub = self.hub_node();
         if hub.is_poisoned() {
@@ -1197,8 +1321,10 @@ impl World {
                     .conflicts
                     .iter()
                     .any(|c| matches!(c, Conflict::Permission { slot: None, .. }));
-                if records.get(id).is_none() && !flagged {
-                    v.push(format!("convergence: device {i} holds {id}, which the hub lacks"));
+                if !records.contains_key(id) && !flagged {
+                    v.push(format!(
+                        "convergence: device {i} holds {id}, which the hub lacks"
+                    ));
                 } else if !visible && !flagged {
                     v.push(format!(
                         "access: device {i} (user {user}) holds {id} it may not see, unflagged"
@@ -1220,7 +1346,9 @@ impl World {
                     .filter(|i| r.visible.contains(&self.devices[*i].user))
                     .collect();
                 let want = serde_json::to_value(&r.projection.conflicts).unwrap_or_default();
-                let shown = allowed.iter().any(|&i| self.inbox(i, id).as_ref() == Some(&want));
+                let shown = allowed
+                    .iter()
+                    .any(|&i| self.inbox(i, id).as_ref() == Some(&want));
                 if !allowed.is_empty() && !shown {
                     v.push(format!(
                         "no wedge: {id} has open conflicts no device of an allowed user shows in its inbox"
@@ -1228,17 +1356,28 @@ impl World {
                 }
             } else if let Some(d) = differs {
                 v.push(format!("zendesk agrees: {id} (no open conflict): {d}"));
-                v.push(format!("no wedge: {id} differs from Zendesk without an open conflict"));
+                v.push(format!(
+                    "no wedge: {id} differs from Zendesk without an open conflict"
+                ));
             }
         }
         if let Some(p) = &self.last_push {
             for (op, e) in &p.gave_up {
-                if records.get(&op.record).is_none_or(|r| r.projection.conflicts.is_empty()) {
-                    v.push(format!("no wedge: {} given up without a conflict: {e}", op.record));
+                if records
+                    .get(&op.record)
+                    .is_none_or(|r| r.projection.conflicts.is_empty())
+                {
+                    v.push(format!(
+                        "no wedge: {} given up without a conflict: {e}",
+                        op.record
+                    ));
                 }
             }
             for (rec, why) in &p.waiting {
-                if records.get(rec).is_none_or(|r| r.projection.conflicts.is_empty()) {
+                if records
+                    .get(rec)
+                    .is_none_or(|r| r.projection.conflicts.is_empty())
+                {
                     v.push(format!("no wedge: {rec} waits without a conflict: {why}"));
                 }
             }
@@ -1253,11 +1392,16 @@ impl World {
                 if e.policy != "notify" && e.policy != "keep-server" {
                     continue;
                 }
-                let (Some(slot), Chosen::Value(kept), Some(op)) = (&e.slot, &e.chosen, &e.chosen_op)
+                let (Some(slot), Chosen::Value(kept), Some(op)) =
+                    (&e.slot, &e.chosen, &e.chosen_op)
                 else {
                     continue;
                 };
-                for c in e.candidates.iter().filter(|c| &c.op != op && c.value != *kept) {
+                for c in e
+                    .candidates
+                    .iter()
+                    .filter(|c| &c.op != op && c.value != *kept)
+                {
                     let value = serde_json::to_string(&c.value).unwrap_or_default();
                     expected
                         .entry((slot.to_string(), c.by.0, value))
@@ -1300,7 +1444,14 @@ impl World {
     }
 
     /// How many notifications device `i` stored for `to` about `record`'s `slot` losing `value`.
-    fn notifications(&mut self, i: usize, record: &RecordId, slot: &str, to: u64, value: &str) -> usize {
+    fn notifications(
+        &mut self,
+        i: usize,
+        record: &RecordId,
+        slot: &str,
+        to: u64,
+        value: &str,
+    ) -> usize {
         let Ok(node) = self.device(i) else { return 0 };
         let Ok(list) = node.store().read().and_then(|r| {
             r.notifications(&NotificationFilter {
@@ -1339,13 +1490,18 @@ impl World {
             (PushAction::Delete, s) => Some(format!("deleted on the hub, Zendesk answers {s}")),
             (PushAction::Upsert, 404) => Some("live on the hub, deleted in Zendesk".into()),
             (PushAction::Upsert, 200) => {
-                let rk = if kind == "deal" { RecordKind::Deal } else { RecordKind::Contact };
+                let rk = if kind == "deal" {
+                    RecordKind::Deal
+                } else {
+                    RecordKind::Contact
+                };
                 let image = match mapping::record_image(rk, &body["data"], catalog) {
                     Ok((_, image)) => image,
                     Err(e) => return Some(format!("Zendesk's object does not map: {e}")),
                 };
                 let mut diffs = Vec::new();
-                let keys: BTreeSet<&FieldKey> = push.fields.keys().chain(image.fields.keys()).collect();
+                let keys: BTreeSet<&FieldKey> =
+                    push.fields.keys().chain(image.fields.keys()).collect();
                 for k in keys {
                     let ours = push.fields.get(k).cloned().unwrap_or(Value::Null);
                     let theirs = image.get(k);
@@ -1354,7 +1510,10 @@ impl World {
                     }
                 }
                 if push.tags != image.tags {
-                    diffs.push(format!("tags: hub {:?}, Zendesk {:?}", push.tags, image.tags));
+                    diffs.push(format!(
+                        "tags: hub {:?}, Zendesk {:?}",
+                        push.tags, image.tags
+                    ));
                 }
                 let _ = id;
                 (!diffs.is_empty()).then(|| short(&diffs.join("; ")))
@@ -1366,7 +1525,13 @@ impl World {
     /// Objects Zendesk holds more than once (one marker, two objects).
     fn duplicates(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (res, field) in [("deals", "name"), ("contacts", "name"), ("notes", "content"), ("tasks", "content"), ("calls", "summary")] {
+        for (res, field) in [
+            ("deals", "name"),
+            ("contacts", "name"),
+            ("notes", "content"),
+            ("tasks", "content"),
+            ("calls", "summary"),
+        ] {
             let mut count: BTreeMap<String, u32> = BTreeMap::new();
             for page in 1..100 {
                 let (status, body) = self.web(
@@ -1393,7 +1558,9 @@ impl World {
             }
             for (m, n) in count {
                 if n > 1 {
-                    out.push(format!("zendesk agrees: {n} {res} carry marker {m} (a duplicate)"));
+                    out.push(format!(
+                        "zendesk agrees: {n} {res} carry marker {m} (a duplicate)"
+                    ));
                 }
             }
         }
@@ -1405,8 +1572,16 @@ impl World {
 /// keeps or drops it; only objects created with one carry it).
 fn marker_of(text: &str) -> Option<String> {
     let at = text.find("sim#")?;
-    let digits: String = text[at + 4..].chars().take_while(char::is_ascii_digit).collect();
-    (!digits.is_empty()).then(|| format!("{}#{digits}", &text[..at].split_whitespace().next().unwrap_or("")))
+    let digits: String = text[at + 4..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| {
+        format!(
+            "{}#{digits}",
+            &text[..at].split_whitespace().next().unwrap_or("")
+        )
+    })
 }
 
 fn slot_text(v: &Json) -> Option<String> {
@@ -1435,7 +1610,13 @@ fn first_difference(a: &str, b: &str) -> String {
         .find(|((_, x), y)| x != y)
         .map_or(a.len().min(b.len()), |((i, _), _)| i);
     let from = a[..at].char_indices().rev().nth(60).map_or(0, |(i, _)| i);
-    let tail = |s: &str| s.get(from..).unwrap_or("").chars().take(160).collect::<String>();
+    let tail = |s: &str| {
+        s.get(from..)
+            .unwrap_or("")
+            .chars()
+            .take(160)
+            .collect::<String>()
+    };
     format!("device …{} | hub …{}", tail(a), tail(b))
 }
 
@@ -1510,7 +1691,9 @@ fn pump(
     let mut out = format!(
         "{frames} frames{}{}",
         if was_cut { ", cut" } else { "" },
-        close_seen.map(|r| format!(", closed: {}", short(&r))).unwrap_or_default()
+        close_seen
+            .map(|r| format!(", closed: {}", short(&r)))
+            .unwrap_or_default()
     );
     if !errors.is_empty() {
         out.push_str(&format!(", errors: {}", short(&errors.join("; "))));
@@ -1528,7 +1711,10 @@ impl Users {
                 .filter(|(_, t)| **t == team)
                 .map(|(u, _)| u.to_string())
                 .collect();
-            s.push_str(&format!("[[teams]]\nid = {team}\nmembers = [{}]\n", members.join(", ")));
+            s.push_str(&format!(
+                "[[teams]]\nid = {team}\nmembers = [{}]\n",
+                members.join(", ")
+            ));
         }
         s
     }
