@@ -614,7 +614,21 @@ impl World {
                 what,
                 arg,
             } => self.edit(usize::from(dev) % n, pick, what, arg),
-            Step::Resolve { dev, pick, choice } => self.resolve(usize::from(dev) % n, pick, choice),
+            Step::Resolve { dev, pick, choice } => {
+                // The first device from `dev` on that shows a conflict resolves one.
+                let from = usize::from(dev) % n;
+                let mut out = Ok("no conflict".to_owned());
+                for k in 0..n {
+                    let i = (from + k) % n;
+                    out = self
+                        .resolve(i, pick, choice)
+                        .map(|r| format!("device {i}: {r}"));
+                    if !matches!(&out, Ok(r) if r.ends_with("no conflict")) {
+                        break;
+                    }
+                }
+                out
+            }
             Step::Web {
                 user,
                 pick,
