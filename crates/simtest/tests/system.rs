@@ -4,7 +4,8 @@
 //! seeds 1, 2, ... (or `SELLSYNC_SIM_FIRST_SEED`); `SELLSYNC_SIM_SEED=N` runs exactly that seed.
 //! A failure is shrunk to a short step list and printed with its seed and trace;
 //! `SELLSYNC_SIM_TRACE=1` prints the trace of passing runs too; `SELLSYNC_SIM_SECONDS` stops a
-//! long campaign after that many seconds.
+//! long campaign after that many seconds; `SELLSYNC_SIM_KEEP_GOING=1` runs on past failures
+//! and lists the failing seeds at the end.
 
 use sellsync_simtest::{Scenario, run, shrink};
 
@@ -27,6 +28,7 @@ fn seeded_scenarios_keep_the_system_invariants() {
     // A campaign may stop early after this many seconds (it says how many scenarios ran).
     let budget = env_u64("SELLSYNC_SIM_SECONDS").map(std::time::Duration::from_secs);
     let mut ran = 0usize;
+    let mut failed: Vec<u64> = Vec::new();
     for seed in &seeds {
         if budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -36,6 +38,15 @@ fn seeded_scenarios_keep_the_system_invariants() {
         let outcome = run(&scenario);
         if let (Ok(trace), Some(_)) = (&outcome, std::env::var_os("SELLSYNC_SIM_TRACE")) {
             eprintln!("seed {seed} passed:\n  {}", trace.join("\n  "));
+        }
+        if let (Err(failure), Some(_)) = (&outcome, std::env::var_os("SELLSYNC_SIM_KEEP_GOING")) {
+            // A campaign that counts failures: one line each, no shrinking.
+            eprintln!(
+                "seed {seed} FAILED: {}",
+                failure.violations.first().cloned().unwrap_or_default()
+            );
+            failed.push(*seed);
+            continue;
         }
         if let Err(failure) = outcome {
             eprintln!("{failure}");
@@ -56,6 +67,11 @@ fn seeded_scenarios_keep_the_system_invariants() {
             );
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {ran} scenarios failed, seeds {failed:?}",
+        failed.len()
+    );
     eprintln!(
         "{ran} scenarios of {steps} steps (seeds {}..) passed in {:.1} s",
         seeds.first().copied().unwrap_or_default(),
