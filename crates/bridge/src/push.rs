@@ -376,15 +376,23 @@ pub fn on_success(
                     }
                 }
                 None => {
-                    *shadow = Some(Shadow {
+                    // What the create did not send but the CRM filled in itself (a default
+                    // stage, `hot: false`) is the CRM's value: the shadow starts from what was
+                    // sent, and the answer is written into the document as a pull on that basis.
+                    // Invariant: the shadow's image is what the document holds at its heads.
+                    let mut sent = image.clone();
+                    sent.fields.retain(|k, _| op.fields.contains(k));
+                    let mut s = Shadow {
                         record: op.record.clone(),
                         kind: op.kind,
                         crm_id,
-                        image,
+                        image: sent,
                         heads: op.basis.clone(),
                         activities: BTreeMap::new(),
                         refused: BTreeMap::new(),
-                    });
+                    };
+                    crate::pull::pull_update(doc, &mut s, image, ctx)?;
+                    *shadow = Some(s);
                 }
             }
         }

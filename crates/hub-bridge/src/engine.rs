@@ -713,6 +713,13 @@ impl<C: Crm> Bridge<C> {
             }
             first = false;
         }
+        // The Sync API reports the delete of an object only to a device that acknowledged it
+        // once; what was imported by listing and deleted before this device's first drain is
+        // never reported. So after the first drain the ids are swept once (the sweep time is
+        // then stored, and a Sync API bridge never sweeps again).
+        if self.kv_get(SWEPT_AT_KEY).await?.is_none() {
+            self.sweep_deletes(&mut report).await?;
+        }
         Ok(report)
     }
 

@@ -582,3 +582,70 @@ async fn polling_finds_deletes_by_a_sweep_of_ids() {
         .map_or(0, |c| c.requests);
     assert_eq!(reads, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_in_zendesk_before_the_first_sync_pull_reaches_the_hub() {
+    let w = world(SimConfig::default()).await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    let crm_id = w.all("deals").await[0]["id"].as_u64().unwrap();
+    let id = deal_id(crm_id);
+    // The Sync API reports a delete only to a device that acknowledged the object once; the
+    // bridge's Sync device has acknowledged nothing yet.
+    w.api(
+        reqwest::Method::DELETE,
+        &format!("/v2/deals/{crm_id}"),
+        None,
+    )
+    .await;
+    let pulled = w.bridge.pull().await.unwrap();
+    assert!(pulled.sync_api, "{pulled:?}");
+    assert!(pulled.changed.contains(&id), "{pulled:?}");
+    let p = w.on_node(|n| n.project(&id)).unwrap().unwrap();
+    assert_eq!(p.record.state, RecordState::Deleted, "{p:?}");
+    // Nothing goes back to Zendesk, and no later pull sweeps again.
+    assert!(w.bridge.push().await.unwrap().pushed.is_empty());
+    let before = w.sim.counters().total;
+    w.bridge.pull().await.unwrap();
+    assert!(w.sim.counters().total - before < 5, "a second sweep ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_zendesk_fills_in_on_a_create_reaches_the_document() {
+    let w = world(SimConfig::default()).await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    let id: RecordId = "deal-without-stage".parse().unwrap();
+    // Made on a device that had no catalog yet: no stage, no `hot`.
+    w.on_node(|n| {
+        n.create(
+            RecordKind::Deal,
+            &id,
+            vec![
+                (key("name"), Value::Text("No stage given".into())),
+                (key("value"), Value::Money(Money::from_cents(5_000))),
+                (key("currency"), Value::Text("USD".into())),
+            ],
+            now(),
+        )
+    })
+    .unwrap();
+    let p = w.bridge.push().await.unwrap();
+    assert_eq!(p.pushed.len(), 1, "{p:?}");
+    let crm_id = w
+        .on_node(|n| n.store().read().unwrap().crm_id(&id).unwrap())
+        .unwrap()
+        .id;
+    let deal = w.deal(crm_id).await;
+    let stage = deal["stage_id"]
+        .as_u64()
+        .expect("Zendesk gives a new deal a stage");
+    let record = w.on_node(|n| n.project(&id)).unwrap().unwrap().record;
+    assert_eq!(
+        record.fields.get(&key("stage_id")),
+        Some(&Value::Ref(stage))
+    );
+    assert_eq!(record.fields.get(&key("hot")), Some(&Value::Bool(false)));
+    // They are Zendesk's values: nothing goes back, and a pull changes nothing.
+    assert!(w.bridge.push().await.unwrap().pushed.is_empty());
+    w.bridge.pull().await.unwrap();
+    assert!(w.bridge.push().await.unwrap().pushed.is_empty());
+}
