@@ -12,8 +12,8 @@
 //! - a status outside 2xx is an error, of the kind its status names (429 rate limited, 5xx
 //!   server, 422 validation, 401, 403, 404);
 //! - a record the bridge pulls for the first time projects to the CRM's values: every field of
-//!   its image that the model did not refuse is the projection's value, and its tags are the
-//!   CRM's tags.
+//!   its image that the model did not refuse is the projection's value, and its id, tags and
+//!   name are those of the CRM's JSON.
 
 #![no_main]
 
@@ -22,8 +22,10 @@ use sellsync_bridge::mapping::{self, CatalogPages, Image};
 use sellsync_bridge::pull::{self, Shadow, WriteCtx};
 use sellsync_bridge::zendesk::{HttpResponse, response};
 use sellsync_bridge::{CrmError, CrmRequest, CrmResponse, Resource};
+use std::collections::BTreeSet;
+
 use sellsync_model::{
-    ActivityKind, AssumeLive, Catalog, Policy, ProjectCtx, RecordDoc, RecordKind,
+    ActivityKind, AssumeLive, Catalog, FieldKey, Policy, ProjectCtx, RecordDoc, RecordKind, Value,
 };
 use serde_json::{Map, Value as Json};
 
@@ -212,7 +214,7 @@ impl Puller {
                 else {
                     return;
                 };
-                self.check_first_pull(&doc, &image, &report.refused);
+                self.check_first_pull(&doc, data, &image, &report.refused);
                 self.records.push((doc, shadow));
             }
             Some(i) => {
@@ -243,12 +245,15 @@ impl Puller {
         }
     }
 
-    /// A record pulled for the first time holds what the CRM sent.
+    /// A record pulled for the first time holds what the CRM sent: every field of its image
+    /// that was not refused; and, read from the CRM's JSON itself (so that a mapping that drops
+    /// or alters them is caught too), its id, its tags and its name.
     fn check_first_pull(
         &self,
         doc: &RecordDoc,
+        data: &Json,
         image: &Image,
-        refused: &[(sellsync_model::FieldKey, String)],
+        refused: &[(FieldKey, String)],
     ) {
         let ctx = ProjectCtx { catalog: &self.catalog, policy: &self.policy, directory: &AssumeLive };
         let projection = doc.project(&ctx);
@@ -262,7 +267,23 @@ impl Puller {
                 "field {key} pulled from the CRM is not what the CRM sent"
             );
         }
-        assert_eq!(projection.record.tags, image.tags, "the pulled tags are not the CRM's");
+        let sent_tags: BTreeSet<String> = data
+            .get("tags")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        assert_eq!(projection.record.tags, sent_tags, "the pulled tags are not the CRM's");
+        assert_eq!(projection.record.crm_id, data.get("id").and_then(Json::as_u64));
+        let name = FieldKey::std("name");
+        if let Some(sent) = data.get("name").and_then(Json::as_str)
+            && !refused.iter().any(|(k, _)| *k == name)
+        {
+            assert_eq!(
+                projection.record.fields.get(&name),
+                Some(&Value::Text(sent.to_owned())),
+                "the pulled name is not the CRM's"
+            );
+        }
         let _ = doc.push_view(&projection);
     }
 
