@@ -43,13 +43,17 @@ campaign() {
   local work="target/campaign/$target" artifacts="artifacts/$target"
   local log="target/campaign/$target.log"
   mkdir -p "$work" "$artifacts" "corpus/$target"
-  local inputs=("$work" "corpus/$target")
+  local inputs=("$work" "corpus/$target") options=()
   [ -d "regressions/$target" ] && inputs+=("regressions/$target")
+  # Targets that read JSON get its tokens and Zendesk's attribute names as a dictionary.
+  case "$target" in
+    fuzz_zendesk_response | fuzz_sim_request | fuzz_grant) options+=(-dict=dict/json.dict) ;;
+  esac
   echo "== fuzz $target for ${seconds}s (inputs: ${inputs[*]})"
   local rc=0
   cargo +nightly fuzz run "$target" "${inputs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
-    -artifact_prefix="$artifacts/" >"$log" 2>&1 || rc=$?
+    -artifact_prefix="$artifacts/" "${options[@]}" >"$log" 2>&1 || rc=$?
   local execs last
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)

@@ -51,7 +51,9 @@ struct Keys {
 fn fixed_key(first: u8) -> SigningKey {
     let seed: Vec<u8> = (first..first + 32).collect();
     let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).expect("a seed");
-    let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+    let public = ring::signature::KeyPair::public_key(&pair)
+        .as_ref()
+        .to_vec();
     let mut pkcs8 = vec![
         0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
@@ -84,7 +86,11 @@ fn keys() -> &'static Keys {
             issue_credential(&hub, &statement),
             "the target seals envelopes as the crate does"
         );
-        Keys { hub, stranger: fixed_key(64), device_public }
+        Keys {
+            hub,
+            stranger: fixed_key(64),
+            device_public,
+        }
     })
 }
 
@@ -103,7 +109,13 @@ fn seal(key: &SigningKey, domain: &[u8], body: &[u8]) -> Vec<u8> {
 }
 
 fn expect_of<'a>(hub: &'a DeviceId, device: &'a DeviceId, pinned: Option<&'a [u8]>) -> Expect<'a> {
-    Expect { hub, pinned, device, user: UserId(USER), device_key: &keys().device_public }
+    Expect {
+        hub,
+        pinned,
+        device,
+        user: UserId(USER),
+        device_key: &keys().device_public,
+    }
 }
 
 /// A node id as the input names it: the expected one, or any text.
@@ -185,7 +197,9 @@ struct IssueCase {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     match mode % 3 {
         0 => raw(rest),
         1 => {
@@ -210,21 +224,38 @@ fn raw(bytes: &[u8]) {
     for pin in [None, Some(pinned.as_slice())] {
         if let Ok(g) = open_grant(bytes, &expect_of(&hub, &device, pin)) {
             assert_eq!(g.hub, hub, "an opened grant is from the expected hub");
-            assert_eq!(g.statement.device, device, "an opened grant is for this device");
-            assert_eq!(g.statement.user, UserId(USER), "an opened grant is for this user");
+            assert_eq!(
+                g.statement.device, device,
+                "an opened grant is for this device"
+            );
+            assert_eq!(
+                g.statement.user,
+                UserId(USER),
+                "an opened grant is for this user"
+            );
             assert_eq!(g.statement.public_key(), Some(k.device_public.clone()));
             assert!(g.acl().is_ok(), "an opened grant's access rules parse");
             if pin.is_some() {
-                assert_eq!(g.hub_key, pinned, "a grant opened under a pin is signed by that key");
+                assert_eq!(
+                    g.hub_key, pinned,
+                    "a grant opened under a pin is signed by that key"
+                );
             }
             let _ = g.trust().check(&g.credential, &device, NOW_MS);
         }
     }
-    let trust = Trust { hub: hub.clone(), hub_key: pinned.clone(), revoked: BTreeMap::new() };
+    let trust = Trust {
+        hub: hub.clone(),
+        hub_key: pinned.clone(),
+        revoked: BTreeMap::new(),
+    };
     if let Ok((statement, key)) = trust.check(bytes, &device, NOW_MS) {
         assert_eq!(statement.hub, hub);
         assert_eq!(statement.device, device);
-        assert!(NOW_MS < statement.expires_at_ms, "an expired credential passed");
+        assert!(
+            NOW_MS < statement.expires_at_ms,
+            "an expired credential passed"
+        );
         assert_eq!(statement.public_key(), Some(key));
     }
 }
@@ -247,7 +278,9 @@ fn statement_verdict(case: &StatementCase, revoked: &BTreeMap<DeviceId, i64>) ->
         && st.device.as_str() == DEVICE
         && NOW_MS < st.expires_at_ms
         && NOW_MS >= st.issued_at_ms.saturating_sub(CLOCK_SKEW_MS)
-        && revoked.get(&st.device).is_none_or(|at| st.issued_at_ms > *at)
+        && revoked
+            .get(&st.device)
+            .is_none_or(|at| st.issued_at_ms > *at)
         && st.public_key().is_some();
     valid.then_some(st)
 }
@@ -273,7 +306,11 @@ fn signed(case: &GrantCase) {
                 }))
                 .expect("json"),
             };
-            let signer = if st.foreign_signer { &k.stranger } else { &k.hub };
+            let signer = if st.foreign_signer {
+                &k.stranger
+            } else {
+                &k.hub
+            };
             Some(seal(signer, CREDENTIAL_DOMAIN, &body))
         }
         CredentialCase::Text(_) => None,
@@ -339,9 +376,19 @@ fn signed(case: &GrantCase) {
                 "a grant opened that the rules refuse: {case:?}"
             );
             assert_eq!(g.hub, hub, "an opened grant is from the expected hub");
-            assert_eq!(g.hub_key, hub_public, "an opened grant is signed by the hub's key");
-            assert_eq!(g.statement.device, device, "an opened grant's credential is this device's");
-            assert_eq!(g.statement.user, UserId(USER), "an opened grant's credential is this user's");
+            assert_eq!(
+                g.hub_key, hub_public,
+                "an opened grant is signed by the hub's key"
+            );
+            assert_eq!(
+                g.statement.device, device,
+                "an opened grant's credential is this device's"
+            );
+            assert_eq!(
+                g.statement.user,
+                UserId(USER),
+                "an opened grant's credential is this user's"
+            );
             assert!(g.acl().is_ok(), "an opened grant's access rules parse");
             if case.raw_body.is_none() {
                 assert_eq!(g.acl, case.acl);
@@ -356,7 +403,10 @@ fn signed(case: &GrantCase) {
                     && s.len() == 64
                     && s.bytes().all(|b| b.is_ascii_hexdigit())
                 {
-                    assert!(matches!(e, CredentialError::HubKeyChanged), "another key: {e}");
+                    assert!(
+                        matches!(e, CredentialError::HubKeyChanged),
+                        "another key: {e}"
+                    );
                 }
             }
         }
@@ -365,19 +415,33 @@ fn signed(case: &GrantCase) {
     // The credential as a LAN peer presents it, under the revocation list of the case.
     if let (CredentialCase::Signed(st), Some(credential)) = (&case.credential, &credential) {
         let revoked = revoked.unwrap_or_default();
-        let trust = Trust { hub: hub.clone(), hub_key: hub_public.clone(), revoked: revoked.clone() };
+        let trust = Trust {
+            hub: hub.clone(),
+            hub_key: hub_public.clone(),
+            revoked: revoked.clone(),
+        };
         let verdict = statement_verdict(st, &revoked);
         match trust.check(credential, &device, NOW_MS) {
             Ok((statement, key)) => {
                 if st.raw_body.is_none() {
-                    assert_eq!(Some(&statement), verdict.as_ref(), "a credential the rules refuse passed");
+                    assert_eq!(
+                        Some(&statement),
+                        verdict.as_ref(),
+                        "a credential the rules refuse passed"
+                    );
                 }
-                assert!(!st.foreign_signer, "a credential signed by another key passed");
+                assert!(
+                    !st.foreign_signer,
+                    "a credential signed by another key passed"
+                );
                 assert_eq!(statement.public_key().as_deref(), Some(key.as_slice()));
                 assert_eq!(statement.hub, hub);
                 assert_eq!(statement.device, device);
             }
-            Err(e) => assert!(verdict.is_none(), "a valid credential was refused: {e} ({st:?})"),
+            Err(e) => assert!(
+                verdict.is_none(),
+                "a valid credential was refused: {e} ({st:?})"
+            ),
         }
     }
 }
@@ -390,7 +454,11 @@ fn issued(case: &IssueCase) {
         .revoked
         .iter()
         .map(|(n, at)| Revocation {
-            device: if n % 4 == 0 { device.clone() } else { format!("peer-{n}").parse().expect("id") },
+            device: if n % 4 == 0 {
+                device.clone()
+            } else {
+                format!("peer-{n}").parse().expect("id")
+            },
             revoked_at_ms: *at,
         })
         .collect();
@@ -415,7 +483,10 @@ fn issued(case: &IssueCase) {
     let grant = match open_grant(&bytes, &expect) {
         Ok(g) => g,
         Err(e) => {
-            assert!(Acl::from_toml(&case.acl).is_err(), "an issued grant does not open: {e}");
+            assert!(
+                Acl::from_toml(&case.acl).is_err(),
+                "an issued grant does not open: {e}"
+            );
             return;
         }
     };
@@ -429,5 +500,10 @@ fn issued(case: &IssueCase) {
         && case.check_at_ms >= case.now_ms.saturating_sub(CLOCK_SKEW_MS)
         && revoked_at.is_none_or(|at| case.now_ms > *at);
     let got = trust.check(&grant.credential, &device, case.check_at_ms);
-    assert_eq!(got.is_ok(), should_pass, "credential check at {}: {got:?}", case.check_at_ms);
+    assert_eq!(
+        got.is_ok(),
+        should_pass,
+        "credential check at {}: {got:?}",
+        case.check_at_ms
+    );
 }

@@ -16,18 +16,25 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sellsync_model::{ActivityId, ActivityKind, Catalog, FieldKey, Policy, RecordKind, Scope, Tier};
-use sellsync_service::Acl;
 use sellsync_model::UserId;
+use sellsync_model::{
+    ActivityId, ActivityKind, Catalog, FieldKey, Policy, RecordKind, Scope, Tier,
+};
+use sellsync_service::Acl;
+use serde::Deserialize;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     check_policy(text);
     check_acl(text);
 });
 
 fn check_policy(text: &str) {
-    let Ok(policy) = Policy::from_toml(text) else { return };
+    let Ok(policy) = Policy::from_toml(text) else {
+        return;
+    };
     let _ = policy.check_against(&Catalog::example());
     // The independent reading: the shape `from_toml` documents, a table of tables of strings.
     let table: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
@@ -42,15 +49,25 @@ fn check_policy(text: &str) {
                 "contact" => (RecordKind::Contact, Scope::Record),
                 "task" => (
                     RecordKind::Deal,
-                    Scope::Activity { id: activity.clone(), kind: ActivityKind::Task },
+                    Scope::Activity {
+                        id: activity.clone(),
+                        kind: ActivityKind::Task,
+                    },
                 ),
                 "call" => (
                     RecordKind::Deal,
-                    Scope::Activity { id: activity.clone(), kind: ActivityKind::Call },
+                    Scope::Activity {
+                        id: activity.clone(),
+                        kind: ActivityKind::Call,
+                    },
                 ),
                 other => panic!("the policy accepted an unknown section {other:?}"),
             };
-            assert_ne!(tier, Tier::Merge, "the policy accepted merge on {section}.{field}");
+            assert_ne!(
+                tier,
+                Tier::Merge,
+                "the policy accepted merge on {section}.{field}"
+            );
             assert_eq!(
                 policy.tier(kind, &scope, &key),
                 tier,
@@ -60,22 +77,36 @@ fn check_policy(text: &str) {
     }
 }
 
+/// The independent reading of an access file: its documented shape, ids as u64 (beyond what
+/// a TOML integer, an i64, can hold in a `toml::Table`).
+#[derive(Deserialize)]
+struct AccessFile {
+    #[serde(default)]
+    admins: Vec<u64>,
+    #[serde(default)]
+    teams: Vec<AccessTeam>,
+}
+
+#[derive(Deserialize)]
+struct AccessTeam {
+    #[serde(default)]
+    members: Vec<u64>,
+}
+
 fn check_acl(text: &str) {
-    let Ok(acl) = Acl::from_toml(text) else { return };
-    let file: toml::Table = toml::from_str(text).expect("an access file that parses is a table");
-    let ids = |v: Option<&toml::Value>| -> Vec<u64> {
-        v.and_then(toml::Value::as_array)
-            .map(|a| a.iter().filter_map(toml::Value::as_integer).map(|i| i as u64).collect())
-            .unwrap_or_default()
+    let Ok(acl) = Acl::from_toml(text) else {
+        return;
     };
-    for admin in ids(file.get("admins")) {
-        assert!(acl.is_admin(UserId(admin)), "admin {admin} of the file is not an admin");
+    let file: AccessFile = toml::from_str(text).expect("an access file that parses reads");
+    for admin in file.admins {
+        assert!(
+            acl.is_admin(UserId(admin)),
+            "admin {admin} of the file is not an admin"
+        );
     }
-    let teams = file.get("teams").and_then(toml::Value::as_array).cloned().unwrap_or_default();
-    for team in teams {
-        let members = ids(team.get("members"));
-        for a in &members {
-            for b in &members {
+    for team in file.teams {
+        for a in &team.members {
+            for b in &team.members {
                 assert!(
                     acl.may_see(UserId(*a), UserId(*b)),
                     "{a} and {b} share a team but {a} may not see {b}'s records"

@@ -84,8 +84,24 @@ const ROUTES: &[(&str, &str)] = &[
 /// 31, tag 32, deals 62 and 67 with note 65, task 66 and note 68), a fresh one, and ids that are
 /// not ids.
 const IDS: &[&str] = &[
-    "2", "11", "15", "18", "21", "22", "31", "32", "62", "65", "66", "67", "68", "999999", "0",
-    "18446744073709551615", "x", "-1",
+    "2",
+    "11",
+    "15",
+    "18",
+    "21",
+    "22",
+    "31",
+    "32",
+    "62",
+    "65",
+    "66",
+    "67",
+    "68",
+    "999999",
+    "0",
+    "18446744073709551615",
+    "x",
+    "-1",
 ];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
 
@@ -107,7 +123,9 @@ struct Call<'a> {
 
 impl<'a> Call<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Call<'a>> {
-        let [route, id, contact_id, flags, rest @ ..] = bytes else { return None };
+        let [route, id, contact_id, flags, rest @ ..] = bytes else {
+            return None;
+        };
         let (query, body) = if flags & 0x80 != 0 {
             match rest.iter().position(|b| *b == b'\n') {
                 Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
@@ -116,7 +134,14 @@ impl<'a> Call<'a> {
         } else {
             (None, rest)
         };
-        Some(Call { route: *route, id: *id, contact_id: *contact_id, flags: *flags, query, body })
+        Some(Call {
+            route: *route,
+            id: *id,
+            contact_id: *contact_id,
+            flags: *flags,
+            query,
+            body,
+        })
     }
 }
 
@@ -161,8 +186,10 @@ fn demo() -> &'static SimData {
         }
         if let Some(table) = data.tables.get_mut(&Kind::Contact) {
             table.retain(|id, _| contacts.contains(id));
-            let organizations: Vec<u64> =
-                table.values().filter_map(|r| r.data.get("parent_organization_id")?.as_u64()).collect();
+            let organizations: Vec<u64> = table
+                .values()
+                .filter_map(|r| r.data.get("parent_organization_id")?.as_u64())
+                .collect();
             contacts.extend(organizations);
         }
         for kind in [Kind::Note, Kind::Task, Kind::Call] {
@@ -177,7 +204,8 @@ fn demo() -> &'static SimData {
                 });
             }
         }
-        data.associated_contacts.retain(|deal, _| deals.contains(deal));
+        data.associated_contacts
+            .retain(|deal, _| deals.contains(deal));
         data
     })
 }
@@ -185,7 +213,10 @@ fn demo() -> &'static SimData {
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime")
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
     })
 }
 
@@ -218,13 +249,18 @@ async fn send(app: &axum::Router, call: &Call<'_>, session: &mut Option<String>)
     }
     let mut path = template
         .replace("{id}", IDS[usize::from(call.id) % IDS.len()])
-        .replace("{contact_id}", IDS[usize::from(call.contact_id) % IDS.len()])
+        .replace(
+            "{contact_id}",
+            IDS[usize::from(call.contact_id) % IDS.len()],
+        )
         .replace("{session}", session.as_deref().unwrap_or("no-such-session"));
     if let Some(q) = call.query {
         path.push('?');
         path.push_str(&encode_query(q));
     }
-    let mut req = Request::builder().method(Method::from_bytes(method.as_bytes()).expect("method")).uri(&path);
+    let mut req = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).expect("method"))
+        .uri(&path);
     match call.flags & 0x03 {
         0 => req = req.header("authorization", format!("Bearer {}", token_for(ADMIN))),
         1 => req = req.header("authorization", format!("Bearer {}", token_for(USER))),
@@ -237,14 +273,21 @@ async fn send(app: &axum::Router, call: &Call<'_>, session: &mut Option<String>)
     if !call.body.is_empty() {
         req = req.header("content-type", "application/json");
     }
-    let Ok(req) = req.body(Body::from(call.body.to_vec())) else { return };
+    let Ok(req) = req.body(Body::from(call.body.to_vec())) else {
+        return;
+    };
     let res = app
         .clone()
         .oneshot(req)
         .await
         .unwrap_or_else(|e| match e {});
     let status = res.status();
-    let bytes = res.into_body().collect().await.expect("an in-process body reads").to_bytes();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("an in-process body reads")
+        .to_bytes();
     assert!(
         !status.is_server_error(),
         "{method} {path} answered {status} with no fault planned: {}",
@@ -254,13 +297,20 @@ async fn send(app: &axum::Router, call: &Call<'_>, session: &mut Option<String>)
         let envelope: Json = serde_json::from_slice(&bytes)
             .unwrap_or_else(|e| panic!("{method} {path}: {status} body is not JSON ({e})"));
         assert!(
-            envelope.get("errors").and_then(Json::as_array).is_some_and(|a| !a.is_empty()),
+            envelope
+                .get("errors")
+                .and_then(Json::as_array)
+                .is_some_and(|a| !a.is_empty()),
             "{method} {path}: {status} without an error envelope: {envelope}"
         );
     }
     if template == "/v2/sync/start" && status.is_success() {
         let body: Option<Json> = serde_json::from_slice(&bytes).ok();
-        if let Some(id) = body.as_ref().and_then(|b| b.pointer("/data/id")).and_then(Json::as_str) {
+        if let Some(id) = body
+            .as_ref()
+            .and_then(|b| b.pointer("/data/id"))
+            .and_then(Json::as_str)
+        {
             *session = Some(id.to_owned());
         }
     }

@@ -51,7 +51,9 @@ impl StorageBackend for SharedMemory {
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendIoError> {
         let bytes = self.bytes();
         let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        let src = bytes.get(start..start + out.len()).ok_or_else(out_of_range)?;
+        let src = bytes
+            .get(start..start + out.len())
+            .ok_or_else(out_of_range)?;
         out.copy_from_slice(src);
         Ok(())
     }
@@ -69,7 +71,9 @@ impl StorageBackend for SharedMemory {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendIoError> {
         let mut bytes = self.bytes();
         let start = usize::try_from(offset).map_err(|_| out_of_range())?;
-        let dst = bytes.get_mut(start..start + data.len()).ok_or_else(out_of_range)?;
+        let dst = bytes
+            .get_mut(start..start + data.len())
+            .ok_or_else(out_of_range)?;
         dst.copy_from_slice(data);
         Ok(())
     }
@@ -80,7 +84,9 @@ const KINDS: &[&str] = &["deal", "contact", ""];
 const CRM_KINDS: &[&str] = &["deal", "contact"];
 
 fn record(n: u8) -> RecordId {
-    format!("rec-{}", n % RECORDS).parse().expect("a valid record id")
+    format!("rec-{}", n % RECORDS)
+        .parse()
+        .expect("a valid record id")
 }
 
 fn kind(n: u8) -> &'static str {
@@ -106,22 +112,62 @@ impl Key {
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// Sets a field of the record's document and appends the change.
-    Change { rec: u8, kind: u8, field: u8, value: i64 },
+    Change {
+        rec: u8,
+        kind: u8,
+        field: u8,
+        value: i64,
+    },
     /// Replaces the record's content with a snapshot of the model's document.
-    Snapshot { rec: u8, kind: u8 },
+    Snapshot {
+        rec: u8,
+        kind: u8,
+    },
     /// A snapshot damaged in one byte and maybe truncated: the store loads it before writing.
-    DamagedSnapshot { rec: u8, kind: u8, at: u16, xor: u8, cut: Option<u16> },
-    Remove { rec: u8 },
-    Compact { rec: u8 },
-    Reannounce { rec: u8 },
-    KvPut { key: Key, value: Vec<u8> },
-    KvRemove { key: Key },
-    MapCrm { rec: u8, kind: u8, id: u8 },
-    UnmapCrm { rec: u8 },
-    SetConflicts { rec: u8, view: Option<Vec<u8>> },
+    DamagedSnapshot {
+        rec: u8,
+        kind: u8,
+        at: u16,
+        xor: u8,
+        cut: Option<u16>,
+    },
+    Remove {
+        rec: u8,
+    },
+    Compact {
+        rec: u8,
+    },
+    Reannounce {
+        rec: u8,
+    },
+    KvPut {
+        key: Key,
+        value: Vec<u8>,
+    },
+    KvRemove {
+        key: Key,
+    },
+    MapCrm {
+        rec: u8,
+        kind: u8,
+        id: u8,
+    },
+    UnmapCrm {
+        rec: u8,
+    },
+    SetConflicts {
+        rec: u8,
+        view: Option<Vec<u8>>,
+    },
     /// A key-value put and a document change in one batch that then fails: nothing is written.
-    FailingBatch { key: Key, rec: u8, field: u8 },
-    RaiseFeedFloor { floor: u16 },
+    FailingBatch {
+        key: Key,
+        rec: u8,
+        field: u8,
+    },
+    RaiseFeedFloor {
+        floor: u16,
+    },
     Reopen,
 }
 
@@ -142,7 +188,11 @@ struct Model {
 
 /// The options of every open: compaction after 3 chunks, so that sequences reach it.
 fn options() -> StoreOptions {
-    StoreOptions { cache_bytes: 1 << 20, compact_min_bytes: 256, compact_max_chunks: 3 }
+    StoreOptions {
+        cache_bytes: 1 << 20,
+        compact_min_bytes: 256,
+        compact_max_chunks: 3,
+    }
 }
 
 fn open(backend: &SharedMemory) -> Store {
@@ -155,7 +205,10 @@ fn fresh_doc(rec: u8) -> Automerge {
 
 /// The model's document of `rec` with one more change, and the change's bytes.
 fn changed(model: &Model, rec: u8, field: u8, value: i64) -> (Automerge, Vec<u8>) {
-    let base = model.docs.get(&rec).map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
+    let base = model
+        .docs
+        .get(&rec)
+        .map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
     let heads = base.get_heads();
     let mut doc = base;
     doc.transact::<_, _, automerge::AutomergeError>(|tx| {
@@ -168,7 +221,9 @@ fn changed(model: &Model, rec: u8, field: u8, value: i64) -> (Automerge, Vec<u8>
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else { return };
+    let Ok(ops) = Vec::<Op>::arbitrary(&mut u) else {
+        return;
+    };
     let backend = SharedMemory::default();
     let mut store = Some(open(&backend));
     let mut model = Model::default();
@@ -189,7 +244,12 @@ fuzz_target!(|data: &[u8]| {
 
 fn step(store: &Store, model: &mut Model, op: &Op) {
     match op {
-        Op::Change { rec, kind: k, field, value } => {
+        Op::Change {
+            rec,
+            kind: k,
+            field,
+            value,
+        } => {
             let rec = rec % RECORDS;
             let kind = kind(*k);
             let (doc, changes) = changed(model, rec, *field, *value);
@@ -199,19 +259,42 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
                 None => {
                     let seq = got.expect("a change of the right kind is written");
                     model.feed_head += 1;
-                    assert_eq!(seq, Some(model.feed_head), "a write takes the next feed seq");
-                    model.docs.insert(rec, ModelDoc { kind, doc, seq: model.feed_head });
+                    assert_eq!(
+                        seq,
+                        Some(model.feed_head),
+                        "a write takes the next feed seq"
+                    );
+                    model.docs.insert(
+                        rec,
+                        ModelDoc {
+                            kind,
+                            doc,
+                            seq: model.feed_head,
+                        },
+                    );
                 }
             }
         }
         Op::Snapshot { rec, kind: k } => {
             let rec = rec % RECORDS;
-            let doc = model.docs.get(&rec).map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
+            let doc = model
+                .docs
+                .get(&rec)
+                .map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
             snapshot(store, model, rec, kind(*k), &doc.save());
         }
-        Op::DamagedSnapshot { rec, kind: k, at, xor, cut } => {
+        Op::DamagedSnapshot {
+            rec,
+            kind: k,
+            at,
+            xor,
+            cut,
+        } => {
             let rec = rec % RECORDS;
-            let doc = model.docs.get(&rec).map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
+            let doc = model
+                .docs
+                .get(&rec)
+                .map_or_else(|| fresh_doc(rec), |d| d.doc.clone());
             let mut bytes = doc.save();
             if !bytes.is_empty() {
                 let i = usize::from(*at) % bytes.len();
@@ -224,8 +307,14 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
         }
         Op::Remove { rec } => {
             let rec = rec % RECORDS;
-            let removed = store.write(|w| w.remove_doc(&record(rec))).expect("a remove");
-            assert_eq!(removed, model.docs.remove(&rec).is_some(), "remove answers whether it existed");
+            let removed = store
+                .write(|w| w.remove_doc(&record(rec)))
+                .expect("a remove");
+            assert_eq!(
+                removed,
+                model.docs.remove(&rec).is_some(),
+                "remove answers whether it existed"
+            );
             if removed {
                 model.crm.remove(&rec);
                 model.conflicts.remove(&rec);
@@ -233,12 +322,19 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
         }
         Op::Compact { rec } => {
             let rec = rec % RECORDS;
-            let folded = store.write(|w| w.compact_doc(&record(rec))).expect("a compaction");
-            assert!(!folded || model.docs.contains_key(&rec), "a compaction of nothing folded");
+            let folded = store
+                .write(|w| w.compact_doc(&record(rec)))
+                .expect("a compaction");
+            assert!(
+                !folded || model.docs.contains_key(&rec),
+                "a compaction of nothing folded"
+            );
         }
         Op::Reannounce { rec } => {
             let rec = rec % RECORDS;
-            let got = store.write(|w| w.reannounce_doc(&record(rec))).expect("a re-announcement");
+            let got = store
+                .write(|w| w.reannounce_doc(&record(rec)))
+                .expect("a re-announcement");
             match model.docs.get_mut(&rec) {
                 Some(d) => {
                     model.feed_head += 1;
@@ -250,25 +346,38 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
         }
         Op::KvPut { key, value } => {
             let key = key.text();
-            store.write(|w| w.kv_put(&key, value)).expect("a key-value put");
+            store
+                .write(|w| w.kv_put(&key, value))
+                .expect("a key-value put");
             model.kv.insert(key, value.clone());
         }
         Op::KvRemove { key } => {
             let key = key.text();
-            let existed = store.write(|w| w.kv_remove(&key)).expect("a key-value remove");
+            let existed = store
+                .write(|w| w.kv_remove(&key))
+                .expect("a key-value remove");
             assert_eq!(existed, model.kv.remove(&key).is_some());
         }
         Op::MapCrm { rec, kind, id } => {
             let rec = rec % RECORDS;
-            let crm = (CRM_KINDS[usize::from(*kind) % CRM_KINDS.len()], u64::from(id % 8));
-            let id = CrmId { kind: crm.0.to_owned(), id: crm.1 };
+            let crm = (
+                CRM_KINDS[usize::from(*kind) % CRM_KINDS.len()],
+                u64::from(id % 8),
+            );
+            let id = CrmId {
+                kind: crm.0.to_owned(),
+                id: crm.1,
+            };
             let got = store.write(|w| w.map_crm_id(&record(rec), &id));
             let conflict = match model.crm.get(&rec) {
                 Some(existing) => *existing != crm,
                 None => model.crm.values().any(|v| *v == crm),
             };
             if conflict {
-                assert!(matches!(got, Err(StoreError::IndexConflict { .. })), "not one-to-one: {got:?}");
+                assert!(
+                    matches!(got, Err(StoreError::IndexConflict { .. })),
+                    "not one-to-one: {got:?}"
+                );
             } else {
                 got.expect("a one-to-one mapping is written");
                 model.crm.insert(rec, crm);
@@ -276,13 +385,20 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
         }
         Op::UnmapCrm { rec } => {
             let rec = rec % RECORDS;
-            let got = store.write(|w| w.unmap_crm_id(&record(rec))).expect("an unmap");
-            let want = model.crm.remove(&rec).map(|(k, id)| CrmId { kind: k.to_owned(), id });
+            let got = store
+                .write(|w| w.unmap_crm_id(&record(rec)))
+                .expect("an unmap");
+            let want = model.crm.remove(&rec).map(|(k, id)| CrmId {
+                kind: k.to_owned(),
+                id,
+            });
             assert_eq!(got, want);
         }
         Op::SetConflicts { rec, view } => {
             let rec = rec % RECORDS;
-            store.write(|w| w.set_conflicts(&record(rec), view.as_deref())).expect("a conflicts view");
+            store
+                .write(|w| w.set_conflicts(&record(rec), view.as_deref()))
+                .expect("a conflicts view");
             match view {
                 Some(v) if !v.is_empty() => model.conflicts.insert(rec, v.clone()),
                 _ => model.conflicts.remove(&rec),
@@ -295,12 +411,16 @@ fn step(store: &Store, model: &mut Model, op: &Op) {
             let got: Result<(), StoreError> = store.write(|w| {
                 w.kv_put(&key.text(), b"never")?;
                 w.append_doc_changes(&record(rec), kind, &changes)?;
-                Err(StoreError::NotAStore("a batch that fails after its writes".into()))
+                Err(StoreError::NotAStore(
+                    "a batch that fails after its writes".into(),
+                ))
             });
             assert!(got.is_err(), "the batch fails");
         }
         Op::RaiseFeedFloor { floor } => {
-            let head = store.write(|w| w.raise_feed_floor(u64::from(*floor))).expect("a floor");
+            let head = store
+                .write(|w| w.raise_feed_floor(u64::from(*floor)))
+                .expect("a floor");
             model.feed_head = model.feed_head.max(u64::from(*floor));
             assert_eq!(head, model.feed_head);
         }
@@ -325,7 +445,9 @@ fn snapshot(store: &Store, model: &mut Model, rec: u8, kind: &'static str, bytes
         assert!(got.is_err(), "{why}: {got:?}");
         return;
     }
-    let loaded = sellsync_model::guarded(|| Automerge::load(bytes)).ok().and_then(Result::ok);
+    let loaded = sellsync_model::guarded(|| Automerge::load(bytes))
+        .ok()
+        .and_then(Result::ok);
     match (got, loaded) {
         (Ok(seq), Some(doc)) => {
             model.feed_head += 1;
@@ -352,7 +474,11 @@ fn heads_of(doc: &Automerge) -> Vec<ChangeHash> {
 /// compared after every step.
 fn check(store: &Store, model: &Model, op: &Op, load_content: bool) {
     let read = store.read().expect("a read view");
-    assert_eq!(read.feed_head().expect("feed head"), model.feed_head, "feed head after {op:?}");
+    assert_eq!(
+        read.feed_head().expect("feed head"),
+        model.feed_head,
+        "feed head after {op:?}"
+    );
     for rec in 0..RECORDS {
         let id = record(rec);
         let meta = read.doc_meta(&id).expect("doc meta");
@@ -361,31 +487,58 @@ fn check(store: &Store, model: &Model, op: &Op, load_content: bool) {
         if let (Some(meta), Some(want)) = (meta, want) {
             assert_eq!(meta.kind, want.kind, "{id}'s kind after {op:?}");
             assert_eq!(meta.seq, want.seq, "{id}'s feed seq after {op:?}");
-            let mut heads = read.doc_heads(&id).expect("heads").expect("a stored document");
+            let mut heads = read
+                .doc_heads(&id)
+                .expect("heads")
+                .expect("a stored document");
             heads.sort();
-            assert_eq!(heads, heads_of(&want.doc), "{id}'s recorded heads after {op:?}");
+            assert_eq!(
+                heads,
+                heads_of(&want.doc),
+                "{id}'s recorded heads after {op:?}"
+            );
             if load_content {
-                let (_, doc) = read.load_doc(&id).expect("a stored document loads").expect("stored");
-                assert_eq!(heads_of(&doc), heads_of(&want.doc), "{id}'s content after {op:?}");
+                let (_, doc) = read
+                    .load_doc(&id)
+                    .expect("a stored document loads")
+                    .expect("stored");
+                assert_eq!(
+                    heads_of(&doc),
+                    heads_of(&want.doc),
+                    "{id}'s content after {op:?}"
+                );
             }
         }
         let crm = read.crm_id(&id).expect("crm id");
-        let want_crm = model.crm.get(&rec).map(|(k, i)| CrmId { kind: (*k).to_owned(), id: *i });
+        let want_crm = model.crm.get(&rec).map(|(k, i)| CrmId {
+            kind: (*k).to_owned(),
+            id: *i,
+        });
         assert_eq!(crm, want_crm, "{id}'s CRM id after {op:?}");
         if let Some((k, i)) = model.crm.get(&rec) {
             assert_eq!(read.record_for_crm(k, *i).expect("index"), Some(id.clone()));
         }
-        assert_eq!(read.conflicts(&id).expect("conflicts"), model.conflicts.get(&rec).cloned());
+        assert_eq!(
+            read.conflicts(&id).expect("conflicts"),
+            model.conflicts.get(&rec).cloned()
+        );
     }
     for kind in CRM_KINDS {
         for i in 0..8 {
             let back = read.record_for_crm(kind, i).expect("index");
-            let want = model.crm.iter().find(|(_, v)| **v == (*kind, i)).map(|(r, _)| record(*r));
+            let want = model
+                .crm
+                .iter()
+                .find(|(_, v)| **v == (*kind, i))
+                .map(|(r, _)| record(*r));
             assert_eq!(back, want, "the CRM index of {kind} {i} after {op:?}");
         }
     }
-    let mut feed: Vec<(u64, RecordId, String)> =
-        model.docs.iter().map(|(r, d)| (d.seq, record(*r), d.kind.to_owned())).collect();
+    let mut feed: Vec<(u64, RecordId, String)> = model
+        .docs
+        .iter()
+        .map(|(r, d)| (d.seq, record(*r), d.kind.to_owned()))
+        .collect();
     feed.sort();
     let got: Vec<(u64, RecordId, String)> = read
         .changed_since(0, 100)
@@ -394,6 +547,14 @@ fn check(store: &Store, model: &Model, op: &Op, load_content: bool) {
         .map(|e| (e.seq, e.record, e.kind))
         .collect();
     assert_eq!(got, feed, "the change feed after {op:?}");
-    let kv: Vec<(String, Vec<u8>)> = model.kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    assert_eq!(read.kv_prefix("").expect("kv"), kv, "the key-value table after {op:?}");
+    let kv: Vec<(String, Vec<u8>)> = model
+        .kv
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        read.kv_prefix("").expect("kv"),
+        kv,
+        "the key-value table after {op:?}"
+    );
 }

@@ -59,16 +59,33 @@ fn request(pick: u8) -> CrmRequest {
             sort_by: None,
         };
     }
-    let resource = if pick & 0x80 == 0 { Resource::Deal } else { Resource::Contact };
+    let resource = if pick & 0x80 == 0 {
+        Resource::Deal
+    } else {
+        Resource::Contact
+    };
     match n - LISTED.len() {
         0 => CrmRequest::Get { resource, id: 1 },
-        1 => CrmRequest::Create { resource, body: Map::new() },
-        2 => CrmRequest::Update { resource, id: 1, body: Map::new() },
+        1 => CrmRequest::Create {
+            resource,
+            body: Map::new(),
+        },
+        2 => CrmRequest::Update {
+            resource,
+            id: 1,
+            body: Map::new(),
+        },
         3 => CrmRequest::Delete { resource, id: 1 },
         4 => CrmRequest::CurrentUser,
         5 => CrmRequest::SyncStart { device: "d".into() },
-        6 => CrmRequest::SyncFetch { device: "d".into(), session: "s".into() },
-        _ => CrmRequest::SyncAck { device: "d".into(), keys: vec!["k".into()] },
+        6 => CrmRequest::SyncFetch {
+            device: "d".into(),
+            session: "s".into(),
+        },
+        _ => CrmRequest::SyncAck {
+            device: "d".into(),
+            keys: vec!["k".into()],
+        },
     }
 }
 
@@ -85,11 +102,17 @@ fn resource_of(req: &CrmRequest) -> Option<Resource> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [pick, hi, lo, body @ ..] = data else { return };
+    let [pick, hi, lo, body @ ..] = data else {
+        return;
+    };
     let raw = u16::from_be_bytes([*hi, *lo]);
     let status = if raw < 600 { raw } else { 100 + raw % 500 };
     let req = request(*pick);
-    let resp = HttpResponse { status, headers: Vec::new(), body: body.to_vec() };
+    let resp = HttpResponse {
+        status,
+        headers: Vec::new(),
+        body: body.to_vec(),
+    };
     let answer = response(&req, &resp);
     if !(200..300).contains(&status) {
         match &answer {
@@ -140,7 +163,10 @@ fuzz_target!(|data: &[u8]| {
 
 /// The catalog import of one list, as `Engine::pull_catalog` reads it (each item typed).
 fn typed<T: serde::de::DeserializeOwned>(items: &[Json]) -> Vec<T> {
-    items.iter().filter_map(|i| serde_json::from_value(i.clone()).ok()).collect()
+    items
+        .iter()
+        .filter_map(|i| serde_json::from_value(i.clone()).ok())
+        .collect()
 }
 
 /// The bridge's pull state for one answer: at most one record of each kind, pulled first as new,
@@ -153,7 +179,11 @@ struct Puller {
 
 impl Puller {
     fn new() -> Puller {
-        Puller { catalog: Catalog::example(), policy: Policy::default(), records: Vec::new() }
+        Puller {
+            catalog: Catalog::example(),
+            policy: Policy::default(),
+            records: Vec::new(),
+        }
     }
 
     fn catalog_import(&mut self, resource: Resource, items: &[Json]) {
@@ -175,7 +205,11 @@ impl Puller {
     }
 
     fn ctx(&self) -> WriteCtx<'_> {
-        WriteCtx { now_ms: NOW_MS, catalog: &self.catalog, policy: &self.policy }
+        WriteCtx {
+            now_ms: NOW_MS,
+            catalog: &self.catalog,
+            policy: &self.policy,
+        }
     }
 
     fn apply(&mut self, resource: Resource, data: &Json, deleted: bool) {
@@ -201,16 +235,23 @@ impl Puller {
         let existing = self.records.iter().position(|(_, s)| s.kind == kind);
         if deleted {
             if let Some(i) = existing {
-                let ctx = WriteCtx { now_ms: NOW_MS, catalog: &self.catalog, policy: &self.policy };
+                let ctx = WriteCtx {
+                    now_ms: NOW_MS,
+                    catalog: &self.catalog,
+                    policy: &self.policy,
+                };
                 let (doc, shadow) = &mut self.records[i];
                 let _ = pull::pull_delete(doc, shadow, &ctx);
             }
             return;
         }
-        let Ok((crm_id, image)) = mapping::record_image(kind, data, &self.catalog) else { return };
+        let Ok((crm_id, image)) = mapping::record_image(kind, data, &self.catalog) else {
+            return;
+        };
         match existing {
             None => {
-                let Ok((doc, shadow, report)) = pull::pull_new(kind, crm_id, image.clone(), &self.ctx())
+                let Ok((doc, shadow, report)) =
+                    pull::pull_new(kind, crm_id, image.clone(), &self.ctx())
                 else {
                     return;
                 };
@@ -218,7 +259,11 @@ impl Puller {
                 self.records.push((doc, shadow));
             }
             Some(i) => {
-                let ctx = WriteCtx { now_ms: NOW_MS, catalog: &self.catalog, policy: &self.policy };
+                let ctx = WriteCtx {
+                    now_ms: NOW_MS,
+                    catalog: &self.catalog,
+                    policy: &self.policy,
+                };
                 let (doc, shadow) = &mut self.records[i];
                 let _ = pull::pull_update(doc, shadow, image, &ctx);
                 let _ = pull::retry_refused(doc, shadow, &ctx);
@@ -229,10 +274,18 @@ impl Puller {
     fn apply_activity(&mut self, kind: ActivityKind, data: &Json, deleted: bool) {
         let crm_id = data.get("id").and_then(Json::as_u64);
         let image = mapping::activity_image(kind, data);
-        let Some(i) = self.records.iter().position(|(_, s)| s.kind == RecordKind::Deal) else {
+        let Some(i) = self
+            .records
+            .iter()
+            .position(|(_, s)| s.kind == RecordKind::Deal)
+        else {
             return;
         };
-        let ctx = WriteCtx { now_ms: NOW_MS, catalog: &self.catalog, policy: &self.policy };
+        let ctx = WriteCtx {
+            now_ms: NOW_MS,
+            catalog: &self.catalog,
+            policy: &self.policy,
+        };
         let (doc, shadow) = &mut self.records[i];
         if deleted {
             if let Some(id) = crm_id {
@@ -255,7 +308,11 @@ impl Puller {
         image: &Image,
         refused: &[(FieldKey, String)],
     ) {
-        let ctx = ProjectCtx { catalog: &self.catalog, policy: &self.policy, directory: &AssumeLive };
+        let ctx = ProjectCtx {
+            catalog: &self.catalog,
+            policy: &self.policy,
+            directory: &AssumeLive,
+        };
         let projection = doc.project(&ctx);
         for (key, value) in &image.fields {
             if refused.iter().any(|(k, _)| k == key) {
@@ -270,10 +327,21 @@ impl Puller {
         let sent_tags: BTreeSet<String> = data
             .get("tags")
             .and_then(Json::as_array)
-            .map(|a| a.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Json::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
-        assert_eq!(projection.record.tags, sent_tags, "the pulled tags are not the CRM's");
-        assert_eq!(projection.record.crm_id, data.get("id").and_then(Json::as_u64));
+        assert_eq!(
+            projection.record.tags, sent_tags,
+            "the pulled tags are not the CRM's"
+        );
+        assert_eq!(
+            projection.record.crm_id,
+            data.get("id").and_then(Json::as_u64)
+        );
         let name = FieldKey::std("name");
         if let Some(sent) = data.get("name").and_then(Json::as_str)
             && !refused.iter().any(|(k, _)| *k == name)
@@ -288,7 +356,11 @@ impl Puller {
     }
 
     fn project(&self) {
-        let ctx = ProjectCtx { catalog: &self.catalog, policy: &self.policy, directory: &AssumeLive };
+        let ctx = ProjectCtx {
+            catalog: &self.catalog,
+            policy: &self.policy,
+            directory: &AssumeLive,
+        };
         for (doc, _) in &self.records {
             let projection = doc.project(&ctx);
             let _ = doc.push_view(&projection);
