@@ -50,14 +50,14 @@ campaign() {
     fuzz_zendesk_response | fuzz_sim_request | fuzz_grant) options+=(-dict=dict/json.dict) ;;
   esac
   echo "== fuzz $target for ${seconds}s (inputs: ${inputs[*]})"
-  local rc=0
+  local rc=0 started=$SECONDS
   cargo +nightly fuzz run "$target" "${inputs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "${options[@]}" >"$log" 2>&1 || rc=$?
   local execs last
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
-  echo "   $target: ${execs:-?} executions in ${seconds}s; last: ${last:-none}"
+  echo "   $target: ${execs:-?} executions in $((SECONDS - started))s (build included); last: ${last:-none}"
   if [ "$rc" -ne 0 ]; then
     failed+=("$target")
     echo "   $target FAILED (exit $rc); log: fuzz/$log" >&2
