@@ -1,0 +1,69 @@
+//! The signature part of a sync-batch entry: arbitrary bytes as the signatures beside a real
+//! message, checked as a hub and as a LAN peer would. Never panics; a random signature never
+//! proves a change.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, Change, ROOT};
+use libfuzzer_sys::fuzz_target;
+use sellsync_model::{DeviceId, UserId};
+use sellsync_service::credential::SigningKey;
+use sellsync_service::signed::{self, KnownDevice, Verifier};
+
+struct Fixture {
+    doc: Automerge,
+    changes: Vec<Change>,
+    key: Vec<u8>,
+}
+
+/// A document with one change by `rita-phone`, and her public key.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let rita: DeviceId = "rita-phone".parse().unwrap();
+        let mut doc = Automerge::new().with_actor(sellsync_service::actor_of(&rita));
+        let mut tx = doc.transaction();
+        tx.put(ROOT, "kind", "deal").unwrap();
+        tx.commit();
+        let changes = doc.get_changes(&[]);
+        let key = SigningKey::generate().unwrap().public_key();
+        Fixture { doc, changes, key }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let f = fixture();
+    let Ok(sigs) = signed::decode(data) else {
+        return;
+    };
+    // Re-encoding what was decoded gives the same bytes.
+    assert_eq!(signed::encode(&sigs), data);
+    let hub: DeviceId = "hub".parse().unwrap();
+    let device = |_: &DeviceId| {
+        Some(KnownDevice {
+            user: UserId(2),
+            live: true,
+            key: Some(f.key.clone()),
+        })
+    };
+    let verifiers = [
+        Verifier::Hub {
+            hub: &hub,
+            hub_key: Some(f.key.clone()),
+            device: &device,
+        },
+        Verifier::LanPeer {
+            peer: &"rita-phone".parse().unwrap(),
+            user: UserId(2),
+            peer_key: Some(&f.key),
+            hub_key: Some(&f.key),
+        },
+    ];
+    for v in &verifiers {
+        // Nobody holds the fixture's private key: no input can prove the change.
+        let checked = v.check(&f.doc, "deal", &f.changes, &sigs, &|_| true);
+        assert!(checked.is_err(), "a random signature proved a change");
+    }
+});
