@@ -104,7 +104,7 @@ case "${1:-}" in
     ;;
   *)
     [ $# -eq 2 ] || usage
-    all_targets | grep -qx "$1" || { echo "fuzz/run.sh: no target $1 (targets: $(all_targets | tr '\n' ' '))" >&2; exit 2; }
+    all_targets | grep -x "$1" >/dev/null || { echo "fuzz/run.sh: no target $1 (targets: $(all_targets | tr '\n' ' '))" >&2; exit 2; }
     campaign "$1" "$2"
     ;;
 esac
