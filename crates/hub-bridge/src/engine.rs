@@ -714,12 +714,11 @@ impl<C: Crm> Bridge<C> {
             first = false;
         }
         // The Sync API reports the delete of an object only to a device that acknowledged it
-        // once; what was imported by listing and deleted before this device's first drain is
-        // never reported. So after the first drain the ids are swept once (the sweep time is
-        // then stored, and a Sync API bridge never sweeps again).
-        if self.kv_get(SWEPT_AT_KEY).await?.is_none() {
-            self.sweep_deletes(&mut report).await?;
-        }
+        // once: what was imported by listing, or created by this bridge, and deleted before a
+        // drain delivered it to this device is never reported. So a Sync API bridge sweeps the
+        // ids too: after its first drain, then on the same timer as a polling one
+        // ([`BridgeConfig::delete_sweep_every`]).
+        self.sweep_deletes(&mut report).await?;
         Ok(report)
     }
 
@@ -800,8 +799,8 @@ impl<C: Crm> Bridge<C> {
         Ok(report)
     }
 
-    /// Polling sees no deletes, so every [`BridgeConfig::delete_sweep_every`] the ids of each
-    /// resource are listed (100 per request) and compared with those the hub holds; an id no
+    /// Polling sees no deletes (and the Sync API misses some, see `pull_sync`), so every
+    /// [`BridgeConfig::delete_sweep_every`] the ids of each resource are listed (100 per request) and compared with those the hub holds; an id no
     /// longer listed whose read answers 404 is written as a CRM delete (on its shadow basis: a
     /// record conflict where devices edited it). The sweep time moves only when every resource
     /// was swept.

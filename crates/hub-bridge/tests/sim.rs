@@ -602,11 +602,56 @@ async fn a_delete_in_zendesk_before_the_first_sync_pull_reaches_the_hub() {
     assert!(pulled.changed.contains(&id), "{pulled:?}");
     let p = w.on_node(|n| n.project(&id)).unwrap().unwrap();
     assert_eq!(p.record.state, RecordState::Deleted, "{p:?}");
-    // Nothing goes back to Zendesk, and no later pull sweeps again.
+    // Nothing goes back to Zendesk, and the next pull does not sweep again before its time.
     assert!(w.bridge.push().await.unwrap().pushed.is_empty());
     let before = w.sim.counters().total;
     w.bridge.pull().await.unwrap();
     assert!(w.sim.counters().total - before < 5, "a second sweep ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deal_the_bridge_created_and_zendesk_deleted_before_a_pull_reaches_the_hub() {
+    let w = world_with(SimConfig::default(), |c| {
+        c.delete_sweep_every = Duration::ZERO
+    })
+    .await;
+    w.bridge.import(&|_| {}).await.unwrap();
+    w.bridge.pull().await.unwrap();
+    let id: RecordId = "deal-made-offline".parse().unwrap();
+    w.on_node(|n| {
+        n.create(
+            RecordKind::Deal,
+            &id,
+            vec![
+                (key("name"), Value::Text("Made offline".into())),
+                (key("value"), Value::Money(Money::from_cents(5_000))),
+                (key("currency"), Value::Text("USD".into())),
+            ],
+            now(),
+        )
+    })
+    .unwrap();
+    assert_eq!(w.bridge.push().await.unwrap().pushed.len(), 1);
+    let crm_id = w
+        .all("deals")
+        .await
+        .iter()
+        .find(|d| d["name"] == "Made offline")
+        .and_then(|d| d["id"].as_u64())
+        .unwrap();
+    // Deleted in the web app before any drain delivered it to the bridge's Sync device: the
+    // Sync API never reports it; the sweep finds it.
+    w.api(
+        reqwest::Method::DELETE,
+        &format!("/v2/deals/{crm_id}"),
+        None,
+    )
+    .await;
+    let pulled = w.bridge.pull().await.unwrap();
+    assert!(pulled.sync_api, "{pulled:?}");
+    let p = w.on_node(|n| n.project(&id)).unwrap().unwrap();
+    assert_eq!(p.record.state, RecordState::Deleted, "{p:?}");
+    assert!(w.bridge.push().await.unwrap().pushed.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

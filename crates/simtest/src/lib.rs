@@ -534,6 +534,9 @@ impl World {
                 cap_ms: 20,
                 ..Limits::default()
             },
+            // The settle phase stands for a quiet time longer than the delete sweep's period
+            // (15 minutes by default): the bridge sweeps at every pull here.
+            delete_sweep_every: std::time::Duration::ZERO,
             ..BridgeConfig::default()
         };
         let bridge = Bridge::new(crm, node.clone(), config);
