@@ -1259,18 +1259,8 @@ impl Session {
         }
         let mut pairs: Vec<(&RecordId, &mut sync::State)> = x.docs.iter_mut().collect();
         // What each state had sent before: the message carries the changes sent now.
-        let before: Vec<usize> = pairs.iter().map(|(_, s)| s.sent_hashes.len()).collect();
-        let before_sets: Vec<std::collections::BTreeSet<ChangeHash>> = pairs
-            .iter()
-            .zip(&before)
-            .map(|((_, s), n)| {
-                if *n == 0 {
-                    Default::default()
-                } else {
-                    s.sent_hashes.clone()
-                }
-            })
-            .collect();
+        let before_sets: Vec<std::collections::BTreeSet<ChangeHash>> =
+            pairs.iter().map(|(_, s)| s.sent_hashes.clone()).collect();
         let msgs = replica.generate(&mut pairs).map_err(Abort::storage)?;
         if msgs.len() != pairs.len() {
             return Err(Abort::storage(
