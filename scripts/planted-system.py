@@ -45,6 +45,11 @@ BUGS = {
         "        assert!(!v.as_str().is_some_and(|s| s.starts_with(\"Web \")), \"unexpected text\");\n",
         "the bridge panics on a text the CRM sends (a web-app rename), under the hub's lock",
         "no panic"),
+    "accept-forgery": ("crates/service/src/signed.rs",
+        "            check_change(\n                doc,\n",
+        "            (|_: &Automerge, _: &Change, _: ChangeAuthor<'_>| Ok(()))(\n                doc,\n",
+        "the hub and LAN peers take any signed change, whatever it writes (no write rules)",
+        "authorship"),
 }
 
 originals = {}
@@ -77,7 +82,7 @@ def run(name):
         out = r.stdout + r.stderr
         if "could not compile" in out:
             return what, expect, "DID NOT COMPILE", out[-3000:]
-        fired = sorted(set(re.findall(r"^  (convergence|zendesk agrees|no wedge|access|notifications|no panic|no poisoned lock): ", out, re.M)))
+        fired = sorted(set(re.findall(r"^  (convergence|zendesk agrees|no wedge|access|notifications|no panic|no poisoned lock|authorship): ", out, re.M)))
         seed = re.search(r"seed (\d+) failed", out)
         first = re.search(r"^seed \d+ failed:\n  (.*)$", out, re.M)
         detail = f"seed {seed.group(1) if seed else '?'}; fired: {', '.join(fired) or '-'}"

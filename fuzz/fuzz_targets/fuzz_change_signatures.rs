@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, Change, ROOT};
 use libfuzzer_sys::fuzz_target;
-use sellsync_model::{DeviceId, UserId};
+use sellsync_model::{Catalog, DeviceId, Policy, UserId};
 use sellsync_service::credential::SigningKey;
 use sellsync_service::signed::{self, KnownDevice, Verifier};
 
@@ -35,11 +35,11 @@ fn fixture() -> &'static Fixture {
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
-    let Ok(sigs) = signed::decode(data) else {
+    let Ok(proofs) = signed::decode(data) else {
         return;
     };
     // Re-encoding what was decoded gives the same bytes.
-    assert_eq!(signed::encode(&sigs), data);
+    assert_eq!(signed::encode(&proofs), data);
     let hub: DeviceId = "hub".parse().unwrap();
     let device = |_: &DeviceId| {
         Some(KnownDevice {
@@ -61,9 +61,14 @@ fuzz_target!(|data: &[u8]| {
             hub_key: Some(&f.key),
         },
     ];
+    let (catalog, policy) = (Catalog::default(), Policy::default());
     for v in &verifiers {
         // Nobody holds the fixture's private key: no input can prove the change.
-        let checked = v.check(&f.doc, "deal", &f.changes, &sigs, &|_| true);
+        let rules = signed::Rules {
+            catalog: &catalog,
+            policy: &policy,
+        };
+        let checked = v.check(&f.doc, "deal", &f.changes, &proofs, &|_| true, rules);
         assert!(checked.is_err(), "a random signature proved a change");
     }
 });

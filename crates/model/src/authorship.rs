@@ -6,7 +6,11 @@
 //! - every register it writes names the author's own user (`by`) and device (`dev`);
 //! - the audit is append-only: a change adds new entries and never deletes or rewrites one, and a
 //!   manual entry names the author as the one who decided;
-//! - only the hub writes the CRM's refusals (`flags`); a device may delete them (a retry).
+//! - only the hub writes the CRM's refusals (`flags`); a device may delete them (a retry);
+//! - a resolution (an audit entry about a field) names as candidates only values that were
+//!   written there when its author decided, as of the change's dependencies, and the candidate
+//!   it says it chose is one of them ([`check_resolutions`]: it reads the document as the author
+//!   saw it, so it needs the catalog and the policy).
 //!
 //! Whether the author may write the record at all (its user may see it) is the caller's
 //! check: it depends on the access rules.
@@ -22,7 +26,7 @@ use automerge::{Automerge, Change, ObjType, ROOT, ReadDoc, ScalarValue};
 use crate::foreign::guarded;
 use crate::project::AuditEntry;
 use crate::register::unpack;
-use crate::{DeviceId, UserId};
+use crate::{Catalog, DeviceId, Policy, RecordDoc, UserId};
 
 /// Who made a change, as its verified signature says.
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +73,17 @@ pub enum WriteViolation {
     /// A device wrote a CRM refusal.
     #[error("only the hub records the CRM's refusals (flag {0})")]
     FlagWritten(String),
+    /// An audit entry names a candidate that was not written on its field when its author
+    /// decided (or says it chose one it does not list).
+    #[error("audit entry {entry} names a value of {slot} that was never written there ({op})")]
+    InventedCandidate {
+        /// The entry's key.
+        entry: String,
+        /// The field.
+        slot: String,
+        /// The operation the entry names.
+        op: String,
+    },
     /// The change's operations cannot be read.
     #[error("the change cannot be read: {0}")]
     Unreadable(String),
@@ -174,6 +189,83 @@ pub fn check_change(
     Ok(())
 }
 
+/// The audit entries `change` adds to `doc`'s audit map.
+fn added_entries(doc: &Automerge, change: &Change) -> Result<Vec<AuditEntry>, WriteViolation> {
+    let expanded = guarded(|| change.decode()).map_err(|p| WriteViolation::Unreadable(p.0))?;
+    let Some(audit) = root_map(doc, "audit") else {
+        return Ok(Vec::new());
+    };
+    Ok(expanded
+        .operations
+        .iter()
+        .filter(|op| op.obj.to_string() == audit && op.pred.is_empty())
+        .filter_map(|op| match &op.action {
+            OpType::Put(ScalarValue::Str(json)) => serde_json::from_str(json).ok(),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Checks that every audit entry about a field that `change` adds names as candidates only
+/// values that were written on that field as its author saw the record (the document at the
+/// change's dependencies), and that the candidate it says it chose is one it names. `doc` holds
+/// the change. Reading the document as it was costs a copy of its history: only changes that add
+/// such an entry pay it.
+pub fn check_resolutions(
+    doc: &Automerge,
+    change: &Change,
+    catalog: &Catalog,
+    policy: &Policy,
+) -> Result<(), WriteViolation> {
+    let entries: Vec<AuditEntry> = added_entries(doc, change)?
+        .into_iter()
+        .filter(|e| e.slot.is_some() && (!e.candidates.is_empty() || e.chosen_op.is_some()))
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let deps = change.deps().to_vec();
+    let before = guarded(|| doc.fork_at(&deps))
+        .map_err(|p| WriteViolation::Unreadable(p.0))?
+        .map_err(|e| WriteViolation::Unreadable(e.to_string()))?;
+    let reader: DeviceId = "check".parse().expect("a valid device id");
+    let before = RecordDoc::from_automerge(before, &reader).ok();
+    for entry in entries {
+        let slot = entry.slot.as_ref().expect("filtered above");
+        let written = before
+            .as_ref()
+            .map(|d| d.field_candidates(catalog, policy, slot))
+            .unwrap_or_default();
+        let invented = |op: &str| WriteViolation::InventedCandidate {
+            entry: entry.id.clone(),
+            slot: slot.to_string(),
+            op: op.to_owned(),
+        };
+        // Compared in their stored form: a catalog that types a field differently on the
+        // author's device must not make an honest entry look invented.
+        let same = |a: &crate::Candidate, b: &crate::Candidate| {
+            a.op == b.op
+                && a.at == b.at
+                && a.by == b.by
+                && a.device == b.device
+                && a.value.to_scalar() == b.value.to_scalar()
+        };
+        if let Some(c) = entry
+            .candidates
+            .iter()
+            .find(|c| !written.iter().any(|w| same(c, w)))
+        {
+            return Err(invented(&c.op));
+        }
+        if let Some(op) = &entry.chosen_op
+            && !entry.candidates.iter().any(|c| &c.op == op)
+        {
+            return Err(invented(op));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +354,95 @@ mod tests {
                 check_change(doc.automerge(), c, other),
                 Err(WriteViolation::ForgedUser { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn a_resolution_names_only_candidates_that_were_written() {
+        use crate::{Choice, Money, Slot};
+        use automerge::transaction::Transactable;
+        let (mut doc, catalog, policy) = deal(RegisterLayout::Packed);
+        let value = |cents| Value::Money(Money::from_cents(cents));
+        let slot = Slot::record(FieldKey::Std("value".into()));
+        // Rita and Carl set the value concurrently: a conflict.
+        let carl = author(3, "carl-web");
+        let mut theirs = RecordDoc::from_automerge(doc.automerge().clone(), &carl.device).unwrap();
+        for (d, who, cents) in [
+            (&mut doc, author(2, "rita-phone"), 5000),
+            (&mut theirs, carl, 9000),
+        ] {
+            let ctx = EditCtx {
+                author: &who,
+                now_ms: T0 + 1,
+                catalog: &catalog,
+                policy: &policy,
+            };
+            d.apply(
+                &ctx,
+                "value",
+                &[Edit::Set(slot.field.clone(), value(cents))],
+            )
+            .unwrap();
+        }
+        doc.merge(&mut theirs).unwrap();
+        let seen: Vec<String> = doc
+            .field_candidates(&catalog, &policy, &slot)
+            .into_iter()
+            .map(|c| c.op)
+            .collect();
+        assert_eq!(seen.len(), 2);
+        let heads = doc.automerge().get_heads();
+        let rita = author(2, "rita-phone");
+        let ctx = EditCtx {
+            author: &rita,
+            now_ms: T0 + 2,
+            catalog: &catalog,
+            policy: &policy,
+        };
+        doc.resolve_field(&ctx, &slot, &seen, Choice::Pick(2))
+            .unwrap();
+        let resolution = changes_after(&doc, &heads).pop().unwrap();
+        assert_eq!(
+            check_resolutions(doc.automerge(), &resolution, &catalog, &policy),
+            Ok(())
+        );
+        let honest = added_entries(doc.automerge(), &resolution)
+            .unwrap()
+            .pop()
+            .unwrap();
+
+        // The same entry with a candidate's value changed, with a candidate no one wrote, or
+        // choosing an operation it does not list: each is refused.
+        let mut changed = honest.clone();
+        changed.candidates[0].value = value(1);
+        let mut invented = honest.clone();
+        invented.candidates.push(crate::Candidate {
+            op: "99@abcdef".into(),
+            ..honest.candidates[0].clone()
+        });
+        let mut unlisted = honest.clone();
+        unlisted.chosen_op = Some("98@abcdef".into());
+        for (n, mut forged) in [changed, invented, unlisted].into_iter().enumerate() {
+            forged.id = format!("forged-{n}");
+            let mut d = doc.automerge().clone();
+            let audit = d.get(automerge::ROOT, "audit").unwrap().unwrap().1;
+            let before = d.get_heads();
+            let mut tx = d.transaction();
+            tx.put(
+                &audit,
+                forged.id.as_str(),
+                serde_json::to_string(&forged).unwrap(),
+            )
+            .unwrap();
+            tx.commit();
+            let change = d.get_changes(&before).pop().unwrap();
+            assert!(
+                matches!(
+                    check_resolutions(&d, &change, &catalog, &policy),
+                    Err(WriteViolation::InventedCandidate { .. })
+                ),
+                "forgery {n} passed"
+            );
         }
     }
 }

@@ -28,7 +28,7 @@ mod snapshot;
 mod validate;
 mod value;
 
-pub use authorship::{ChangeAuthor, WriteViolation, check_change};
+pub use authorship::{ChangeAuthor, WriteViolation, check_change, check_resolutions};
 pub use catalog::{
     Catalog, CatalogDoc, CrmReach, CustomFieldDef, CustomFieldType, Named, Pipeline, PolicyText,
     Stage, User,

@@ -35,7 +35,7 @@ use sellsync_sync::{
 
 use crate::acl::Acl;
 use crate::credential::{Issuer, PeerAuth, SigningKey};
-use crate::signed::{self, ChangeSignature, KnownDevice, SignatureKind, Verifier};
+use crate::signed::{self, KnownDevice, Proof, Proven, Verifier};
 
 /// The record id of the catalog document a hub shares with every device.
 pub const CATALOG_ID: &str = "catalog";
@@ -90,12 +90,17 @@ pub struct StoreReplica {
     /// whether it is a hub (which endorses every change it sends and checks every change it
     /// receives).
     signing: Option<(SigningKey, bool)>,
+    /// A hub's latest endorsement of each document it sent (see [`crate::signed`]): the same
+    /// heads give the same signature, so a document sent to many devices is signed once.
+    endorsements: RefCell<HashMap<RecordId, Proof>>,
     /// The key each peer proved or presented in this process's sessions (see
     /// [`Replica::peer_store`]).
     peer_keys: HashMap<DeviceId, Vec<u8>>,
 }
 
 const ACCESS_KEY: &str = "service/access/";
+/// How many documents' endorsements a hub keeps in memory before starting afresh.
+const ENDORSEMENT_CACHE: usize = 50_000;
 /// Key-value prefix of the store key each peer last presented (see [`Replica::peer_store`]).
 const PEER_STORE_KEY: &str = "service/peer-store/";
 
@@ -185,6 +190,7 @@ impl StoreReplica {
             access: RefCell::new(HashMap::new()),
             fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
             signing: None,
+            endorsements: RefCell::new(HashMap::new()),
             peer_keys: HashMap::new(),
         }
     }
@@ -405,11 +411,13 @@ impl StoreReplica {
         users.iter().all(|u| self.may_see(*u, &access))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn receive_existing(
         &self,
         b: &mut sellsync_store::DocBatch<'_, '_>,
         peer: &Peer,
         kind: &str,
+        seq: u64,
         inc: Incoming<'_>,
         verifier: Option<&Verifier<'_>>,
     ) -> Result<Received, StoreError> {
@@ -418,18 +426,42 @@ impl StoreReplica {
         let message = inc.message;
         let offered = inc.signatures;
         let record = inc.doc;
+        // Who may write it: who may see it as it is before this message (from the memo when
+        // it is current, else from the document below).
+        let memo_access = verifier.and_then(|_| {
+            let memo = self.access.borrow();
+            memo.get(record)
+                .filter(|(s, _)| *s == seq)
+                .map(|(_, a)| a.clone())
+        });
+        // The endorsement kept for relaying, which one from a LAN peer replaces only if it
+        // reaches at least as far.
+        let kept_endorsement = if self.is_hub() {
+            None
+        } else {
+            b.store()
+                .kv_get(&format!("{}{record}", signed::ENDORSED_KEY))?
+                .and_then(|b| signed::decode(&b).ok())
+                .and_then(|mut p| p.pop())
+        };
         // A message automerge panics on leaves the document in an unknown state: it is
         // dropped from memory unwritten (the stored one is untouched) and the message rejected.
         // So is one with a change its author did not sign or may not have made.
         let outcome = b.with_doc_mut_owned(inc.doc, kind, |mut doc| {
             let before = doc.get_heads();
-            // Who may write it: who may see it as it is before this message.
-            let access_before = verifier.map(|_| self.access_of(&doc));
+            let access_before = match (verifier, memo_access) {
+                (None, _) => None,
+                (Some(_), Some(a)) => Some(a),
+                (Some(_), None) => Some(self.access_of(&doc)),
+            };
             match guarded(|| doc.receive_sync_message(state, message)) {
                 Ok(received) => {
                     let changed = doc.get_heads() != before;
                     if !changed || received.is_err() {
-                        return (Some(doc), Ok((received.is_ok(), changed, Vec::new())));
+                        return (
+                            Some(doc),
+                            Ok((received.is_ok(), changed, Proven::default())),
+                        );
                     }
                     let new = doc.get_changes(&before);
                     let may_write =
@@ -437,7 +469,19 @@ impl StoreReplica {
                     match self.checked(
                         peer, record, kind, &doc, &new, &offered, verifier, &may_write,
                     ) {
-                        Ok(proving) => (Some(doc), Ok((true, true, proving))),
+                        Ok(mut proven) => {
+                            let from_hub = verifier.is_none();
+                            if !from_hub
+                                && let (
+                                    Some(Proof::Hub { heads: old, .. }),
+                                    Some(Proof::Hub { heads: new, .. }),
+                                ) = (&kept_endorsement, &proven.endorsement)
+                                && !signed::covers(&doc, new, old)
+                            {
+                                proven.endorsement = None;
+                            }
+                            (Some(doc), Ok((true, true, proven)))
+                        }
                         Err(()) => (None, Err(Received::Forged)),
                     }
                 }
@@ -447,7 +491,7 @@ impl StoreReplica {
                 }
             }
         })?;
-        let (ok, changed, proving) = match outcome {
+        let (ok, changed, proven) = match outcome {
             Ok(o) => o,
             Err(refused) => {
                 *state = saved;
@@ -458,14 +502,14 @@ impl StoreReplica {
             *state = saved;
             return Ok(Received::Rejected);
         }
-        self.keep_signatures(b, &proving)?;
+        self.keep_proofs(b, record, &proven)?;
         b.store()
             .put_sync_state(&peer.node, inc.doc, &state.encode())?;
         Ok(Received::Applied { changed })
     }
 
     /// Checks the changes new to this node (`new`, in `doc`) against the signatures offered,
-    /// when there is a verifier; logs a refusal with the peer. `Ok` carries the signatures a
+    /// when there is a verifier; logs a refusal with the peer. `Ok` carries the proofs a
     /// device keeps for relaying.
     #[allow(clippy::too_many_arguments)]
     fn checked(
@@ -478,7 +522,7 @@ impl StoreReplica {
         offered: &[u8],
         verifier: Option<&Verifier<'_>>,
         may_write: &dyn Fn(UserId) -> bool,
-    ) -> Result<Vec<ChangeSignature>, ()> {
+    ) -> Result<Proven, ()> {
         let offered = match signed::decode(offered) {
             Ok(o) => o,
             Err(why) => {
@@ -487,16 +531,26 @@ impl StoreReplica {
             }
         };
         let Some(verifier) = verifier else {
-            // From the hub: kept as proof for relaying, for the changes it carried.
-            let new: std::collections::BTreeSet<ChangeHash> =
-                new.iter().map(|c| c.hash()).collect();
-            return Ok(offered
-                .into_iter()
-                .filter(|s| new.contains(&s.hash))
-                .collect());
+            // From the hub: its endorsement is kept as proof for relaying (unchecked: the hub
+            // is trusted; a LAN peer that is relayed to checks it).
+            let _ = new;
+            return Ok(Proven {
+                authors: Vec::new(),
+                endorsement: offered.into_iter().find(|p| matches!(p, Proof::Hub { .. })),
+            });
         };
         verifier
-            .check(doc, kind, new, &offered, may_write)
+            .check(
+                doc,
+                kind,
+                new,
+                &offered,
+                may_write,
+                signed::Rules {
+                    catalog: &self.catalog,
+                    policy: &self.policy,
+                },
+            )
             .map_err(|refusal| {
                 tracing::warn!(
                     peer = %peer.node,
@@ -507,24 +561,29 @@ impl StoreReplica {
             })
     }
 
-    /// Keeps the signatures that proved received changes, on a device (for relaying them).
-    fn keep_signatures(
+    /// Keeps what proved received changes, on a device (for relaying them): authors'
+    /// signatures by change, the hub's endorsement by document (replacing the one kept).
+    fn keep_proofs(
         &self,
         b: &mut sellsync_store::DocBatch<'_, '_>,
-        proving: &[ChangeSignature],
+        record: &RecordId,
+        proven: &Proven,
     ) -> Result<(), StoreError> {
-        if self.is_hub() || proving.is_empty() {
+        if self.is_hub() {
             return Ok(());
         }
-        let mut by_hash: std::collections::BTreeMap<ChangeHash, Vec<ChangeSignature>> =
-            Default::default();
-        for s in proving {
-            by_hash.entry(s.hash).or_default().push(s.clone());
+        for p in &proven.authors {
+            if let Proof::Author { hash, .. } = p {
+                b.store().kv_put(
+                    &format!("{}{hash}", signed::SIG_KEY),
+                    &signed::encode(std::slice::from_ref(p)),
+                )?;
+            }
         }
-        for (hash, sigs) in by_hash {
+        if let Some(e) = &proven.endorsement {
             b.store().kv_put(
-                &format!("{}{hash}", signed::SIG_KEY),
-                &signed::encode(&sigs),
+                &format!("{}{record}", signed::ENDORSED_KEY),
+                &signed::encode(std::slice::from_ref(e)),
             )?;
         }
         Ok(())
@@ -570,7 +629,7 @@ impl StoreReplica {
         // changes are checked: not on a device's pull from its hub).
         let access = verifier.map(|_| self.access_of(&tmp));
         let may_write = |u: UserId| access.as_ref().is_none_or(|a| self.may_see(u, a));
-        let Ok(proving) = self.checked(
+        let Ok(proven) = self.checked(
             peer,
             inc.doc,
             &kind,
@@ -583,7 +642,7 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Forged);
         };
-        self.keep_signatures(b, &proving)?;
+        self.keep_proofs(b, inc.doc, &proven)?;
         // The document is new here: the received one becomes the stored one (no merge into an
         // empty document, which would apply every change a second time).
         b.with_doc_mut_owned(inc.doc, &kind, |_empty| (Some(tmp), ()))?;
@@ -800,9 +859,38 @@ impl Replica for StoreReplica {
         let Some((key, hub)) = &self.signing else {
             return Ok(vec![Vec::new(); sent.len()]);
         };
-        let me = actor_of(&self.node);
         let store = self.store();
         let view = store.read()?;
+        if *hub {
+            // One endorsement of the document's heads vouches for every change the message
+            // carries (they are all reachable from them); no document is loaded.
+            let mut kept = self.endorsements.borrow_mut();
+            if kept.len() > ENDORSEMENT_CACHE {
+                kept.clear();
+            }
+            let mut out = Vec::with_capacity(sent.len());
+            for (doc, hashes) in sent {
+                let heads = match hashes.is_empty() {
+                    true => None,
+                    false => view.doc_heads(doc)?,
+                };
+                let proof = heads.and_then(|mut heads| {
+                    heads.sort();
+                    match kept.get(doc) {
+                        Some(p @ Proof::Hub { heads: h, .. }) if *h == heads => Some(p.clone()),
+                        _ => {
+                            let p = Proof::hub(key, &heads)?;
+                            kept.insert(doc.clone(), p.clone());
+                            Some(p)
+                        }
+                    }
+                });
+                out.push(signed::encode(proof.as_slice()));
+            }
+            return Ok(out);
+        }
+        // A device signs its own changes and relays the proofs it kept for the others.
+        let me = actor_of(&self.node);
         let mut cache = self.docs.borrow_mut();
         let mut out = Vec::with_capacity(sent.len());
         for (doc, hashes) in sent {
@@ -814,23 +902,21 @@ impl Replica for StoreReplica {
                         .collect()
                 })?
                 .unwrap_or_default();
-            let mut sigs = Vec::with_capacity(hashes.len());
+            let mut proofs = Vec::with_capacity(hashes.len());
+            let mut relays = false;
             for (hash, actor) in hashes.iter().zip(actors) {
                 if actor.as_ref() == Some(&me) {
-                    let kind = if *hub {
-                        SignatureKind::Hub
-                    } else {
-                        SignatureKind::Author
-                    };
-                    sigs.push(ChangeSignature::sign(key, *hash, kind));
-                } else if *hub {
-                    // Every change the hub holds has passed its checks: it vouches for it.
-                    sigs.push(ChangeSignature::sign(key, *hash, SignatureKind::Hub));
+                    proofs.push(Proof::author(key, *hash));
                 } else if let Some(kept) = view.kv_get(&format!("{}{hash}", signed::SIG_KEY))? {
-                    sigs.extend(signed::decode(&kept).unwrap_or_default());
+                    proofs.extend(signed::decode(&kept).unwrap_or_default());
+                } else {
+                    relays = true;
                 }
             }
-            out.push(signed::encode(&sigs));
+            if relays && let Some(kept) = view.kv_get(&format!("{}{doc}", signed::ENDORSED_KEY))? {
+                proofs.extend(signed::decode(&kept).unwrap_or_default());
+            }
+            out.push(signed::encode(&proofs));
         }
         Ok(out)
     }
@@ -901,9 +987,9 @@ impl Replica for StoreReplica {
             let mut out = Vec::with_capacity(batch.len());
             for inc in batch {
                 let doc = inc.doc.clone();
-                let kind = b.store().doc_meta(inc.doc)?.map(|m| m.kind);
-                out.push(match kind {
-                    Some(kind) => me.receive_existing(b, peer, &kind, inc, verifier)?,
+                let meta = b.store().doc_meta(inc.doc)?;
+                out.push(match meta {
+                    Some(m) => me.receive_existing(b, peer, &m.kind, m.seq, inc, verifier)?,
                     None => me.receive_new(b, peer, inc, verifier)?,
                 });
                 if out.last() == Some(&Received::Malformed) {

@@ -1,12 +1,15 @@
 //! Signed changes: who made each change, proven, and what its author may have written.
 //!
 //! - Every change's automerge actor is its node's id ([`crate::replica::actor_of`]), so a change
-//!   names its author; a signature proves it. A node signs the changes it sends of its own
-//!   with its key (a device its device key, the hub its hub key; the bridge writes as the hub).
-//! - The hub *endorses* every other change it sends (it signs the hash with its key, kind
-//!   [`SignatureKind::Hub`]): the hub has checked it. A device keeps the signatures it received
-//!   (key-value entries `service/sig/<hash>`) so that it can relay the changes to a LAN peer or
-//!   to the hub with their proof.
+//!   names its author; a signature proves it. A device signs each change of its own it sends
+//!   with its device key ([`Proof::Author`]).
+//! - The hub *endorses* what it sends: one signature over the document's heads
+//!   ([`Proof::Hub`]) vouches for every change reachable from them (change hashes chain, so
+//!   the heads fix that set): the hub has checked each of them, or made it (the bridge writes
+//!   as the hub). One signature per document and message, whatever the number of changes.
+//! - A device keeps what proves the changes it received, for relaying them to a LAN peer or
+//!   to the hub: the latest hub endorsement of each document (key-value entry
+//!   `service/endorsed/<record>`) and a LAN peer's author signatures (`service/sig/<hash>`).
 //! - On receipt, every change new to the receiver is checked before anything of the message is
 //!   kept ([`Verifier`]): the hub wants its author's signature by the key that author's device
 //!   presented to it (or its own endorsement), from a device with a live token, and the change
@@ -15,103 +18,189 @@
 //!   credential key and the write rules, anyone else's by the hub's endorsement. A device does
 //!   not check what its hub sends (it trusts the hub through TLS and its enrollment).
 //!
-//! Wire format of the signatures beside one sync message: a sequence of 97-byte entries
-//! `change hash (32) | kind (1: 0 author, 1 hub) | Ed25519 signature (64)` over
-//! [`CHANGE_DOMAIN`] ‖ hash.
+//! Wire format of the proofs beside one sync message: a sequence of entries, each a kind byte
+//! then its body:
+//! - `0`: an author's signature: change hash (32), Ed25519 signature (64) over
+//!   [`CHANGE_DOMAIN`] ‖ hash;
+//! - `1`: the hub's endorsement: heads count (u16 LE, at least 1), the heads (32 each, in
+//!   ascending order, no repeats), Ed25519 signature (64) over [`HEADS_DOMAIN`] ‖ count ‖ heads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{Automerge, Change, ChangeHash};
-use sellsync_model::{ChangeAuthor, DeviceId, UserId, check_change};
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use sellsync_model::{
+    Catalog, ChangeAuthor, DeviceId, Policy, UserId, check_change, check_resolutions,
+};
 
 use crate::credential::{SigningKey, verify_signature};
 
-/// The domain tag of a change signature.
+/// The domain tag of an author's change signature.
 pub const CHANGE_DOMAIN: &[u8] = b"sellsync/change/v1\0";
-/// Key-value prefix of the signatures a device keeps for relaying.
+/// The domain tag of the hub's endorsement of a document's heads.
+pub const HEADS_DOMAIN: &[u8] = b"sellsync/heads/v1\0";
+/// Key-value prefix of the author signatures a device keeps for relaying (by change hash).
 pub const SIG_KEY: &str = "service/sig/";
-const ENTRY_LEN: usize = 32 + 1 + 64;
+/// Key-value prefix of the hub endorsement a device keeps for relaying (by record id).
+pub const ENDORSED_KEY: &str = "service/endorsed/";
+const SIGNATURE_LEN: usize = 64;
 
-/// Who signed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureKind {
-    /// The change's author.
-    Author,
-    /// The hub, vouching for a change it accepted (or made).
-    Hub,
-}
-
-/// One change's signature.
+/// What proves changes: an author's signature of one change, or the hub's of a document's heads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangeSignature {
-    /// The change.
-    pub hash: ChangeHash,
-    /// Who signed.
-    pub kind: SignatureKind,
-    /// The Ed25519 signature over [`CHANGE_DOMAIN`] ‖ hash.
-    pub signature: Vec<u8>,
+pub enum Proof {
+    /// The change's author signed it.
+    Author {
+        /// The change.
+        hash: ChangeHash,
+        /// The Ed25519 signature over [`CHANGE_DOMAIN`] ‖ hash.
+        signature: Vec<u8>,
+    },
+    /// The hub vouches for every change reachable from `heads`.
+    Hub {
+        /// The heads, ascending, without repeats, at least one.
+        heads: Vec<ChangeHash>,
+        /// The Ed25519 signature over [`HEADS_DOMAIN`] ‖ count (u16 LE) ‖ heads.
+        signature: Vec<u8>,
+    },
 }
 
-fn message(hash: &ChangeHash) -> Vec<u8> {
+fn change_message(hash: &ChangeHash) -> Vec<u8> {
     let mut m = CHANGE_DOMAIN.to_vec();
     m.extend_from_slice(&hash.0);
     m
 }
 
-impl ChangeSignature {
-    /// `key`'s signature of `hash`, as `kind`.
-    pub fn sign(key: &SigningKey, hash: ChangeHash, kind: SignatureKind) -> ChangeSignature {
-        ChangeSignature {
+/// The bytes the hub signs for `heads` (ascending, no repeats, at most `u16::MAX`).
+fn heads_message(heads: &[ChangeHash]) -> Vec<u8> {
+    let mut m = HEADS_DOMAIN.to_vec();
+    m.extend_from_slice(&(heads.len() as u16).to_le_bytes());
+    for h in heads {
+        m.extend_from_slice(&h.0);
+    }
+    m
+}
+
+impl Proof {
+    /// `key`'s signature of `hash`, as its author.
+    pub fn author(key: &SigningKey, hash: ChangeHash) -> Proof {
+        Proof::Author {
             hash,
-            kind,
-            signature: key.sign(&message(&hash)),
+            signature: key.sign(&change_message(&hash)),
         }
     }
 
-    /// Whether it is `key`'s signature of its hash.
+    /// `key`'s endorsement (as the hub) of every change reachable from `heads`; `None` for no
+    /// heads (an empty document) or more than `u16::MAX` of them.
+    pub fn hub(key: &SigningKey, heads: &[ChangeHash]) -> Option<Proof> {
+        let heads: Vec<ChangeHash> = heads
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if heads.is_empty() || heads.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let signature = key.sign(&heads_message(&heads));
+        Some(Proof::Hub { heads, signature })
+    }
+
+    /// Whether `key` made this proof.
     pub fn verifies(&self, key: &[u8]) -> bool {
-        verify_signature(key, &message(&self.hash), &self.signature)
+        match self {
+            Proof::Author { hash, signature } => {
+                verify_signature(key, &change_message(hash), signature)
+            }
+            Proof::Hub { heads, signature } => {
+                verify_signature(key, &heads_message(heads), signature)
+            }
+        }
     }
 }
 
-/// The wire form of a list of signatures.
-pub fn encode(sigs: &[ChangeSignature]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(sigs.len() * ENTRY_LEN);
-    for s in sigs {
-        out.extend_from_slice(&s.hash.0);
-        out.push(match s.kind {
-            SignatureKind::Author => 0,
-            SignatureKind::Hub => 1,
-        });
-        out.extend_from_slice(&s.signature);
+/// The wire form of a list of proofs.
+pub fn encode(proofs: &[Proof]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in proofs {
+        match p {
+            Proof::Author { hash, signature } => {
+                out.push(0);
+                out.extend_from_slice(&hash.0);
+                out.extend_from_slice(signature);
+            }
+            Proof::Hub { heads, signature } => {
+                out.push(1);
+                out.extend_from_slice(&(heads.len() as u16).to_le_bytes());
+                for h in heads {
+                    out.extend_from_slice(&h.0);
+                }
+                out.extend_from_slice(signature);
+            }
+        }
     }
     out
 }
 
-/// Reads [`encode`]'s output; an error for anything else.
-pub fn decode(bytes: &[u8]) -> Result<Vec<ChangeSignature>, String> {
-    if !bytes.len().is_multiple_of(ENTRY_LEN) {
-        return Err(format!(
-            "change signatures of {} bytes (entries are {ENTRY_LEN})",
-            bytes.len()
-        ));
+/// Reads [`encode`]'s output; an error for anything else (so that what decodes encodes to the
+/// same bytes).
+pub fn decode(mut bytes: &[u8]) -> Result<Vec<Proof>, String> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
+        if bytes.len() < n {
+            return Err(format!("change proofs end inside {what}"));
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Ok(head)
     }
-    bytes
-        .chunks(ENTRY_LEN)
-        .map(|e| {
-            let hash = ChangeHash::try_from(&e[..32]).map_err(|e| e.to_string())?;
-            let kind = match e[32] {
-                0 => SignatureKind::Author,
-                1 => SignatureKind::Hub,
-                k => return Err(format!("unknown signature kind {k}")),
-            };
-            Ok(ChangeSignature {
-                hash,
-                kind,
-                signature: e[33..].to_vec(),
-            })
-        })
-        .collect()
+    fn hash(b: &[u8]) -> Result<ChangeHash, String> {
+        ChangeHash::try_from(b).map_err(|e| e.to_string())
+    }
+    let mut out = Vec::new();
+    while let Some((&kind, rest)) = bytes.split_first() {
+        bytes = rest;
+        match kind {
+            0 => {
+                let hash = hash(take(&mut bytes, 32, "a change hash")?)?;
+                let signature = take(&mut bytes, SIGNATURE_LEN, "a signature")?.to_vec();
+                out.push(Proof::Author { hash, signature });
+            }
+            1 => {
+                let count = take(&mut bytes, 2, "a heads count")?;
+                let count = usize::from(u16::from_le_bytes([count[0], count[1]]));
+                if count == 0 {
+                    return Err("a hub endorsement of no heads".into());
+                }
+                let mut heads = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let h = hash(take(&mut bytes, 32, "the heads")?)?;
+                    if heads.last().is_some_and(|last| *last >= h) {
+                        return Err("a hub endorsement's heads out of order".into());
+                    }
+                    heads.push(h);
+                }
+                let signature = take(&mut bytes, SIGNATURE_LEN, "a signature")?.to_vec();
+                out.push(Proof::Hub { heads, signature });
+            }
+            k => return Err(format!("unknown change proof kind {k}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The changes of `doc` that `heads` do not reach (`heads` not in `doc` are left out; with
+/// none left, every change). A change of `doc` outside this set is reachable from `heads`.
+pub fn outside(doc: &Automerge, heads: &[ChangeHash]) -> BTreeSet<ChangeHash> {
+    let present: Vec<ChangeHash> = heads
+        .iter()
+        .filter(|h| doc.get_change_by_hash(h).is_some())
+        .copied()
+        .collect();
+    doc.get_changes(&present).iter().map(|c| c.hash()).collect()
+}
+
+/// Whether endorsement `newer` reaches every change that `older` reaches, in `doc`.
+pub fn covers(doc: &Automerge, newer: &[ChangeHash], older: &[ChangeHash]) -> bool {
+    let missed = outside(doc, newer);
+    older.iter().all(|h| !missed.contains(h))
 }
 
 /// The device a change names as its author (its actor id), if it names one.
@@ -174,43 +263,74 @@ impl std::fmt::Debug for Verifier<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
 
+/// The catalog and policy a receiver reads records with (a resolution's candidates are read
+/// with them).
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// The catalog.
+    pub catalog: &'a Catalog,
+    /// The policy.
+    pub policy: &'a Policy,
+}
+
+/// What proved the changes of one message: the proofs a device keeps to relay them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proven {
+    /// The authors' signatures that proved changes (one per change).
+    pub authors: Vec<Proof>,
+    /// The hub's endorsement that reached the most of them, if one did.
+    pub endorsement: Option<Proof>,
+}
+
 impl Verifier<'_> {
     /// Checks every change of `changes` (new to the receiver, all in `doc`, a document of
-    /// `kind`) against `sigs`; `may_write` says whether a user may see the record as it was
-    /// before (a user writes only records they may see). Returns the signatures that proved
-    /// the changes (for a device to keep).
+    /// `kind`, as it is after the message) against `proofs`; `may_write` says whether a user
+    /// may see the record as it was before (a user writes only records they may see); `rules`
+    /// read the record as each change's author saw it. Returns what proved the changes (for a
+    /// device to keep).
     pub fn check(
         &self,
         doc: &Automerge,
         kind: &str,
         changes: &[Change],
-        sigs: &[ChangeSignature],
+        proofs: &[Proof],
         may_write: &dyn Fn(UserId) -> bool,
-    ) -> Result<Vec<ChangeSignature>, Refusal> {
-        let mut by_hash: BTreeMap<ChangeHash, Vec<&ChangeSignature>> = BTreeMap::new();
-        for s in sigs {
-            by_hash.entry(s.hash).or_default().push(s);
+        rules: Rules<'_>,
+    ) -> Result<Proven, Refusal> {
+        let hub_key = match self {
+            Verifier::Hub { hub_key, .. } => hub_key.as_deref(),
+            Verifier::LanPeer { hub_key, .. } => *hub_key,
+        };
+        let mut authors: BTreeMap<ChangeHash, Vec<&Proof>> = BTreeMap::new();
+        let mut endorsed_heads = Vec::new();
+        let mut endorsement = None;
+        for p in proofs {
+            match p {
+                Proof::Author { hash, .. } => authors.entry(*hash).or_default().push(p),
+                Proof::Hub { heads, .. } => {
+                    if hub_key.is_some_and(|k| p.verifies(k)) {
+                        endorsed_heads.extend_from_slice(heads);
+                        endorsement.get_or_insert(p);
+                    }
+                }
+            }
         }
-        let mut proving = Vec::new();
+        // The changes the hub's endorsements do not reach (all of them without one).
+        let unendorsed = if endorsed_heads.is_empty() {
+            None
+        } else {
+            Some(outside(doc, &endorsed_heads))
+        };
+        let mut proven = Proven::default();
+        let mut used_endorsement = false;
         for change in changes {
             let hash = change.hash();
             let short = hex_short(&hash);
             let author = author_of(change)
                 .ok_or_else(|| Refusal(format!("change {short} names no device as its author")))?;
-            let offered = by_hash.get(&hash).map(Vec::as_slice).unwrap_or_default();
-            let signed_by = |key: &[u8], kind: SignatureKind| {
-                offered
-                    .iter()
-                    .find(|s| s.kind == kind && s.verifies(key))
-                    .map(|s| (*s).clone())
-            };
-            let hub_key = match self {
-                Verifier::Hub { hub_key, .. } => hub_key.as_deref(),
-                Verifier::LanPeer { hub_key, .. } => *hub_key,
-            };
             // The hub vouches for it: nothing more to check.
-            if let Some(s) = hub_key.and_then(|k| signed_by(k, SignatureKind::Hub)) {
-                proving.push(s);
+            if unendorsed.as_ref().is_some_and(|u| !u.contains(&hash)) {
+                used_endorsement = true;
                 continue;
             }
             let (user, key) = match self {
@@ -247,7 +367,8 @@ impl Verifier<'_> {
                     (*user, peer_key.map(<[u8]>::to_vec))
                 }
             };
-            let Some(s) = key.and_then(|k| signed_by(&k, SignatureKind::Author)) else {
+            let offered = authors.get(&hash).map(Vec::as_slice).unwrap_or_default();
+            let Some(proof) = key.and_then(|k| offered.iter().find(|p| p.verifies(&k))) else {
                 return Err(Refusal(format!(
                     "change {short} by {author} is not signed with {author}'s key"
                 )));
@@ -271,10 +392,14 @@ impl Verifier<'_> {
                     device: &author,
                 },
             )
+            .and_then(|()| check_resolutions(doc, change, rules.catalog, rules.policy))
             .map_err(|v| Refusal(format!("change {short} by {author}: {v}")))?;
-            proving.push(s);
+            proven.authors.push((*proof).clone());
         }
-        Ok(proving)
+        if used_endorsement {
+            proven.endorsement = endorsement.cloned();
+        }
+        Ok(proven)
     }
 }
 
@@ -285,21 +410,65 @@ fn hex_short(hash: &ChangeHash) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use automerge::ROOT;
+    use automerge::transaction::Transactable;
 
     #[test]
-    fn signatures_round_trip_and_garbage_is_an_error() {
+    fn proofs_round_trip_and_garbage_is_an_error() {
         let key = SigningKey::generate().unwrap();
-        let hash = ChangeHash([7; 32]);
-        let s = ChangeSignature::sign(&key, hash, SignatureKind::Hub);
-        assert!(s.verifies(&key.public_key()));
+        let a = Proof::author(&key, ChangeHash([7; 32]));
+        let h = Proof::hub(
+            &key,
+            &[
+                ChangeHash([9; 32]),
+                ChangeHash([8; 32]),
+                ChangeHash([9; 32]),
+            ],
+        )
+        .unwrap();
+        assert!(
+            matches!(&h, Proof::Hub { heads, .. } if heads == &[ChangeHash([8; 32]), ChangeHash([9; 32])])
+        );
+        assert!(a.verifies(&key.public_key()) && h.verifies(&key.public_key()));
         let other = SigningKey::generate().unwrap();
-        assert!(!s.verifies(&other.public_key()));
-        let bytes = encode(&[s.clone(), s.clone()]);
-        assert_eq!(decode(&bytes).unwrap(), vec![s.clone(), s]);
-        assert!(decode(&bytes[1..]).is_err());
-        let mut bad = bytes.clone();
-        bad[32] = 9;
-        assert!(decode(&bad).is_err());
+        assert!(!a.verifies(&other.public_key()) && !h.verifies(&other.public_key()));
+        assert_eq!(Proof::hub(&key, &[]), None);
+        let bytes = encode(&[a.clone(), h.clone(), a.clone()]);
+        assert_eq!(decode(&bytes).unwrap(), vec![a.clone(), h.clone(), a]);
         assert_eq!(decode(&[]).unwrap(), vec![]);
+        for cut in 1..bytes.len() {
+            if let Ok(p) = decode(&bytes[..cut]) {
+                // Only whole entries decode.
+                assert_eq!(encode(&p), bytes[..cut]);
+            }
+        }
+        let mut bad = bytes.clone();
+        bad[0] = 9;
+        assert!(decode(&bad).is_err());
+        // The endorsement's heads out of order, or none, are refused.
+        let h_bytes = encode(&[h]);
+        let mut swapped = h_bytes.clone();
+        swapped[3..35].copy_from_slice(&h_bytes[35..67]);
+        swapped[35..67].copy_from_slice(&h_bytes[3..35]);
+        assert!(decode(&swapped).is_err());
+        assert!(decode(&[1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn an_endorsement_reaches_the_ancestors_of_its_heads_only() {
+        let mut doc = Automerge::new();
+        let mut hashes = Vec::new();
+        for i in 0..3i64 {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, "n", i).unwrap();
+            tx.commit();
+            hashes.push(doc.get_heads()[0]);
+        }
+        assert_eq!(outside(&doc, &[hashes[1]]), BTreeSet::from([hashes[2]]));
+        assert_eq!(outside(&doc, &[hashes[2]]), BTreeSet::new());
+        // Heads the document does not hold reach nothing.
+        assert_eq!(outside(&doc, &[ChangeHash([1; 32])]).len(), 3);
+        assert!(covers(&doc, &[hashes[2]], &[hashes[1]]));
+        assert!(!covers(&doc, &[hashes[1]], &[hashes[2]]));
     }
 }

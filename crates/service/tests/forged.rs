@@ -12,7 +12,7 @@ use sellsync_model::{
     UserId, Value,
 };
 use sellsync_service::credential::{self, Issuer, SigningKey};
-use sellsync_service::signed::{self, ChangeSignature, SignatureKind};
+use sellsync_service::signed::{self, Proof};
 use sellsync_service::{Acl, CATALOG_ID, Node, net, token};
 use sellsync_store::{NodeIdentity, Role as StoreRole, Store, StoreRead};
 use sellsync_sync::{
@@ -241,13 +241,19 @@ fn resign(frame: Vec<u8>, f: &dyn Fn(&BatchEntry) -> Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// The hashes an entry's signatures name, signed again by `key` as `kind`.
-fn signed_by(e: &BatchEntry, key: &SigningKey, kind: SignatureKind) -> Vec<u8> {
-    let sigs = signed::decode(&e.signatures).unwrap();
-    let again: Vec<ChangeSignature> = sigs
+/// The changes an entry's author signatures name, signed again by `key`: as their author, or
+/// (`as_hub`) as a hub endorsing each.
+fn signed_by(e: &BatchEntry, key: &SigningKey, as_hub: bool) -> Vec<u8> {
+    let proofs = signed::decode(&e.signatures).unwrap();
+    let again: Vec<Proof> = proofs
         .iter()
-        .map(|s| ChangeSignature::sign(key, s.hash, kind))
+        .filter_map(|p| match p {
+            Proof::Author { hash, .. } if as_hub => Proof::hub(key, &[*hash]),
+            Proof::Author { hash, .. } => Some(Proof::author(key, *hash)),
+            Proof::Hub { .. } => None,
+        })
         .collect();
+    assert!(!again.is_empty(), "the entry carried no author signature");
     signed::encode(&again)
 }
 
@@ -351,6 +357,63 @@ fn a_forged_audit_entry_and_a_deleted_one_are_refused() {
 }
 
 #[test]
+fn a_resolution_naming_a_value_no_one_wrote_is_refused() {
+    // Rita records, under her own name, that she settled a conflict on the deal's value
+    // between her 1,000.00 and 4,242.00 "written by the admin", and chose hers. The admin never
+    // wrote it: the entry names a candidate the deal never had.
+    let mut w = world();
+    let deal = w.deal.clone();
+    let value = sellsync_model::Slot::record(FieldKey::Std("value".into()));
+    let real: Vec<Candidate> = w
+        .rita
+        .replica_ref()
+        .docs()
+        .with_doc(&deal, |d| {
+            sellsync_model::RecordDoc::from_automerge(d.clone(), &"x".parse().unwrap())
+                .unwrap()
+                .field_candidates(&Catalog::example(), &Default::default(), &value)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(real.len(), 1);
+    let invented = Candidate {
+        value: Value::Money(Money::from_cents(424_200)),
+        at: T0 + 1,
+        by: UserId(1),
+        device: "admin-phone".parse().unwrap(),
+        op: "7@61646d696e2d70686f6e65".into(),
+    };
+    let entry = |candidates: Vec<Candidate>| {
+        serde_json::to_string(&AuditEntry {
+            id: "settled".into(),
+            slot: Some(value.clone()),
+            policy: "manual".into(),
+            candidates,
+            chosen: Chosen::Value(real[0].value.clone()),
+            chosen_op: Some(real[0].op.clone()),
+            by: Some(UserId(2)),
+            device: Some("rita-phone".parse().unwrap()),
+            at: T0 + 5,
+        })
+        .unwrap()
+    };
+    let forged = entry(vec![real[0].clone(), invented]);
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(d, "audit", "settled", forged)
+    });
+    assert_refused_alone(&mut w, &honest);
+
+    // The same entry naming only what was written goes through (odd, but true: it is hers).
+    let mut w = world();
+    let honest_entry = entry(real.clone());
+    forge(&mut w.rita, &deal, "deal", |d| {
+        put(d, "audit", "settled", honest_entry)
+    });
+    assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+    assert_eq!(heads(&w.hub, &deal), heads(&w.rita, &deal));
+}
+
+#[test]
 fn a_device_writing_the_catalog_or_a_crm_refusal_is_refused() {
     let mut w = world();
     let catalog: RecordId = CATALOG_ID.parse().unwrap();
@@ -406,12 +469,12 @@ fn unsigned_or_wrongly_signed_changes_are_refused() {
     .unwrap();
     let mut w = world();
     forged_edit(&mut w);
-    let as_carl = |f: Vec<u8>| resign(f, &|e| signed_by(e, &carl_key, SignatureKind::Author));
+    let as_carl = |f: Vec<u8>| resign(f, &|e| signed_by(e, &carl_key, false));
     assert_refused_alone(&mut w, &as_carl);
     let other_hub = SigningKey::generate().unwrap();
     let mut w = world();
     forged_edit(&mut w);
-    let as_hub = |f: Vec<u8>| resign(f, &|e| signed_by(e, &other_hub, SignatureKind::Hub));
+    let as_hub = |f: Vec<u8>| resign(f, &|e| signed_by(e, &other_hub, true));
     assert_refused_alone(&mut w, &as_hub);
 
     // The same edit, signed as it should be, goes through.
@@ -508,6 +571,80 @@ fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refus
 }
 
 #[test]
+fn a_change_that_came_through_the_hub_passes_over_the_lan_on_the_hubs_endorsement_alone() {
+    // Carl renames Rita's deal and syncs with the hub; Rita gets it from the hub; Tina (of the
+    // same team, whose tablet synced before the rename) gets it from Rita over the LAN. Carl's
+    // change reaches Tina from Rita, who did not write it: only the hub's endorsement of the
+    // deal's heads, which Rita kept, proves it.
+    let relayed = |tamper: Tamper<'_>| {
+        let mut w = world();
+        let deal = w.deal.clone();
+        let mut tina = device(w._dir.path(), &w.hub, "tina-tab", 2);
+        assert!(with_hub(&mut tina, &mut w.hub, &honest).is_empty());
+        w.carl
+            .apply(
+                &deal,
+                "rename",
+                &[sellsync_model::Edit::Set(
+                    FieldKey::Std("name".into()),
+                    Value::Text("Carl's name".into()),
+                )],
+                T0 + 10,
+            )
+            .unwrap();
+        assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
+        assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+        let before = heads(&tina, &deal);
+        let refused = lan(&mut w.rita, &mut tina, tamper);
+        (
+            refused,
+            before,
+            heads(&tina, &deal),
+            heads(&w.hub, &deal),
+            name(&mut tina, &deal),
+        )
+    };
+    let (refused, _, after, at_hub, name_at_tina) = relayed(&honest);
+    assert!(refused.is_empty());
+    assert_eq!(after, at_hub);
+    assert_eq!(name_at_tina, Some(Value::Text("Carl's name".into())));
+
+    // Without the endorsement, or with one by another hub, Tina keeps nothing of it.
+    let stripped = |f: Vec<u8>| {
+        resign(f, &|e| {
+            let proofs = signed::decode(&e.signatures).unwrap();
+            assert!(proofs.iter().any(|p| matches!(p, Proof::Hub { .. })));
+            signed::encode(
+                &proofs
+                    .into_iter()
+                    .filter(|p| !matches!(p, Proof::Hub { .. }))
+                    .collect::<Vec<_>>(),
+            )
+        })
+    };
+    let other_hub = SigningKey::generate().unwrap();
+    let foreign = |f: Vec<u8>| {
+        resign(f, &|e| {
+            let proofs: Vec<Proof> = signed::decode(&e.signatures)
+                .unwrap()
+                .into_iter()
+                .map(|p| match p {
+                    Proof::Hub { heads, .. } => Proof::hub(&other_hub, &heads).unwrap(),
+                    p => p,
+                })
+                .collect();
+            signed::encode(&proofs)
+        })
+    };
+    for tamper in [&stripped as Tamper<'_>, &foreign] {
+        let (refused, before, after, _, name_at_tina) = relayed(tamper);
+        assert_eq!(refused, vec!["deal-rita".parse::<RecordId>().unwrap()]);
+        assert_eq!(after, before);
+        assert_eq!(name_at_tina, Some(Value::Text("Fair lead".into())));
+    }
+}
+
+#[test]
 fn a_change_by_a_user_who_may_not_see_the_record_is_refused_even_relayed_by_one_who_may() {
     let mut w = world();
     let deal = w.deal.clone();
@@ -544,7 +681,7 @@ fn a_change_by_a_user_who_may_not_see_the_record_is_refused_even_relayed_by_one_
             .unwrap(),
     )
     .unwrap();
-    let sig = ChangeSignature::sign(&olga_key, change.hash(), SignatureKind::Author);
+    let sig = Proof::author(&olga_key, change.hash());
     forge(&mut w.carl, &deal, "deal", |d| {
         d.apply_changes([change.clone()]).unwrap()
     });

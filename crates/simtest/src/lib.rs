@@ -96,6 +96,10 @@ pub enum Step {
     RevokeDevice { dev: u8 },
     /// The hub's process restarts (node and bridge dropped, store opened again).
     RestartHub,
+    /// A hostile device writes a forged change straight into its own store (no edit API): a
+    /// value claiming another user, an audit entry claiming another's decision, an audit entry
+    /// deleted, or a catalog write. Nobody else may ever hold it.
+    Forge { dev: u8, pick: u32, what: u8 },
 }
 
 /// A seeded scenario.
@@ -188,6 +192,11 @@ impl Scenario {
                 91..=93 => Step::CrashDevice { dev },
                 94 => Step::ReplaceDevice { dev },
                 95 => Step::RevokeDevice { dev },
+                96 => Step::Forge {
+                    dev,
+                    pick: rng.random(),
+                    what: rng.random(),
+                },
                 _ => Step::RestartHub,
             };
             out.push(step);
@@ -210,6 +219,10 @@ struct Device {
     generation: u32,
     /// Its tokens were revoked: it can no longer sync with the hub until replaced.
     revoked: bool,
+    /// Records this device's store holds a forgery of (its copy stays apart: every message
+    /// about it is refused whole); `None` in the set stands for the catalog, whose forgery
+    /// changes how this device reads every record.
+    forged: BTreeSet<Option<RecordId>>,
 }
 
 /// The hub's process: its node and bridge.
@@ -236,6 +249,8 @@ struct World {
     trace: Vec<String>,
     /// The last settling push (what it left waiting or gave up).
     last_push: Option<PushReport>,
+    /// Every forged change: by which device, in which document.
+    forgeries: Vec<(usize, u32, RecordId, automerge::ChangeHash)>,
 }
 
 fn lock(node: &SharedNode) -> std::sync::MutexGuard<'_, Node> {
@@ -408,6 +423,7 @@ impl World {
             marker: 0,
             trace: Vec::new(),
             last_push: None,
+            forgeries: Vec::new(),
         };
         w.users = w.read_users()?;
         w.acl_toml = w.users.acl_toml();
@@ -440,6 +456,7 @@ impl World {
                 node: None,
                 generation: 0,
                 revoked: false,
+                forged: BTreeSet::new(),
             });
             w.enroll(i)?;
             // Every device starts from one whole sync with the hub (its records and its grant).
@@ -586,6 +603,7 @@ impl World {
         .map_err(|e| e.to_string())?;
         d.node = Some(Node::open(store, None).map_err(|e| e.to_string())?);
         d.revoked = false;
+        d.forged.clear();
         Ok(())
     }
 
@@ -662,8 +680,87 @@ impl World {
                 self.hub = None;
                 self.open_hub().map(|_| "restarted".into())
             }
+            Step::Forge { dev, pick, what } => self.forge(usize::from(dev) % n, pick, what),
         };
         r.unwrap_or_else(|e| format!("error: {e}"))
+    }
+
+    /// Device `i` forges a change in a record it holds (or in the catalog), bypassing the edit
+    /// API, as a rep with a modified app would.
+    fn forge(&mut self, i: usize, pick: u32, what: u8) -> Result<String, String> {
+        use automerge::transaction::Transactable;
+        use automerge::{ObjType, ROOT, ReadDoc};
+        let now = self.now;
+        let admin = self.users.ids[0];
+        let held = self.held(i)?;
+        let (id, kind) = match what % 4 {
+            3 => (
+                sellsync_service::CATALOG_ID.parse().map_err(|_| "id")?,
+                "catalog".to_owned(),
+            ),
+            _ if held.is_empty() => return Ok("nothing to forge".into()),
+            _ => {
+                let (id, kind, _) = &held[hot_pick(pick, held.len())];
+                (id.clone(), kind.clone())
+            }
+        };
+        let root_map = |d: &automerge::Automerge, key: &str| match d.get(ROOT, key) {
+            Ok(Some((automerge::Value::Object(ObjType::Map), obj))) => Some(obj),
+            _ => None,
+        };
+        let node = self.device(i)?;
+        let mut forged: Option<(String, automerge::ChangeHash)> = None;
+        node.replica()
+            .docs()
+            .with_doc_mut(&id, &kind, |d| {
+                let before = d.get_heads();
+                let (fields, audit) = (root_map(d, "fields"), root_map(d, "audit"));
+                let first_entry = audit
+                    .as_ref()
+                    .and_then(|a| d.keys(a).next().map(|k| k.to_string()));
+                let mut tx = d.transaction();
+                let what_done = match what % 4 {
+                    0 => fields.map(|fields| {
+                        let reg = json!(["Forged by a modified app", now, admin, "admin-web"]);
+                        let _ = tx.put(&fields, "name", reg.to_string());
+                        "a name claiming the admin"
+                    }),
+                    1 | 2 => audit.map(|audit| match &first_entry {
+                        Some(first) if what % 4 == 2 => {
+                            let _ = tx.delete(&audit, first.as_str());
+                            "an audit entry deleted"
+                        }
+                        _ => {
+                            let entry = json!({
+                                "id": "forged", "policy": "manual", "candidates": [],
+                                "chosen": {"value": {"text": "x"}},
+                                "by": admin, "device": "admin-web", "at": now,
+                            });
+                            let _ = tx.put(&audit, "forged", entry.to_string());
+                            "an audit entry claiming the admin"
+                        }
+                    }),
+                    _ => Some({
+                        let _ = tx.put(ROOT, "forged", "a catalog write");
+                        "a catalog write"
+                    }),
+                };
+                tx.commit();
+                if let (Some(done), [hash]) = (what_done, d.get_changes(&before).as_slice()) {
+                    forged = Some((done.to_owned(), hash.hash()));
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        let Some((done, hash)) = forged else {
+            return Ok(format!("nothing to forge in {id}"));
+        };
+        let in_catalog = id.as_str() == sellsync_service::CATALOG_ID;
+        self.devices[i]
+            .forged
+            .insert((!in_catalog).then(|| id.clone()));
+        let generation = self.devices[i].generation;
+        self.forgeries.push((i, generation, id.clone(), hash));
+        Ok(format!("forged {done} in {id}"))
     }
 
     fn create(&mut self, i: usize, contact: bool) -> Result<String, String> {
@@ -1302,6 +1399,11 @@ impl World {
         let mut seen_by: BTreeMap<RecordId, Vec<usize>> = BTreeMap::new();
         for &i in &live {
             let user = self.devices[i].user;
+            // A device's own forgeries keep its copies apart, by design (see `authorship`).
+            let forged = self.devices[i].forged.clone();
+            if forged.contains(&None) {
+                continue;
+            }
             let held = match self.held(i) {
                 Ok(h) => h,
                 Err(e) => {
@@ -1312,7 +1414,7 @@ impl World {
             let held: BTreeMap<RecordId, Projection> =
                 held.into_iter().map(|(id, _, p)| (id, p)).collect();
             for (id, r) in &records {
-                if !r.visible.contains(&user) {
+                if !r.visible.contains(&user) || forged.contains(&Some(id.clone())) {
                     continue;
                 }
                 match held.get(id) {
@@ -1361,6 +1463,10 @@ impl World {
                     .iter()
                     .copied()
                     .filter(|i| r.visible.contains(&self.devices[*i].user))
+                    .filter(|i| {
+                        let forged = &self.devices[*i].forged;
+                        !forged.contains(&None) && !forged.contains(&Some(id.clone()))
+                    })
                     .collect();
                 let want = serde_json::to_value(&r.projection.conflicts).unwrap_or_default();
                 let shown = allowed
@@ -1400,6 +1506,7 @@ impl World {
             }
         }
         v.extend(self.duplicates());
+        v.extend(self.authorship());
         let (mut lost_values, mut told) = (0usize, 0usize);
         // Notifications: each value lost automatically (notify and keep-server tiers, from the
         // audit trail) is told once to its author, on each of that author's devices.
@@ -1450,6 +1557,43 @@ impl World {
              {lost_values} values lost automatically, {told} checks of their notifications",
             records.len()
         ));
+        v
+    }
+
+    /// Authorship: no forged change reached the hub or any other device (or the forger's own
+    /// replacement store).
+    fn authorship(&mut self) -> Vec<String> {
+        use automerge::ReadDoc;
+        let mut v = Vec::new();
+        let forgeries = self.forgeries.clone();
+        let has = |node: &mut Node, id: &RecordId, hash: &automerge::ChangeHash| {
+            node.replica()
+                .docs()
+                .with_doc(id, |d| d.get_change_by_hash(hash).is_some())
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        };
+        let hub = self.hub_node();
+        for (forger, generation, id, hash) in &forgeries {
+            if has(&mut lock(&hub), id, hash) {
+                v.push(format!(
+                    "authorship: the hub holds device {forger}'s forged change in {id}"
+                ));
+            }
+            for j in 0..self.devices.len() {
+                if j == *forger && self.devices[j].generation == *generation {
+                    continue;
+                }
+                if let Ok(node) = self.device(j)
+                    && has(node, id, hash)
+                {
+                    v.push(format!(
+                        "authorship: device {j} holds device {forger}'s forged change in {id}"
+                    ));
+                }
+            }
+        }
         v
     }
 

@@ -14,7 +14,7 @@ use sellsync_model::{BadId, DeviceId, RecordId, UserId};
 /// The two magic bytes that open every frame.
 pub const MAGIC: [u8; 2] = *b"SY";
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Length of the fixed frame header.
 pub const HEADER_LEN: usize = 8;
 /// Default hard limit on a whole frame (header plus payload): 16 MiB.
