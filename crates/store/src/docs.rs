@@ -238,6 +238,23 @@ impl Docs {
         self.cache.actor = Some(actor);
     }
 
+    /// Sets the memory budget (bytes) of the cache, evicting least recently used documents
+    /// until it holds no more than that.
+    pub fn set_budget(&mut self, budget_bytes: usize) {
+        self.cache.budget = budget_bytes;
+        while self.cache.used > self.cache.budget {
+            let Some(victim) = self.cache.lru.values().next().cloned() else {
+                break;
+            };
+            self.evict(&victim);
+        }
+    }
+
+    /// The memory budget (bytes) of the cache.
+    pub fn budget(&self) -> usize {
+        self.cache.budget
+    }
+
     /// The store under the cache.
     pub fn store(&self) -> &Arc<Store> {
         &self.store

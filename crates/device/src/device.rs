@@ -1,0 +1,1077 @@
+//! [`Device`]: one enrolled store, driven by a front end.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sellsync_model::{
+    ActivityId, ActivityKind, AuditEntry, Catalog, Choice, Conflict, CrmReach, DeviceId, Edit,
+    FieldKey, Projection, RecordChoice, RecordId, RecordKind, RecordState, Slot, UserId, Value,
+    parse_input,
+};
+use sellsync_service::net::{self, NetConfig, NetError, SharedNode};
+use sellsync_service::{DEFAULT_CACHE_BUDGET, Node, NodeError, credential, token};
+use sellsync_store::{NodeIdentity, NotificationFilter, Role, Store, StoreRead};
+use sellsync_sync::{Limits, Session};
+
+use crate::changes::{ChangeCallback, ChangeStream, Hub};
+use crate::error::{DeviceError, closed_error, node_error, panic_text, resolve_error};
+
+/// The document cache budget of a device opened with [`DeviceConfig::low_memory`] (and no
+/// explicit budget): small enough for a phone in the background.
+pub const LOW_MEMORY_CACHE_BUDGET: usize = 16 << 20;
+
+/// The key-value entry holding the PEM certificate a device trusts for its hub (the same entry
+/// `sellsync device init --ca` writes).
+const HUB_CA_KEY: &str = "device/hub_ca_pem";
+
+/// The key-value entry holding the time (ms since the epoch, little-endian) of the last hub
+/// round that finished.
+const LAST_HUB_SYNC_KEY: &str = "device/last_hub_sync_ms";
+
+/// How to open a device's store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// The store file, at a path the app chooses (its private files directory).
+    pub path: PathBuf,
+    /// The memory budget of the document cache, in bytes (default: the service's
+    /// [`DEFAULT_CACHE_BUDGET`], or [`LOW_MEMORY_CACHE_BUDGET`] with `low_memory`).
+    pub cache_budget: Option<usize>,
+    /// Pick a small cache budget when none is given.
+    pub low_memory: bool,
+}
+
+impl DeviceConfig {
+    /// A configuration with the default budget.
+    pub fn new(path: impl Into<PathBuf>) -> DeviceConfig {
+        DeviceConfig {
+            path: path.into(),
+            cache_budget: None,
+            low_memory: false,
+        }
+    }
+
+    /// The document cache budget this configuration picks.
+    pub fn budget(&self) -> usize {
+        match (self.cache_budget, self.low_memory) {
+            (Some(b), _) => b,
+            (None, true) => LOW_MEMORY_CACHE_BUDGET,
+            (None, false) => DEFAULT_CACHE_BUDGET,
+        }
+    }
+}
+
+/// What enrolling a store with a hub needs (what `sellsync hub token` printed, and where the
+/// hub listens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The hub's URL, `ws://HOST:PORT/` or `wss://HOST:PORT/`.
+    pub hub_url: String,
+    /// The enrolment token, `<hub>.<user>.<device>.<secret>`.
+    pub token: String,
+    /// The certificate (PEM) to trust for a `wss://` hub: the hub's own, or its authority's.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in logs.
+        f.debug_struct("Enrolment")
+            .field("hub_url", &self.hub_url)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .finish_non_exhaustive()
+    }
+}
+
+/// One line of a list of deals or contacts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RecordSummary {
+    /// The record.
+    pub id: RecordId,
+    /// Deal or contact.
+    pub kind: RecordKind,
+    /// Live, deleted, or deleted while others edited it.
+    pub state: RecordState,
+    /// Its name (a contact without one: first and last name).
+    pub name: Option<String>,
+    /// `owner_id`.
+    pub owner: Option<UserId>,
+    /// A deal's `stage_id`.
+    pub stage: Option<u64>,
+    /// A deal's `value` (absent while it is in conflict).
+    pub value: Option<Value>,
+    /// Open conflicts on the record.
+    pub open_conflicts: usize,
+}
+
+/// The open conflicts of one record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RecordConflicts {
+    /// The record.
+    pub record: RecordId,
+    /// Deal or contact.
+    pub kind: RecordKind,
+    /// Every open conflict, record conflict first; a field conflict lists its candidates (value,
+    /// who, from which device, when, and the operation that wrote it).
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A notification for this device's user: a value of theirs that gave way.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NotificationDetail {
+    /// The record.
+    pub record: RecordId,
+    /// The field.
+    pub slot: Slot,
+    /// The value this user wrote.
+    pub yours: Value,
+    /// The value kept.
+    pub kept: Value,
+    /// Who wrote the kept value.
+    pub kept_by: UserId,
+    /// When (ms since the epoch).
+    pub kept_at: i64,
+}
+
+/// A stored notification.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeviceNotification {
+    /// Its id (for [`Device::dismiss`]).
+    pub id: u64,
+    /// When it was stored (ms since the epoch).
+    pub created_at_ms: i64,
+    /// Dismissed already.
+    pub read: bool,
+    /// What it says; `None` for a notification this version cannot read.
+    pub detail: Option<NotificationDetail>,
+}
+
+/// What one sync round did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// The peer that answered.
+    pub peer: Option<DeviceId>,
+    /// Records that received changes, each once, in id order.
+    pub changed: Vec<RecordId>,
+    /// Records the hub said this user may no longer see.
+    pub revoked: Vec<RecordId>,
+    /// Frames and bytes each way.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
+/// Where the device stands with its hub.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncStatus {
+    /// Records whose latest write in this store came after everything the hub has
+    /// acknowledged receiving from this device (`None` before the first round). A record
+    /// received from the hub in the last round can count until the next round acknowledges it.
+    pub pending_changes: Option<usize>,
+    /// When the last hub round finished (ms since the epoch).
+    pub last_hub_sync_ms: Option<i64>,
+    /// What the hub last said of its reach to the CRM (Zendesk Sell).
+    pub crm_reach: Option<CrmReach>,
+    /// Open conflicts of every record.
+    pub open_conflicts: usize,
+}
+
+/// Ids of new records and activities: a random prefix drawn at open and a counter, so that two
+/// creates in one millisecond, or on two devices, never share an id.
+#[derive(Debug)]
+struct Ids {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        Ids {
+            prefix: rand::random(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn make(&self, what: &str) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{what}-{:016x}-{n:x}", self.prefix)
+    }
+
+    fn record(&self, kind: RecordKind) -> Result<RecordId, DeviceError> {
+        self.make(kind.as_str())
+            .parse()
+            .map_err(|e: sellsync_model::BadId| DeviceError::Internal {
+                reason: e.to_string(),
+            })
+    }
+
+    fn activity(&self, kind: ActivityKind) -> Result<ActivityId, DeviceError> {
+        let what = match kind {
+            ActivityKind::Note => "note",
+            ActivityKind::Task => "task",
+            ActivityKind::Call => "call",
+        };
+        self.make(what)
+            .parse()
+            .map_err(|e: sellsync_model::BadId| DeviceError::Internal {
+                reason: e.to_string(),
+            })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    node: SharedNode,
+    store: Arc<Store>,
+    path: PathBuf,
+    /// The hub this device is enrolled with (from its token).
+    hub: Option<DeviceId>,
+    ids: Ids,
+    /// The feed seq up to which changes were reported to subscribers.
+    reported: Mutex<u64>,
+    changes: Hub,
+}
+
+/// A rep's device: an enrolled store, with its node, behind one lock.
+///
+/// `Send + Sync`, and cheap to clone (clones share the device). Reads and edits block on the
+/// store (file I/O, one fsync per edit): from async code, call them on a blocking thread. The
+/// sync rounds are async and run their blocking steps on tokio's blocking pool, so they need a
+/// tokio runtime. Calls from several threads queue on the device's lock.
+///
+/// The store stays open, and locked against other processes and handles, until the last clone
+/// is dropped.
+#[derive(Debug, Clone)]
+pub struct Device {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `f`, turning a panic inside (automerge, redb) into [`DeviceError::Internal`].
+fn guard<R>(f: impl FnOnce() -> Result<R, DeviceError>) -> Result<R, DeviceError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(DeviceError::Internal {
+            reason: format!("panic: {}", panic_text(&*p)),
+        })
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> DeviceError {
+    DeviceError::Internal {
+        reason: e.to_string(),
+    }
+}
+
+fn field<'a>(p: &'a Projection, name: &str) -> Option<&'a Value> {
+    p.record
+        .fields
+        .iter()
+        .find(|(k, _)| k.to_string() == name)
+        .map(|(_, v)| v)
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::Text(s)) if s.is_empty() => None,
+        Some(v) => Some(v.to_string()),
+    }
+}
+
+fn summary(p: &Projection) -> RecordSummary {
+    let name = text(field(p, "name")).or_else(|| {
+        let parts: Vec<String> = [field(p, "first_name"), field(p, "last_name")]
+            .into_iter()
+            .filter_map(text)
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    });
+    let reference = |name| match field(p, name) {
+        Some(Value::Ref(r)) => Some(*r),
+        _ => None,
+    };
+    RecordSummary {
+        id: p.record.id.clone(),
+        kind: p.record.kind,
+        state: p.record.state,
+        name,
+        owner: reference("owner_id").map(UserId),
+        stage: reference("stage_id"),
+        value: field(p, "value").cloned(),
+        open_conflicts: p.conflicts.len(),
+    }
+}
+
+/// Checks a hub URL as far as it can be without the hub: `ws://` or `wss://`, a host, and if
+/// given a port number.
+fn check_hub_url(url: &str) -> Result<(), DeviceError> {
+    let bad = |reason: String| DeviceError::BadEnrolment {
+        what: "hub_url",
+        reason,
+    };
+    let rest = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+        .ok_or_else(|| bad(format!("{url:?} does not start with ws:// or wss://")))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
+    if !host_ok {
+        return Err(bad(format!("{url:?} has no valid host name or address")));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return Err(bad(format!("{p:?} is not a port number (1 to 65535)")));
+    }
+    Ok(())
+}
+
+/// Ids once each, in id order, the catalog left out.
+fn unique(ids: &[RecordId]) -> Vec<RecordId> {
+    let mut v: Vec<RecordId> = ids
+        .iter()
+        .filter(|i| i.as_str() != sellsync_service::CATALOG_ID)
+        .cloned()
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Reports what a sync round wrote even when its future is dropped before it returns.
+struct ReportOnDrop(Device);
+
+impl Drop for ReportOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.report_changes() {
+            tracing::warn!("reporting changes after a sync round: {e}");
+        }
+    }
+}
+
+impl Device {
+    /// Opens an enrolled store.
+    ///
+    /// Errors: [`DeviceError::StoreLocked`] when another process or an open `Device` holds the
+    /// file (it is not waited for), [`DeviceError::NotEnrolled`] when there is no file or the
+    /// store was never enrolled, [`DeviceError::NotADevice`] for a hub's store,
+    /// [`DeviceError::Damaged`] for a damaged one.
+    ///
+    /// The grant the hub handed last (access rules, LAN credential) is loaded; one that no
+    /// longer verifies is logged and left until the next hub round replaces it.
+    pub fn open(config: DeviceConfig) -> Result<Device, DeviceError> {
+        guard(|| Device::open_inner(&config))
+    }
+
+    fn open_inner(config: &DeviceConfig) -> Result<Device, DeviceError> {
+        let path = config.path.clone();
+        let store = Store::open_existing(&path)?;
+        if store.was_repaired() {
+            tracing::warn!(
+                "{} was damaged and has been repaired; its latest changes may be gone: sync with \
+                 the hub",
+                path.display()
+            );
+        }
+        let store = Arc::new(store);
+        let mut node = Node::open(store.clone(), None).map_err(|e| match e {
+            NodeError::NoIdentity => DeviceError::NotEnrolled { path: path.clone() },
+            e => node_error(e, None),
+        })?;
+        if node.identity().role != Role::Device {
+            return Err(DeviceError::NotADevice { path });
+        }
+        node.replica().docs().set_budget(config.budget());
+        if let Err(e) = credential::enable_peer_auth(&mut node) {
+            tracing::warn!("the stored grant is unusable ({e}); sync with the hub to renew it");
+        }
+        let hub = node
+            .identity()
+            .hub_token
+            .as_deref()
+            .and_then(|t| token::parse(t).ok())
+            .map(|e| e.hub);
+        let reported = store.read()?.feed_head()?;
+        Ok(Device {
+            inner: Arc::new(Inner {
+                node: Arc::new(Mutex::new(node)),
+                store,
+                path,
+                hub,
+                ids: Ids::new(),
+                reported: Mutex::new(reported),
+                changes: Hub::default(),
+            }),
+        })
+    }
+
+    /// Enrols a new store at `config.path` with a hub, then opens it: what `sellsync device
+    /// init` does (the hub URL, the token and the certificate are checked first; nothing is
+    /// written when one is refused). The hub certificate given is pinned in the store.
+    ///
+    /// The token is not verified with the hub here: the first [`Device::sync_hub`] does that
+    /// (and refuses with [`DeviceError::Auth`]). Checking it at once when the hub is reachable,
+    /// as the CLI does, is left for a later version. Enrolling an already enrolled store again
+    /// is refused ([`DeviceError::AlreadyEnrolled`]).
+    pub fn enrol(config: DeviceConfig, enrolment: Enrolment) -> Result<Device, DeviceError> {
+        guard(|| {
+            Device::write_enrolment(&config.path, &enrolment)?;
+            Device::open_inner(&config)
+        })
+    }
+
+    fn write_enrolment(path: &Path, e: &Enrolment) -> Result<(), DeviceError> {
+        check_hub_url(&e.hub_url)?;
+        let enrolled = token::parse(&e.token).map_err(|b| DeviceError::BadEnrolment {
+            what: "token",
+            reason: b.to_string(),
+        })?;
+        let secret = token::secret_of(&enrolled.token);
+        if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(DeviceError::BadEnrolment {
+                what: "token",
+                reason: "a token ends in 64 hex digits: copy it whole".into(),
+            });
+        }
+        match &e.ca_pem {
+            Some(pem) => {
+                net::tls_connector_pem(pem).map_err(|t| DeviceError::BadEnrolment {
+                    what: "ca_pem",
+                    reason: t.to_string(),
+                })?;
+            }
+            None if e.hub_url.starts_with("wss://") => {
+                return Err(DeviceError::BadEnrolment {
+                    what: "ca_pem",
+                    reason: "a wss:// hub needs the certificate to trust".into(),
+                });
+            }
+            None => {}
+        }
+        let existed = path.exists();
+        if existed {
+            let store = Store::open_existing(path)?;
+            if store.read()?.identity()?.is_some() {
+                return Err(DeviceError::AlreadyEnrolled {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        let identity = NodeIdentity {
+            device_id: enrolled.device.clone(),
+            user_id: enrolled.user,
+            role: Role::Device,
+            hub_url: Some(e.hub_url.clone()),
+            hub_token: Some(enrolled.token.clone()),
+        };
+        let written = (|| -> Result<(), DeviceError> {
+            let store = Store::open(path)?;
+            let now_ms = net::now_ms();
+            store.write(|w| {
+                w.set_identity(&identity)?;
+                if let Some(pem) = &e.ca_pem {
+                    w.kv_put(HUB_CA_KEY, pem)?;
+                }
+                // A device id may have synced before from another store: start this store's
+                // feed above any seq an earlier one reached (as `device init` does).
+                let micros = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
+                w.raise_feed_floor(micros)?;
+                Ok(())
+            })?;
+            credential::load_or_create_key(&store, credential::DEVICE_KEY).map_err(internal)?;
+            Ok(())
+        })();
+        if let Err(err) = written {
+            if !existed {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the node under the device's lock; a panic inside becomes an error.
+    fn with_node<R>(
+        &self,
+        f: impl FnOnce(&mut Node) -> Result<R, DeviceError>,
+    ) -> Result<R, DeviceError> {
+        guard(|| {
+            let mut node = lock(&self.inner.node);
+            f(&mut node)
+        })
+    }
+
+    /// [`Device::with_node`] for a call that writes: the records it changed are reported to
+    /// subscribers once the lock is released.
+    fn writing<R>(
+        &self,
+        f: impl FnOnce(&mut Node) -> Result<R, DeviceError>,
+    ) -> Result<R, DeviceError> {
+        let out = self.with_node(f);
+        if let Err(e) = self.report_changes() {
+            tracing::warn!("reporting changes: {e}");
+        }
+        out
+    }
+
+    /// Tells subscribers of every record written since the last report (from the store's feed).
+    fn report_changes(&self) -> Result<(), DeviceError> {
+        let ids = guard(|| {
+            let mut reported = lock(&self.inner.reported);
+            let read = self.inner.store.read()?;
+            let head = read.feed_head()?;
+            if head <= *reported {
+                return Ok(Vec::new());
+            }
+            let entries = read.changed_since(*reported, usize::MAX)?;
+            *reported = head;
+            Ok(entries
+                .into_iter()
+                .filter(|e| e.kind != "catalog")
+                .map(|e| e.record)
+                .collect::<Vec<_>>())
+        })?;
+        self.inner.changes.publish(&unique(&ids));
+        Ok(())
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// This device's id.
+    pub fn id(&self) -> Result<DeviceId, DeviceError> {
+        self.with_node(|n| Ok(n.id().clone()))
+    }
+
+    /// The user this device acts for.
+    pub fn user(&self) -> Result<UserId, DeviceError> {
+        self.with_node(|n| Ok(n.user()))
+    }
+
+    // ---- sync ----
+
+    /// One bounded round with the hub: sends this device's changes, receives what its user
+    /// may see, and the hub's grant. `timeout` bounds the whole round (connection included).
+    ///
+    /// Cancel-safe: the round applies what it receives per flight (each message is applied and
+    /// persisted in one store transaction on the blocking pool, which finishes even when this
+    /// future is dropped), so a timeout or a dropped future leaves the store consistent, holding
+    /// every flight received so far; the rest comes with the next round. Records changed by a
+    /// cut-short round are reported to subscribers when the future is dropped (or, for a flight
+    /// still being applied then, with the next call that writes).
+    ///
+    /// Errors: [`DeviceError::Timeout`], [`DeviceError::Auth`] (token revoked or unknown, a
+    /// certificate that is not the pinned one), [`DeviceError::Unreachable`] (no connection,
+    /// or lost mid-round), [`DeviceError::SyncFailed`] for other protocol failures.
+    pub async fn sync_hub(&self, timeout: Duration) -> Result<SyncReport, DeviceError> {
+        let (url, cfg, tls) = self.with_node(|n| {
+            let url = n
+                .identity()
+                .hub_url
+                .clone()
+                .ok_or_else(|| DeviceError::NotEnrolled {
+                    path: self.inner.path.clone(),
+                })?;
+            let cfg = credential::hub_dial_config(n, Limits::default()).map_err(internal)?;
+            let tls = match n.store().read()?.kv_get(HUB_CA_KEY)? {
+                Some(pem) => Some(net::tls_connector_pem(&pem).map_err(internal)?),
+                None => None,
+            };
+            if url.starts_with("wss://") && tls.is_none() {
+                return Err(DeviceError::BadEnrolment {
+                    what: "ca_pem",
+                    reason: format!("{url} is a TLS hub and this device trusts no certificate"),
+                });
+            }
+            Ok((url, cfg, tls))
+        })?;
+        let report = self.round(&url, Session::dial(cfg), tls, timeout).await?;
+        let now = net::now_ms();
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write(|w| w.kv_put(LAST_HUB_SYNC_KEY, &now.to_le_bytes()))
+        })
+        .await
+        .map_err(internal)??;
+        Ok(report)
+    }
+
+    /// One bounded round with a LAN peer (a device serving at `url`, `wss://HOST:PORT/`), as
+    /// [`Device::sync_hub`]. Needs one hub round first (the hub's grant holds the LAN
+    /// credential). `peer`, if given, is the device expected to answer.
+    pub async fn sync_peer(
+        &self,
+        url: &str,
+        peer: Option<DeviceId>,
+        timeout: Duration,
+    ) -> Result<SyncReport, DeviceError> {
+        if !url.starts_with("wss://") {
+            return Err(DeviceError::Invalid {
+                field: "url".into(),
+                reason: format!("{url:?}: LAN peers are dialed at wss://HOST:PORT/"),
+            });
+        }
+        let cfg = self.with_node(|n| {
+            credential::lan_dial_config(n, peer, Limits::default()).map_err(|e| DeviceError::Auth {
+                reason: format!("no usable LAN credential ({e}): sync with the hub first"),
+            })
+        })?;
+        let tls = net::lan_tls_connector().map_err(internal)?;
+        self.round(url, Session::dial(cfg), Some(tls), timeout)
+            .await
+    }
+
+    async fn round(
+        &self,
+        url: &str,
+        session: Session,
+        tls: Option<tokio_rustls::TlsConnector>,
+        timeout: Duration,
+    ) -> Result<SyncReport, DeviceError> {
+        // Reports what the round wrote however it ends (returned, failed or dropped).
+        let _report = ReportOnDrop(self.clone());
+        let defaults = NetConfig::default();
+        let cfg = NetConfig {
+            idle_timeout: defaults.idle_timeout.min(timeout),
+            ..defaults
+        };
+        let dialed = tokio::time::timeout(
+            timeout,
+            net::dial_tls(url, self.inner.node.clone(), session, cfg, tls),
+        )
+        .await;
+        let out = match dialed {
+            Err(_) => return Err(DeviceError::Timeout { after: timeout }),
+            Ok(Err(NetError::Connect { url, reason })) => {
+                return Err(DeviceError::Unreachable { url, reason });
+            }
+            Ok(Err(NetError::Tls { url, reason })) => {
+                return Err(DeviceError::Auth {
+                    reason: format!("TLS handshake with {url}: {reason}"),
+                });
+            }
+            Ok(Err(e)) => return Err(internal(e)),
+            Ok(Ok(out)) => out,
+        };
+        if let Some(reason) = &out.closed {
+            return Err(closed_error(reason, url));
+        }
+        if let Some(e) = &out.error {
+            return Err(DeviceError::Internal {
+                reason: format!("applying the round: {e}"),
+            });
+        }
+        Ok(SyncReport {
+            peer: out.peer.map(|p| p.node),
+            changed: unique(&out.changed),
+            revoked: unique(&out.revoked),
+            frames_sent: out.frames_sent,
+            frames_received: out.frames_received,
+            bytes_sent: out.bytes_sent,
+            bytes_received: out.bytes_received,
+        })
+    }
+
+    // ---- reads ----
+
+    fn summaries(&self, kind: RecordKind) -> Result<Vec<RecordSummary>, DeviceError> {
+        self.with_node(|n| {
+            let mut out = Vec::new();
+            for (id, stored) in n.records().map_err(|e| node_error(e, None))? {
+                if stored != kind.as_str() {
+                    continue;
+                }
+                if let Some(p) = n.project(&id).map_err(|e| node_error(e, Some(&id)))? {
+                    out.push(summary(&p));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// The deals held, in id order.
+    pub fn deals(&self) -> Result<Vec<RecordSummary>, DeviceError> {
+        self.summaries(RecordKind::Deal)
+    }
+
+    /// The contacts held, in id order.
+    pub fn contacts(&self) -> Result<Vec<RecordSummary>, DeviceError> {
+        self.summaries(RecordKind::Contact)
+    }
+
+    fn project(n: &mut Node, id: &RecordId) -> Result<Projection, DeviceError> {
+        n.project(id)
+            .map_err(|e| node_error(e, Some(id)))?
+            .ok_or_else(|| DeviceError::NoSuchRecord { id: id.clone() })
+    }
+
+    /// One record as projected: fields, tags, notes, tasks and calls, open conflicts,
+    /// notifications and audit trail.
+    pub fn record(&self, id: &RecordId) -> Result<Projection, DeviceError> {
+        self.with_node(|n| Device::project(n, id))
+    }
+
+    /// Every record with open conflicts, in id order.
+    pub fn conflicts(&self) -> Result<Vec<RecordConflicts>, DeviceError> {
+        self.with_node(|n| {
+            let mut ids: Vec<RecordId> = n
+                .store()
+                .read()?
+                .all_conflicts()?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort();
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(p) = n.project(&id).map_err(|e| node_error(e, Some(&id)))? else {
+                    continue;
+                };
+                if !p.conflicts.is_empty() {
+                    out.push(RecordConflicts {
+                        record: id,
+                        kind: p.record.kind,
+                        conflicts: p.conflicts,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Notifications for this device's user (`unread`: only those not dismissed), oldest first.
+    pub fn notifications(&self, unread: bool) -> Result<Vec<DeviceNotification>, DeviceError> {
+        self.with_node(|n| {
+            let list = n.store().read()?.notifications(&NotificationFilter {
+                user: Some(n.user()),
+                unread_only: unread,
+                ..NotificationFilter::default()
+            })?;
+            Ok(list
+                .into_iter()
+                .map(|s| DeviceNotification {
+                    id: s.id,
+                    created_at_ms: s.created_at_ms,
+                    read: s.read,
+                    detail: serde_json::from_slice(&s.body).ok(),
+                })
+                .collect())
+        })
+    }
+
+    /// Marks notification `id` read.
+    pub fn dismiss(&self, id: u64) -> Result<(), DeviceError> {
+        self.with_node(|n| {
+            let mine = n.store().read()?.notifications(&NotificationFilter {
+                user: Some(n.user()),
+                ..NotificationFilter::default()
+            })?;
+            if !mine.iter().any(|s| s.id == id) {
+                return Err(DeviceError::Invalid {
+                    field: "notification".into(),
+                    reason: format!("no notification {id} for this device's user"),
+                });
+            }
+            n.store().write(|w| w.mark_notification_read(id))?;
+            Ok(())
+        })
+    }
+
+    /// The audit trail of a record, oldest first.
+    pub fn audit(&self, id: &RecordId) -> Result<Vec<AuditEntry>, DeviceError> {
+        self.with_node(|n| Ok(Device::project(n, id)?.audit))
+    }
+
+    /// The catalog the hub shared (stages, users, sources, loss reasons, custom fields); empty
+    /// (`loaded` false) before the first hub round.
+    pub fn catalog(&self) -> Result<Catalog, DeviceError> {
+        self.with_node(|n| Ok(n.replica_ref().catalog().clone()))
+    }
+
+    /// Parses a person's text for a field of a `kind` record into its typed value, as the
+    /// catalog defines it (e.g. `value` `"1200 EUR"`): for front ends that take text.
+    pub fn parse_value(
+        &self,
+        kind: RecordKind,
+        field: &str,
+        input: &str,
+    ) -> Result<(FieldKey, Value), DeviceError> {
+        let key: FieldKey = field.parse().map_err(|reason| DeviceError::Invalid {
+            field: field.to_owned(),
+            reason,
+        })?;
+        let value = self.with_node(|n| {
+            parse_input(n.replica_ref().catalog(), kind, None, &key, input)
+                .map_err(DeviceError::from)
+        })?;
+        Ok((key, value))
+    }
+
+    /// Where the device stands with its hub.
+    pub fn status(&self) -> Result<SyncStatus, DeviceError> {
+        self.with_node(|n| {
+            let read = n.store().read()?;
+            let pending_changes = match &self.inner.hub {
+                Some(hub) => {
+                    let ours = read.peer_checkpoint(hub)?.ours;
+                    (ours > 0).then(|| {
+                        read.changed_since(ours, usize::MAX)
+                            .map(|v| v.into_iter().filter(|e| e.kind != "catalog").count())
+                    })
+                }
+                None => None,
+            }
+            .transpose()?;
+            let last_hub_sync_ms = read
+                .kv_get(LAST_HUB_SYNC_KEY)?
+                .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                .map(i64::from_le_bytes);
+            let mut open_conflicts = 0;
+            for (_, view) in read.all_conflicts()? {
+                open_conflicts +=
+                    serde_json::from_slice::<Vec<serde_json::Value>>(&view).map_or(0, |v| v.len());
+            }
+            drop(read);
+            let crm_reach = n.crm_reach().map_err(|e| node_error(e, None))?;
+            Ok(SyncStatus {
+                pending_changes,
+                last_hub_sync_ms,
+                crm_reach,
+                open_conflicts,
+            })
+        })
+    }
+
+    // ---- change observation ----
+
+    /// A subscription to the records changed from now on, by a local edit, a sync round or a
+    /// resolution made through this device (or any of its clones).
+    pub fn subscribe(&self) -> ChangeStream {
+        self.inner.changes.subscribe()
+    }
+
+    /// Calls `f` with the records changed by each edit, sync round or resolution from now on.
+    /// `f` runs on the thread that made the change, after the device's lock is released (it
+    /// may call the device). A panic in `f` is caught and logged; the device carries on.
+    pub fn on_change(&self, f: ChangeCallback) {
+        self.inner.changes.on_change(f);
+    }
+
+    // ---- edits ----
+
+    fn create(
+        &self,
+        kind: RecordKind,
+        mut fields: Vec<(FieldKey, Value)>,
+    ) -> Result<RecordId, DeviceError> {
+        let id = self.inner.ids.record(kind)?;
+        self.writing(|n| {
+            if !fields.iter().any(|(k, _)| k.to_string() == "owner_id") {
+                let owner: FieldKey = "owner_id".parse().map_err(internal)?;
+                fields.push((owner, Value::Ref(n.user().0)));
+            }
+            n.create(kind, &id, fields, net::now_ms())
+                .map_err(|e| node_error(e, Some(&id)))
+        })?;
+        Ok(id)
+    }
+
+    /// Creates a deal with its fields (`name` required; `owner_id` defaults to this device's
+    /// user). Returns its new id, unique across devices and calls.
+    pub fn create_deal(&self, fields: Vec<(FieldKey, Value)>) -> Result<RecordId, DeviceError> {
+        self.create(RecordKind::Deal, fields)
+    }
+
+    /// Creates a contact, as [`Device::create_deal`].
+    pub fn create_contact(&self, fields: Vec<(FieldKey, Value)>) -> Result<RecordId, DeviceError> {
+        self.create(RecordKind::Contact, fields)
+    }
+
+    fn apply(&self, id: &RecordId, message: &str, edits: &[Edit]) -> Result<(), DeviceError> {
+        self.writing(|n| {
+            n.apply(id, message, edits, net::now_ms())
+                .map_err(|e| node_error(e, Some(id)))
+        })
+    }
+
+    /// Sets fields of a record (`Value::Null` clears one), as one action: all or nothing.
+    pub fn set(&self, id: &RecordId, fields: Vec<(FieldKey, Value)>) -> Result<(), DeviceError> {
+        let edits: Vec<Edit> = fields.into_iter().map(|(k, v)| Edit::Set(k, v)).collect();
+        self.apply(id, "set", &edits)
+    }
+
+    /// Adds a note; returns its id.
+    pub fn note(&self, id: &RecordId, text: &str) -> Result<ActivityId, DeviceError> {
+        let note = self.inner.ids.activity(ActivityKind::Note)?;
+        self.apply(
+            id,
+            "note",
+            &[Edit::AddNote {
+                id: note.clone(),
+                content: text.to_owned(),
+            }],
+        )?;
+        Ok(note)
+    }
+
+    /// Adds a tag (nothing if present).
+    pub fn tag(&self, id: &RecordId, tag: &str) -> Result<(), DeviceError> {
+        self.apply(id, "tags", &[Edit::AddTag(tag.to_owned())])
+    }
+
+    /// Removes a tag (nothing if absent).
+    pub fn untag(&self, id: &RecordId, tag: &str) -> Result<(), DeviceError> {
+        self.apply(id, "tags", &[Edit::RemoveTag(tag.to_owned())])
+    }
+
+    fn activity(
+        &self,
+        id: &RecordId,
+        kind: ActivityKind,
+        fields: Vec<(FieldKey, Value)>,
+    ) -> Result<ActivityId, DeviceError> {
+        let a = self.inner.ids.activity(kind)?;
+        self.apply(
+            id,
+            "activity",
+            &[Edit::AddActivity {
+                id: a.clone(),
+                kind,
+                fields,
+            }],
+        )?;
+        Ok(a)
+    }
+
+    /// Adds a task with its fields (e.g. `content`, `due_date`); returns its id.
+    pub fn task(
+        &self,
+        id: &RecordId,
+        fields: Vec<(FieldKey, Value)>,
+    ) -> Result<ActivityId, DeviceError> {
+        self.activity(id, ActivityKind::Task, fields)
+    }
+
+    /// Logs a call with its fields; returns its id.
+    pub fn call(
+        &self,
+        id: &RecordId,
+        fields: Vec<(FieldKey, Value)>,
+    ) -> Result<ActivityId, DeviceError> {
+        self.activity(id, ActivityKind::Call, fields)
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, id: &RecordId) -> Result<(), DeviceError> {
+        self.apply(id, "delete", &[Edit::DeleteRecord])
+    }
+
+    // ---- resolve ----
+
+    /// Settles the field conflict on `slot` of record `id` against its candidates as they are
+    /// now (`Mine`, `Theirs`, `Pick(n)` counting from 1 as listed, or a new `Value`).
+    pub fn resolve_field(
+        &self,
+        id: &RecordId,
+        slot: &Slot,
+        choice: Choice,
+    ) -> Result<(), DeviceError> {
+        self.resolve_field_seen(id, slot, None, choice)
+    }
+
+    /// [`Device::resolve_field`] against the candidates the person saw (their `op`s, from
+    /// [`Device::conflicts`]): if the conflict changed since (a sync brought another value),
+    /// nothing is written and [`DeviceError::Conflict`] says to look again.
+    pub fn resolve_field_seen(
+        &self,
+        id: &RecordId,
+        slot: &Slot,
+        seen: Option<Vec<String>>,
+        choice: Choice,
+    ) -> Result<(), DeviceError> {
+        let target = format!("{slot} of {id}");
+        self.writing(|n| {
+            let p = Device::project(n, id)?;
+            let now: Option<Vec<String>> = p.conflicts.iter().find_map(|c| match c {
+                Conflict::Field {
+                    slot: s,
+                    candidates,
+                    ..
+                } if s == slot => Some(candidates.iter().map(|c| c.op.clone()).collect()),
+                _ => None,
+            });
+            let Some(now) = now else {
+                return Err(DeviceError::NoConflict { target });
+            };
+            let seen = seen.unwrap_or(now);
+            let mut why = None;
+            let done = n.act(id, net::now_ms(), |rd, ctx| {
+                rd.resolve_field(ctx, slot, &seen, choice).map_err(|e| {
+                    why = Some(e);
+                    NodeError::Refused(String::new())
+                })
+            });
+            match (done, why) {
+                (Ok(_), _) => Ok(()),
+                (Err(_), Some(e)) => Err(resolve_error(e, &target)),
+                (Err(e), None) => Err(node_error(e, Some(id))),
+            }
+        })
+    }
+
+    /// Settles the record conflict of `id` (deleted while others edited it): restore it with
+    /// their edits, or confirm the delete.
+    pub fn resolve_record(&self, id: &RecordId, choice: RecordChoice) -> Result<(), DeviceError> {
+        let target = format!("record {id}");
+        self.writing(|n| {
+            let p = Device::project(n, id)?;
+            let seen: Option<Vec<String>> = p.conflicts.iter().find_map(|c| match c {
+                Conflict::Record {
+                    deleted_by,
+                    restored_by,
+                    ..
+                } => Some(
+                    deleted_by
+                        .iter()
+                        .chain(restored_by)
+                        .map(|c| c.op.clone())
+                        .collect(),
+                ),
+                _ => None,
+            });
+            let Some(seen) = seen else {
+                return Err(DeviceError::NoConflict { target });
+            };
+            let mut why = None;
+            let done = n.act(id, net::now_ms(), |rd, ctx| {
+                rd.resolve_record(ctx, &seen, choice).map_err(|e| {
+                    why = Some(e);
+                    NodeError::Refused(String::new())
+                })
+            });
+            match (done, why) {
+                (Ok(_), _) => Ok(()),
+                (Err(_), Some(e)) => Err(resolve_error(e, &target)),
+                (Err(e), None) => Err(node_error(e, Some(id))),
+            }
+        })
+    }
+}
