@@ -170,10 +170,10 @@ pub struct SyncReport {
 /// Where the device stands with its hub.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SyncStatus {
-    /// Records whose latest write in this store came after everything the hub has
-    /// acknowledged receiving from this device (`None` before the first round). A record
-    /// received from the hub in the last round can count until the next round acknowledges it.
-    pub pending_changes: Option<usize>,
+    /// Records changed here that the hub does not hold as they are: their heads differ from
+    /// the heads this device last knew it shares with the hub (its sync state with the hub).
+    /// A record the hub no longer accepts from this device (access revoked) stays counted.
+    pub pending_changes: usize,
     /// When the last hub round finished (ms since the epoch).
     pub last_hub_sync_ms: Option<i64>,
     /// What the hub last said of its reach to the CRM (Zendesk Sell).
@@ -352,6 +352,31 @@ fn unique(ids: &[RecordId]) -> Vec<RecordId> {
     v.sort();
     v.dedup();
     v
+}
+
+/// How many records (the catalog left out) have heads other than those shared with `hub`.
+fn pending(read: &impl StoreRead, hub: &DeviceId) -> Result<usize, DeviceError> {
+    let ids: Vec<RecordId> = read
+        .changed_since(0, usize::MAX)?
+        .into_iter()
+        .filter(|e| e.kind != "catalog")
+        .map(|e| e.record)
+        .collect();
+    let states = read.sync_states(hub, &ids)?;
+    let mut n = 0;
+    for (id, state) in ids.iter().zip(states) {
+        let mut heads = read.doc_heads(id)?.unwrap_or_default();
+        let mut shared = state
+            .and_then(|b| automerge::sync::State::decode(&b).ok())
+            .map(|s| s.shared_heads)
+            .unwrap_or_default();
+        heads.sort();
+        shared.sort();
+        if heads != shared {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Reports what a sync round wrote even when its future is dropped before it returns.
@@ -648,11 +673,8 @@ impl Device {
     ) -> Result<SyncReport, DeviceError> {
         // Reports what the round wrote however it ends (returned, failed or dropped).
         let _report = ReportOnDrop(self.clone());
-        let defaults = NetConfig::default();
-        let cfg = NetConfig {
-            idle_timeout: defaults.idle_timeout.min(timeout),
-            ..defaults
-        };
+        // The transport's own idle bound stays as it is: `timeout` bounds the whole round.
+        let cfg = NetConfig::default();
         let dialed = tokio::time::timeout(
             timeout,
             net::dial_tls(url, self.inner.node.clone(), session, cfg, tls),
@@ -830,16 +852,9 @@ impl Device {
         self.with_node(|n| {
             let read = n.store().read()?;
             let pending_changes = match &self.inner.hub {
-                Some(hub) => {
-                    let ours = read.peer_checkpoint(hub)?.ours;
-                    (ours > 0).then(|| {
-                        read.changed_since(ours, usize::MAX)
-                            .map(|v| v.into_iter().filter(|e| e.kind != "catalog").count())
-                    })
-                }
-                None => None,
-            }
-            .transpose()?;
+                Some(hub) => pending(&read, hub)?,
+                None => 0,
+            };
             let last_hub_sync_ms = read
                 .kv_get(LAST_HUB_SYNC_KEY)?
                 .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
