@@ -1,15 +1,17 @@
 //! [`Device`]: one enrolled store, driven by a front end.
 
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use automerge::ChangeHash;
 use sellsync_model::{
     ActivityId, ActivityKind, AuditEntry, Catalog, Choice, Conflict, CrmReach, DeviceId, Edit,
-    FieldKey, Projection, RecordChoice, RecordId, RecordKind, RecordState, Slot, UserId, Value,
-    parse_input,
+    FieldKey, Projection, RecordChoice, RecordDoc, RecordId, RecordKind, RecordState, Slot, UserId,
+    Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, NetError, SharedNode};
 use sellsync_service::{DEFAULT_CACHE_BUDGET, Node, NodeError, credential, token};
@@ -113,9 +115,22 @@ pub struct RecordConflicts {
     pub record: RecordId,
     /// Deal or contact.
     pub kind: RecordKind,
-    /// Every open conflict, record conflict first; a field conflict lists its candidates (value,
-    /// who, from which device, when, and the operation that wrote it).
-    pub conflicts: Vec<Conflict>,
+    /// Every open conflict, record conflict first.
+    pub conflicts: Vec<OpenConflict>,
+}
+
+/// One open conflict, with the base value of a field conflict.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpenConflict {
+    /// The conflict; a field conflict lists its candidates (value, who, from which device,
+    /// when, and the operation that wrote it).
+    pub conflict: Conflict,
+    /// For a field conflict, the value both sides started from: the field's value as each
+    /// candidate's author saw it when writing (the document at the parents of the change that
+    /// wrote the candidate), when they all saw the same one. `Some(Value::Null)`: the field had
+    /// no value then. `None`: not a field conflict, or the authors started from different
+    /// values (or from a value itself in conflict).
+    pub base: Option<Value>,
 }
 
 /// A notification for this device's user: a value of theirs that gave way.
@@ -377,6 +392,94 @@ fn pending(read: &impl StoreRead, hub: &DeviceId) -> Result<usize, DeviceError> 
         }
     }
     Ok(n)
+}
+
+/// The conflicts of record `id`, each with its base value (see [`OpenConflict::base`]).
+fn with_bases(
+    n: &mut Node,
+    id: &RecordId,
+    conflicts: Vec<Conflict>,
+) -> Result<Vec<OpenConflict>, DeviceError> {
+    if !conflicts
+        .iter()
+        .any(|c| matches!(c, Conflict::Field { .. }))
+    {
+        return Ok(conflicts
+            .into_iter()
+            .map(|conflict| OpenConflict {
+                conflict,
+                base: None,
+            })
+            .collect());
+    }
+    let device = n.id().clone();
+    let catalog = n.replica_ref().catalog().clone();
+    let policy = n.replica_ref().policy().clone();
+    let doc = n
+        .replica()
+        .docs()
+        .with_doc(id, |d| d.clone())?
+        .ok_or_else(|| DeviceError::NoSuchRecord { id: id.clone() })?;
+    let rd = RecordDoc::from_automerge(doc, &device).map_err(internal)?;
+    // Each change as (actor, first op, last op, parents): a candidate's op is `counter@actor`.
+    let changes: Vec<(String, u64, u64, Vec<ChangeHash>)> = rd
+        .automerge()
+        .get_changes_meta(&[])
+        .into_iter()
+        .map(|m| (m.actor.to_hex_string(), m.start_op, m.max_op, m.deps))
+        .collect();
+    let parents_of = |op: &str| -> Option<&Vec<ChangeHash>> {
+        let (counter, actor) = op.split_once('@')?;
+        let counter: u64 = counter.parse().ok()?;
+        changes
+            .iter()
+            .find(|(a, start, max, _)| a == actor && (*start..=*max).contains(&counter))
+            .map(|(.., deps)| deps)
+    };
+    // What `slot` held at `heads`: its one value, `Null` if none, `None` if several.
+    let mut seen_at: BTreeMap<Vec<ChangeHash>, BTreeMap<String, Option<Value>>> = BTreeMap::new();
+    let mut value_at =
+        |heads: &Vec<ChangeHash>, slot: &Slot| -> Result<Option<Value>, DeviceError> {
+            let per_slot = seen_at.entry(heads.clone()).or_default();
+            if let Some(v) = per_slot.get(&slot.to_string()) {
+                return Ok(v.clone());
+            }
+            let fork = rd.fork_at(heads, &device).map_err(internal)?;
+            let found = fork.field_candidates(&catalog, &policy, slot);
+            let v = match found.as_slice() {
+                [] => Some(Value::Null),
+                [one] => Some(one.value.clone()),
+                _ => None,
+            };
+            per_slot.insert(slot.to_string(), v.clone());
+            Ok(v)
+        };
+    let mut out = Vec::with_capacity(conflicts.len());
+    for conflict in conflicts {
+        let base = match &conflict {
+            Conflict::Field {
+                slot, candidates, ..
+            } => {
+                let mut seen: Option<Option<Value>> = None;
+                let mut agree = true;
+                for c in candidates {
+                    let v = match parents_of(&c.op) {
+                        Some(heads) => value_at(heads, slot)?,
+                        None => None,
+                    };
+                    match &seen {
+                        None => seen = Some(v),
+                        Some(prev) if *prev == v => {}
+                        Some(_) => agree = false,
+                    }
+                }
+                if agree { seen.flatten() } else { None }
+            }
+            _ => None,
+        };
+        out.push(OpenConflict { conflict, base });
+    }
+    Ok(out)
 }
 
 /// Reports what a sync round wrote even when its future is dropped before it returns.
@@ -768,10 +871,11 @@ impl Device {
                     continue;
                 };
                 if !p.conflicts.is_empty() {
+                    let conflicts = with_bases(n, &id, p.conflicts)?;
                     out.push(RecordConflicts {
                         record: id,
                         kind: p.record.kind,
-                        conflicts: p.conflicts,
+                        conflicts,
                     });
                 }
             }

@@ -26,7 +26,7 @@ mod error;
 pub use changes::{ChangeCallback, ChangeStream};
 pub use device::{
     Device, DeviceConfig, DeviceNotification, Enrolment, LOW_MEMORY_CACHE_BUDGET,
-    NotificationDetail, RecordConflicts, RecordSummary, SyncReport, SyncStatus,
+    NotificationDetail, OpenConflict, RecordConflicts, RecordSummary, SyncReport, SyncStatus,
 };
 pub use error::DeviceError;
 /// The model types the facade's API speaks.

@@ -213,13 +213,21 @@ async fn two_devices_conflict_on_a_value_one_resolves_and_the_other_sees_it() {
         let all = d.conflicts().unwrap();
         assert_eq!(all.len(), 1, "{who}: {all:?}");
         assert_eq!(all[0].record, id);
-        let Some(Conflict::Field { candidates, .. }) = all[0]
+        let Some(open) = all[0]
             .conflicts
             .iter()
-            .find(|c| matches!(c, Conflict::Field { slot: s, .. } if *s == slot))
+            .find(|c| matches!(&c.conflict, Conflict::Field { slot: s, .. } if *s == slot))
         else {
             panic!("{who}: no value conflict in {:?}", all[0].conflicts);
         };
+        let Conflict::Field { candidates, .. } = &open.conflict else {
+            unreachable!()
+        };
+        assert_eq!(
+            open.base,
+            Some(euros(1000)),
+            "{who}: both started from 1000 EUR"
+        );
         let mut seen: Vec<(Value, UserId, String)> = candidates
             .iter()
             .map(|c| (c.value.clone(), c.by, c.device.to_string()))
