@@ -767,6 +767,64 @@ impl Device {
             .await
     }
 
+    /// Serves LAN peers (devices of the same hub dialing [`Device::sync_peer`]) on `listener`
+    /// over TLS with this device's own certificate, until `shutdown` resolves. Each peer
+    /// proves its credential from the hub, and receives only records its user may see.
+    ///
+    /// Needs one hub round first (the grant holds the LAN credential): else
+    /// [`DeviceError::Auth`] at once. Records changed by served sessions are reported to
+    /// subscribers within half a second. The device stays usable meanwhile (sessions and
+    /// calls queue on its lock).
+    pub async fn serve_lan(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), DeviceError> {
+        let (base, tls) = self.with_node(|n| {
+            let no_credential = |e: credential::CredentialError| DeviceError::Auth {
+                reason: format!("no usable LAN credential ({e}): sync with the hub first"),
+            };
+            Ok((
+                credential::lan_accept_config(n, Limits::default()).map_err(no_credential)?,
+                credential::lan_tls_acceptor(n).map_err(no_credential)?,
+            ))
+        })?;
+        let make = move || {
+            let mut cfg = base.clone();
+            cfg.nonce = credential::nonce().unwrap_or_else(|e| {
+                // Without randomness the session runs with no nonce, which refuses every dialer.
+                tracing::warn!("cannot draw a nonce: {e}");
+                Vec::new()
+            });
+            Session::accept(cfg)
+        };
+        let extras = net::Extras {
+            tls: Some(tls),
+            health: None,
+        };
+        let serving = net::serve_nodes(
+            listener,
+            net::Nodes::Held(self.inner.node.clone()),
+            make,
+            NetConfig::default(),
+            extras,
+            shutdown,
+        );
+        let reporting = async {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.report_changes()).await;
+            }
+        };
+        tokio::select! {
+            () = serving => {}
+            () = reporting => {}
+        }
+        self.report_changes()
+    }
+
     async fn round(
         &self,
         url: &str,

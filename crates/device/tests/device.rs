@@ -613,3 +613,51 @@ fn a_device_is_send_sync_and_clone() {
     fn send<T: Send>() {}
     send::<sellsync_device::ChangeStream>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lan_peers_sync_with_their_hub_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(dir.path()).await;
+    let rita = hub.enrol(dir.path(), "rita-phone", 2);
+    let carl = hub.enrol(dir.path(), "carl-laptop", 3);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("wss://{}/", listener.local_addr().unwrap());
+    // Before any hub round there is no LAN credential.
+    assert!(matches!(
+        rita.sync_peer(&url, None, ROUND).await,
+        Err(DeviceError::Auth { .. })
+    ));
+    rita.sync_hub(ROUND).await.unwrap();
+    carl.sync_hub(ROUND).await.unwrap();
+    let id = new_deal(&carl, "Met on the LAN");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = carl.clone();
+    let serving = tokio::spawn(async move {
+        server
+            .serve_lan(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut rita_changes = rita.subscribe();
+    // Another device answering than the one expected is refused.
+    assert!(matches!(
+        rita.sync_peer(&url, Some("rita-phone".parse().unwrap()), ROUND)
+            .await,
+        Err(DeviceError::Auth { .. })
+    ));
+    let got = rita
+        .sync_peer(&url, Some("carl-laptop".parse().unwrap()), ROUND)
+        .await
+        .unwrap();
+    assert_eq!(got.peer, Some("carl-laptop".parse().unwrap()));
+    assert!(got.changed.contains(&id), "{got:?}");
+    assert_eq!(rita_changes.try_next(), vec![id.clone()]);
+    assert_eq!(
+        rita.record(&id).unwrap().record.fields.get(&key("name")),
+        Some(&Value::Text("Met on the LAN".into()))
+    );
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+}
