@@ -679,6 +679,11 @@ impl Device {
         Ok(())
     }
 
+    /// The memory budget of the document cache in use, in bytes.
+    pub fn cache_budget(&self) -> Result<usize, DeviceError> {
+        self.with_node(|n| Ok(n.replica().docs().budget()))
+    }
+
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.inner.path

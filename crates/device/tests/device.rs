@@ -429,6 +429,22 @@ async fn a_second_open_of_the_same_store_is_store_locked() {
     })
     .unwrap();
     assert_eq!(again.id().unwrap().as_str(), "rita-phone");
+    assert_eq!(
+        again.cache_budget().unwrap(),
+        sellsync_device::LOW_MEMORY_CACHE_BUDGET
+    );
+    drop(again);
+    let again = Device::open(DeviceConfig {
+        cache_budget: Some(1 << 20),
+        low_memory: true,
+        ..DeviceConfig::new(&path)
+    })
+    .unwrap();
+    assert_eq!(again.cache_budget().unwrap(), 1 << 20);
+    assert_eq!(
+        DeviceConfig::new(&path).budget(),
+        sellsync_service::DEFAULT_CACHE_BUDGET
+    );
     // Enrolling it again is refused; an unenrolled store is NotEnrolled.
     drop(again);
     assert!(matches!(

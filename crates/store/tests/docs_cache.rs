@@ -75,6 +75,27 @@ fn least_recently_used_documents_are_evicted_to_stay_under_the_budget() {
 }
 
 #[test]
+fn lowering_the_budget_evicts_the_least_recently_used_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let one = estimate_memory(200);
+    let mut docs = Docs::new(store, 10 * one);
+    for i in 0..6 {
+        docs.with_doc_mut(&rid(&format!("d{i}")), "deal", |d| put_int(d, "v", i))
+            .unwrap();
+    }
+    assert_eq!(docs.cached(), 6);
+    docs.set_budget(2 * one);
+    assert_eq!(docs.budget(), 2 * one);
+    assert!(docs.cached_bytes() <= 2 * one);
+    assert!(docs.is_cached(&rid("d5")), "the most recent stays");
+    assert!(!docs.is_cached(&rid("d0")), "the oldest goes");
+    // Evicted documents are still in the store.
+    let v = docs.with_doc(&rid("d0"), |d| get_int(d, "v")).unwrap();
+    assert_eq!(v, Some(Some(0)));
+}
+
+#[test]
 fn a_single_document_larger_than_the_budget_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut docs = Docs::new(open(&dir), 1);
