@@ -259,6 +259,17 @@ async fn two_devices_conflict_on_a_value_one_resolves_and_the_other_sees_it() {
         Err(DeviceError::InConflict { .. })
     ));
 
+    // A resolution against candidates that are not the ones open now is refused: look again.
+    let stale = vec!["1@72697461".to_owned()];
+    assert!(matches!(
+        carl.resolve_field_seen(&id, &slot, Some(stale), Choice::Pick(1)),
+        Err(DeviceError::Conflict { .. })
+    ));
+    assert!(matches!(
+        carl.resolve_field(&id, &slot, Choice::Pick(3)),
+        Err(DeviceError::Conflict { .. })
+    ));
+    assert_eq!(carl.conflicts().unwrap().len(), 1, "nothing was resolved");
     // Rita keeps hers.
     rita.resolve_field(&id, &slot, Choice::Mine).unwrap();
     assert!(rita.conflicts().unwrap().is_empty());
