@@ -553,15 +553,59 @@ impl Device {
     /// init` does (the hub URL, the token and the certificate are checked first; nothing is
     /// written when one is refused). The hub certificate given is pinned in the store.
     ///
-    /// The token is not verified with the hub here: the first [`Device::sync_hub`] does that
-    /// (and refuses with [`DeviceError::Auth`]). Checking it at once when the hub is reachable,
-    /// as the CLI does, is left for a later version. Enrolling an already enrolled store again
-    /// is refused ([`DeviceError::AlreadyEnrolled`]).
+    /// The token is not verified with the hub here (this call makes no connection): the first
+    /// [`Device::sync_hub`] does that (and refuses with [`DeviceError::Auth`]);
+    /// [`Device::enrol_checked`] asks the hub at once when it can be reached. Enrolling an
+    /// already enrolled store again is refused ([`DeviceError::AlreadyEnrolled`]); `init
+    /// --force`'s re-enrolment (keeping or moving aside the old store) is not offered yet.
     pub fn enrol(config: DeviceConfig, enrolment: Enrolment) -> Result<Device, DeviceError> {
         guard(|| {
             Device::write_enrolment(&config.path, &enrolment)?;
             Device::open_inner(&config)
         })
+    }
+
+    /// [`Device::enrol`], then one hub round (bounded by `timeout`) to check the enrolment
+    /// with the hub, as `sellsync device init` does. A hub that refuses the token
+    /// ([`DeviceError::Auth`]), or whose catalog does not list the token's user
+    /// ([`DeviceError::BadEnrolment`]), undoes the enrolment: the new store is removed. A hub
+    /// that cannot be reached now leaves the device enrolled, unchecked (`None`): its first
+    /// [`Device::sync_hub`] checks the token.
+    pub async fn enrol_checked(
+        config: DeviceConfig,
+        enrolment: Enrolment,
+        timeout: Duration,
+    ) -> Result<(Device, Option<SyncReport>), DeviceError> {
+        let path = config.path.clone();
+        let device = Device::enrol(config, enrolment)?;
+        let refused = match device.sync_hub(timeout).await {
+            Ok(report) => {
+                let user = device.user()?;
+                let catalog = device.catalog()?;
+                if catalog.loaded
+                    && !catalog.users.is_empty()
+                    && !catalog.users.contains_key(&user.0)
+                {
+                    DeviceError::BadEnrolment {
+                        what: "token",
+                        reason: format!(
+                            "the token is for user {}, whom the hub's catalog does not list",
+                            user.0
+                        ),
+                    }
+                } else {
+                    return Ok((device, Some(report)));
+                }
+            }
+            Err(DeviceError::Unreachable { .. } | DeviceError::Timeout { .. }) => {
+                return Ok((device, None));
+            }
+            Err(e) => e,
+        };
+        // The only handle: dropping it closes the store, which can then be removed.
+        drop(device);
+        std::fs::remove_file(&path).map_err(internal)?;
+        Err(refused)
     }
 
     fn write_enrolment(path: &Path, e: &Enrolment) -> Result<(), DeviceError> {

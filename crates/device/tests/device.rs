@@ -156,11 +156,21 @@ async fn two_devices_conflict_on_a_value_one_resolves_and_the_other_sees_it() {
     );
     assert_eq!(rita.status().unwrap().last_hub_sync_ms, None);
 
+    let reach = sellsync_device::CrmReach {
+        last_reached_ms: Some(1_700_000_000_000),
+        unreachable_since_ms: None,
+    };
+    hub.node
+        .lock()
+        .unwrap()
+        .write_crm_reach(&reach, net::now_ms())
+        .unwrap();
     rita.sync_hub(ROUND).await.unwrap();
     assert!(
         rita.catalog().unwrap().loaded,
         "the first round brings the catalog"
     );
+    assert_eq!(rita.status().unwrap().crm_reach, Some(reach));
     let id = new_deal(&rita, "Fair lead");
     let before = rita.status().unwrap();
     assert!(before.last_hub_sync_ms.is_some());
@@ -687,4 +697,62 @@ async fn lan_peers_sync_with_their_hub_credentials() {
     );
     let _ = stop.send(());
     serving.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_enrolment_asks_the_hub_and_undoes_a_refused_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(dir.path()).await;
+    let cfg = |name: &str| DeviceConfig::new(dir.path().join(format!("{name}.redb")));
+    let ok = Enrolment {
+        hub_url: hub.url.clone(),
+        token: hub.token("rita-phone", 2),
+        ca_pem: None,
+    };
+    let (rita, report) = Device::enrol_checked(cfg("rita-phone"), ok, ROUND)
+        .await
+        .unwrap();
+    assert!(report.is_some(), "checked with the hub");
+    assert!(rita.catalog().unwrap().loaded);
+
+    // A token the hub never issued: refused, and the store is gone.
+    let refused = Device::enrol_checked(
+        cfg("stranger"),
+        offline_enrolment(&hub.url, "stranger"),
+        ROUND,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(DeviceError::Auth { .. })),
+        "{refused:?}"
+    );
+    assert!(!dir.path().join("stranger.redb").exists());
+
+    // A user the catalog does not list: refused too.
+    let ghost = Enrolment {
+        hub_url: hub.url.clone(),
+        token: hub.token("ghost-phone", 77),
+        ca_pem: None,
+    };
+    let refused = Device::enrol_checked(cfg("ghost-phone"), ghost, ROUND).await;
+    assert!(
+        matches!(
+            refused,
+            Err(DeviceError::BadEnrolment { what: "token", .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(!dir.path().join("ghost-phone.redb").exists());
+
+    // A hub that is not there: enrolled, unchecked.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let (later, report) =
+        Device::enrol_checked(cfg("later"), offline_enrolment(&url, "later"), ROUND)
+            .await
+            .unwrap();
+    assert!(report.is_none());
+    drop(later);
+    assert!(Device::open(cfg("later")).is_ok());
 }
