@@ -1301,3 +1301,53 @@ impl Device {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_becomes_an_internal_error() {
+        let out: Result<(), DeviceError> = guard(|| panic!("automerge failed"));
+        match out {
+            Err(DeviceError::Internal { reason }) => assert!(reason.contains("automerge failed")),
+            other => panic!("expected Internal, got {other:?}"),
+        }
+        assert!(matches!(guard(|| Ok(1)), Ok(1)));
+    }
+
+    #[test]
+    fn ids_of_two_devices_and_of_one_device_differ() {
+        let (a, b) = (Ids::new(), Ids::new());
+        let ra = a.record(RecordKind::Deal).unwrap();
+        let rb = b.record(RecordKind::Deal).unwrap();
+        assert_ne!(ra, rb);
+        assert_ne!(ra, a.record(RecordKind::Deal).unwrap());
+        assert!(ra.as_str().starts_with("deal-"));
+        let n = a.activity(ActivityKind::Note).unwrap();
+        assert!(n.as_str().starts_with("note-"));
+    }
+
+    #[test]
+    fn hub_urls_are_checked_without_the_hub() {
+        for ok in [
+            "ws://10.0.0.5:7070/",
+            "wss://hub.example/",
+            "ws://[::1]:7070/",
+        ] {
+            assert!(check_hub_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["http://h/", "ws://", "ws://h:99999/", "ws://h st/"] {
+            assert!(
+                matches!(
+                    check_hub_url(bad),
+                    Err(DeviceError::BadEnrolment {
+                        what: "hub_url",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
