@@ -756,3 +756,42 @@ async fn a_checked_enrolment_asks_the_hub_and_undoes_a_refused_one() {
     drop(later);
     assert!(Device::open(cfg("later")).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_cut_short_leave_the_store_whole_and_lose_no_change_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(dir.path()).await;
+    let carl = hub.enrol(dir.path(), "carl-laptop", 3);
+    let rita = hub.enrol(dir.path(), "rita-phone", 2);
+    carl.sync_hub(ROUND).await.unwrap();
+    let made: BTreeSet<RecordId> = (0..150)
+        .map(|i| {
+            carl.create_deal(vec![
+                (key("name"), Value::Text(format!("Deal {i}"))),
+                (key("owner_id"), Value::Ref(3)),
+            ])
+            .unwrap()
+        })
+        .collect();
+    carl.sync_hub(ROUND).await.unwrap();
+
+    let mut changes = rita.subscribe();
+    let mut cut = 0;
+    for ms in [1, 2, 4, 8, 16, 32, 64, 128] {
+        match rita.sync_hub(Duration::from_millis(ms)).await {
+            Err(DeviceError::Timeout { .. }) => cut += 1,
+            Ok(_) => break,
+            Err(e) => panic!("{ms} ms: {e}"),
+        }
+        // Between cut rounds the device reads and writes as ever.
+        rita.deals().unwrap();
+    }
+    assert!(cut > 0, "no round was cut short");
+    rita.sync_hub(ROUND).await.unwrap();
+    let held: BTreeSet<RecordId> = rita.deals().unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(held, made);
+    let mut reported = BTreeSet::new();
+    reported.extend(changes.try_next());
+    assert_eq!(reported, made, "every record received was reported");
+    assert_eq!(rita.status().unwrap().pending_changes, 0);
+}
