@@ -399,16 +399,14 @@ impl StoreReplica {
         Ok(out)
     }
 
-    /// Whether the peer's user and this node's user may both hold `doc`. Free when there is
-    /// no user to check (a device trusting its hub); otherwise one document copy, so that a
-    /// document that is not a record stays available (admins may hold it).
-    fn may_hold(&self, peer: &Peer, doc: &Automerge) -> bool {
-        let users: Vec<UserId> = [peer.user, self.user].into_iter().flatten().collect();
-        if users.is_empty() {
-            return true;
+    /// Whether the peer's user and this node's user may both hold a document of `access`
+    /// (`None`: not computed, because there is no user to check: a device trusting its hub).
+    fn may_hold(&self, peer: &Peer, access: Option<&DocAccess>) -> bool {
+        let users = [peer.user, self.user].into_iter().flatten();
+        match access {
+            Some(access) => users.into_iter().all(|u| self.may_see(u, access)),
+            None => true,
         }
-        let access = self.access_of(doc);
-        users.iter().all(|u| self.may_see(*u, &access))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -620,14 +618,16 @@ impl StoreReplica {
             *inc.state = saved;
             return Ok(Received::Denied);
         };
-        if !self.may_hold(peer, &tmp) {
+        // Who may see it: computed once (one document copy), when a user must be checked for
+        // holding it or its changes are checked (not on a device's pull from its hub).
+        let users_to_check = peer.user.is_some() || self.user.is_some();
+        let access = (users_to_check || verifier.is_some()).then(|| self.access_of(&tmp));
+        if users_to_check && !self.may_hold(peer, access.as_ref()) {
             *inc.state = saved;
             return Ok(Received::Denied);
         }
         let new = tmp.get_changes(&[]);
-        // A new record: its authors must be users who may see it (computed only when the
-        // changes are checked: not on a device's pull from its hub).
-        let access = verifier.map(|_| self.access_of(&tmp));
+        // A new record: its authors must be users who may see it.
         let may_write = |u: UserId| access.as_ref().is_none_or(|a| self.may_see(u, a));
         let Ok(proven) = self.checked(
             peer,
@@ -955,15 +955,23 @@ impl Replica for StoreReplica {
         // table is read once per batch, at the first author met.
         let store = me.store();
         let directory = std::cell::OnceCell::new();
+        // Each author looked up once per batch (a batch carries many changes of one author).
+        let met: RefCell<HashMap<DeviceId, Option<KnownDevice>>> = RefCell::default();
         let device = |d: &DeviceId| {
+            if let Some(known) = met.borrow().get(d) {
+                return known.clone();
+            }
             let known = directory.get_or_init(|| token_directory(&store, me.now_ms));
-            let (user, live) = *known.get(d)?;
-            let key = store
-                .read()
-                .ok()?
-                .kv_get(&format!("{PEER_STORE_KEY}{d}"))
-                .ok()?;
-            Some(KnownDevice { user, live, key })
+            let found = known.get(d).and_then(|&(user, live)| {
+                let key = store
+                    .read()
+                    .ok()?
+                    .kv_get(&format!("{PEER_STORE_KEY}{d}"))
+                    .ok()?;
+                Some(KnownDevice { user, live, key })
+            });
+            met.borrow_mut().insert(d.clone(), found.clone());
+            found
         };
         let verifier = match &me.signing {
             Some((_, true)) => Some(Verifier::Hub {

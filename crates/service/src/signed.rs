@@ -392,7 +392,7 @@ impl Verifier<'_> {
                     device: &author,
                 },
             )
-            .and_then(|()| check_resolutions(doc, change, rules.catalog, rules.policy))
+            .and_then(|added| check_resolutions(doc, change, &added, rules.catalog, rules.policy))
             .map_err(|v| Refusal(format!("change {short} by {author}: {v}")))?;
             proven.authors.push((*proof).clone());
         }
