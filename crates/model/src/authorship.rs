@@ -218,23 +218,35 @@ pub fn check_resolutions(
     let before = RecordDoc::from_automerge(before, &reader).ok();
     for entry in entries {
         let slot = entry.slot.as_ref().expect("filtered above");
-        let written = before
+        // Every register written on the field as the author saw it: its view (read with this
+        // receiver's catalog) and its stored value.
+        let written: Vec<(crate::Candidate, crate::value::Scalar)> = before
             .as_ref()
-            .map(|d| d.field_candidates(catalog, policy, slot))
+            .and_then(|d| {
+                let snap = d.snapshot();
+                let scope = match &slot.activity {
+                    None => crate::Scope::Record,
+                    Some(id) => snap.activity_scope(id)?,
+                };
+                let a = d.analyse_slot(&snap, catalog, policy, &scope, &slot.field);
+                let stored = a.candidates.iter().map(|f| f.reg.value.clone());
+                Some(a.candidate_views().into_iter().zip(stored).collect())
+            })
             .unwrap_or_default();
         let invented = |op: &str| WriteViolation::InventedCandidate {
             entry: entry.id.clone(),
             slot: slot.to_string(),
             op: op.to_owned(),
         };
-        // Compared in their stored form: a catalog that types a field differently on the
-        // author's device must not make an honest entry look invented.
-        let same = |a: &crate::Candidate, b: &crate::Candidate| {
-            a.op == b.op
-                && a.at == b.at
-                && a.by == b.by
-                && a.device == b.device
-                && a.value.to_scalar() == b.value.to_scalar()
+        // The value as this receiver reads it, or in its stored form: a catalog that types the
+        // field differently on the author's device must not make an honest entry look invented.
+        let same = |c: &crate::Candidate,
+                    (w, stored): &(crate::Candidate, crate::value::Scalar)| {
+            c.op == w.op
+                && c.at == w.at
+                && c.by == w.by
+                && c.device == w.device
+                && (c.value == w.value || c.value.to_scalar() == *stored)
         };
         if let Some(c) = entry
             .candidates
@@ -434,5 +446,74 @@ mod tests {
                 "forgery {n} passed"
             );
         }
+    }
+
+    #[test]
+    fn a_resolution_read_with_another_catalog_passes() {
+        use crate::Slot;
+        // Rita and Carl set the custom number field "Seats" concurrently. The receiver's catalog
+        // no longer knows "Seats" (removed in the CRM meanwhile), so it reads the candidates as
+        // untyped: Rita's honest entry must still pass.
+        let (mut doc, catalog, policy) = deal(RegisterLayout::Packed);
+        let slot = Slot::record(FieldKey::Custom("Seats".into()));
+        let carl = author(3, "carl-web");
+        let mut theirs = RecordDoc::from_automerge(doc.automerge().clone(), &carl.device).unwrap();
+        for (d, who, n) in [
+            (&mut doc, author(2, "rita-phone"), "3"),
+            (&mut theirs, carl, "5"),
+        ] {
+            let ctx = EditCtx {
+                author: &who,
+                now_ms: T0 + 1,
+                catalog: &catalog,
+                policy: &policy,
+            };
+            d.apply(
+                &ctx,
+                "seats",
+                &[Edit::Set(slot.field.clone(), Value::Number(n.into()))],
+            )
+            .unwrap();
+        }
+        doc.merge(&mut theirs).unwrap();
+        // "Seats" resolves by time; Rita writing it again records that automatic resolution
+        // (both candidates) in the audit, in the same change.
+        let heads = doc.automerge().get_heads();
+        let rita = author(2, "rita-phone");
+        let ctx = EditCtx {
+            author: &rita,
+            now_ms: T0 + 2,
+            catalog: &catalog,
+            policy: &policy,
+        };
+        doc.apply(
+            &ctx,
+            "seats",
+            &[Edit::Set(slot.field.clone(), Value::Number("7".into()))],
+        )
+        .unwrap();
+        let resolution = changes_after(&doc, &heads).pop().unwrap();
+        let rita_phone: DeviceId = "rita-phone".parse().unwrap();
+        let as_rita = ChangeAuthor {
+            user: UserId(2),
+            device: &rita_phone,
+        };
+        let added = check_change(doc.automerge(), &resolution, as_rita).unwrap();
+        assert!(
+            added.iter().any(|e| e.candidates.len() == 2),
+            "the write records the automatic resolution: {added:?}"
+        );
+        let mut without_seats = catalog.clone();
+        without_seats.custom_fields.clear();
+        assert_eq!(
+            check_resolutions(
+                doc.automerge(),
+                &resolution,
+                &added,
+                &without_seats,
+                &policy
+            ),
+            Ok(())
+        );
     }
 }
