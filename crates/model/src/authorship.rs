@@ -355,19 +355,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_resolution_names_only_candidates_that_were_written() {
-        use crate::{Choice, Money, Slot};
-        use automerge::transaction::Transactable;
+    /// Rita's deal after Rita and Carl wrote `slot` concurrently (`mine`, `theirs`), merged.
+    fn concurrent(slot: &crate::Slot, mine: Value, theirs: Value) -> (RecordDoc, Catalog, Policy) {
         let (mut doc, catalog, policy) = deal(RegisterLayout::Packed);
-        let value = |cents| Value::Money(Money::from_cents(cents));
-        let slot = Slot::record(FieldKey::Std("value".into()));
-        // Rita and Carl set the value concurrently: a conflict.
         let carl = author(3, "carl-web");
-        let mut theirs = RecordDoc::from_automerge(doc.automerge().clone(), &carl.device).unwrap();
-        for (d, who, cents) in [
-            (&mut doc, author(2, "rita-phone"), 5000),
-            (&mut theirs, carl, 9000),
+        let mut other = RecordDoc::from_automerge(doc.automerge().clone(), &carl.device).unwrap();
+        for (d, who, v) in [
+            (&mut doc, author(2, "rita-phone"), mine),
+            (&mut other, carl, theirs),
         ] {
             let ctx = EditCtx {
                 author: &who,
@@ -375,37 +370,56 @@ mod tests {
                 catalog: &catalog,
                 policy: &policy,
             };
-            d.apply(
-                &ctx,
-                "value",
-                &[Edit::Set(slot.field.clone(), value(cents))],
-            )
-            .unwrap();
+            d.apply(&ctx, "write", &[Edit::Set(slot.field.clone(), v)])
+                .unwrap();
         }
-        doc.merge(&mut theirs).unwrap();
+        doc.merge(&mut other).unwrap();
+        (doc, catalog, policy)
+    }
+
+    /// Rita's next change to `doc`, made by `f`, and the audit entries it adds.
+    fn by_rita(
+        doc: &mut RecordDoc,
+        catalog: &Catalog,
+        policy: &Policy,
+        f: impl FnOnce(&mut RecordDoc, &EditCtx<'_>),
+    ) -> (Change, Vec<AuditEntry>) {
+        let heads = doc.automerge().get_heads();
+        let rita = author(2, "rita-phone");
+        let ctx = EditCtx {
+            author: &rita,
+            now_ms: T0 + 2,
+            catalog,
+            policy,
+        };
+        f(doc, &ctx);
+        let change = changes_after(doc, &heads).pop().unwrap();
+        let device: DeviceId = "rita-phone".parse().unwrap();
+        let who = ChangeAuthor {
+            user: UserId(2),
+            device: &device,
+        };
+        let added = check_change(doc.automerge(), &change, who).unwrap();
+        (change, added)
+    }
+
+    #[test]
+    fn a_resolution_names_only_candidates_that_were_written() {
+        use crate::{Choice, Money, Slot};
+        use automerge::transaction::Transactable;
+        let value = |cents| Value::Money(Money::from_cents(cents));
+        let slot = Slot::record(FieldKey::Std("value".into()));
+        // Rita and Carl set the value concurrently: a conflict, which Rita settles.
+        let (mut doc, catalog, policy) = concurrent(&slot, value(5000), value(9000));
         let seen: Vec<String> = doc
             .field_candidates(&catalog, &policy, &slot)
             .into_iter()
             .map(|c| c.op)
             .collect();
         assert_eq!(seen.len(), 2);
-        let heads = doc.automerge().get_heads();
-        let rita = author(2, "rita-phone");
-        let ctx = EditCtx {
-            author: &rita,
-            now_ms: T0 + 2,
-            catalog: &catalog,
-            policy: &policy,
-        };
-        doc.resolve_field(&ctx, &slot, &seen, Choice::Pick(2))
-            .unwrap();
-        let resolution = changes_after(&doc, &heads).pop().unwrap();
-        let rita_phone: DeviceId = "rita-phone".parse().unwrap();
-        let as_rita = ChangeAuthor {
-            user: UserId(2),
-            device: &rita_phone,
-        };
-        let added = check_change(doc.automerge(), &resolution, as_rita).unwrap();
+        let (resolution, added) = by_rita(&mut doc, &catalog, &policy, |d, ctx| {
+            d.resolve_field(ctx, &slot, &seen, Choice::Pick(2)).unwrap();
+        });
         assert_eq!(
             check_resolutions(doc.automerge(), &resolution, &added, &catalog, &policy),
             Ok(())
@@ -423,6 +437,11 @@ mod tests {
         });
         let mut unlisted = honest.clone();
         unlisted.chosen_op = Some("98@abcdef".into());
+        let rita_phone: DeviceId = "rita-phone".parse().unwrap();
+        let as_rita = ChangeAuthor {
+            user: UserId(2),
+            device: &rita_phone,
+        };
         for (n, mut forged) in [changed, invented, unlisted].into_iter().enumerate() {
             forged.id = format!("forged-{n}");
             let mut d = doc.automerge().clone();
@@ -454,51 +473,15 @@ mod tests {
         // Rita and Carl set the custom number field "Seats" concurrently. The receiver's catalog
         // no longer knows "Seats" (removed in the CRM meanwhile), so it reads the candidates as
         // untyped: Rita's honest entry must still pass.
-        let (mut doc, catalog, policy) = deal(RegisterLayout::Packed);
         let slot = Slot::record(FieldKey::Custom("Seats".into()));
-        let carl = author(3, "carl-web");
-        let mut theirs = RecordDoc::from_automerge(doc.automerge().clone(), &carl.device).unwrap();
-        for (d, who, n) in [
-            (&mut doc, author(2, "rita-phone"), "3"),
-            (&mut theirs, carl, "5"),
-        ] {
-            let ctx = EditCtx {
-                author: &who,
-                now_ms: T0 + 1,
-                catalog: &catalog,
-                policy: &policy,
-            };
-            d.apply(
-                &ctx,
-                "seats",
-                &[Edit::Set(slot.field.clone(), Value::Number(n.into()))],
-            )
-            .unwrap();
-        }
-        doc.merge(&mut theirs).unwrap();
+        let number = |n: &str| Value::Number(n.into());
+        let (mut doc, catalog, policy) = concurrent(&slot, number("3"), number("5"));
         // "Seats" resolves by time; Rita writing it again records that automatic resolution
         // (both candidates) in the audit, in the same change.
-        let heads = doc.automerge().get_heads();
-        let rita = author(2, "rita-phone");
-        let ctx = EditCtx {
-            author: &rita,
-            now_ms: T0 + 2,
-            catalog: &catalog,
-            policy: &policy,
-        };
-        doc.apply(
-            &ctx,
-            "seats",
-            &[Edit::Set(slot.field.clone(), Value::Number("7".into()))],
-        )
-        .unwrap();
-        let resolution = changes_after(&doc, &heads).pop().unwrap();
-        let rita_phone: DeviceId = "rita-phone".parse().unwrap();
-        let as_rita = ChangeAuthor {
-            user: UserId(2),
-            device: &rita_phone,
-        };
-        let added = check_change(doc.automerge(), &resolution, as_rita).unwrap();
+        let (change, added) = by_rita(&mut doc, &catalog, &policy, |d, ctx| {
+            d.apply(ctx, "seats", &[Edit::Set(slot.field.clone(), number("7"))])
+                .unwrap();
+        });
         assert!(
             added.iter().any(|e| e.candidates.len() == 2),
             "the write records the automatic resolution: {added:?}"
@@ -506,13 +489,7 @@ mod tests {
         let mut without_seats = catalog.clone();
         without_seats.custom_fields.clear();
         assert_eq!(
-            check_resolutions(
-                doc.automerge(),
-                &resolution,
-                &added,
-                &without_seats,
-                &policy
-            ),
+            check_resolutions(doc.automerge(), &change, &added, &without_seats, &policy),
             Ok(())
         );
     }
