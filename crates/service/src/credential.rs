@@ -150,17 +150,12 @@ pub fn load_or_create_key(store: &Store, entry: &str) -> Result<SigningKey, Cred
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
+/// Lowercase or uppercase hex digits only (no sign, no spaces, an even count).
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 fn seal(key: &SigningKey, domain: &[u8], body: &[u8]) -> Vec<u8> {
@@ -905,5 +900,14 @@ mod tests {
         let again = SigningKey::from_pkcs8(k.pkcs8()).unwrap();
         assert_eq!(again.public_key(), k.public_key());
         assert!(SigningKey::from_pkcs8(b"junk").is_err());
+    }
+
+    #[test]
+    fn hex_fields_take_hex_digits_only() {
+        assert_eq!(unhex("0f"), Some(vec![15]));
+        assert_eq!(unhex("0F"), Some(vec![15]));
+        for bad in ["+f", "-f", " f", "f", "0g", "é0"] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
     }
 }
