@@ -8,8 +8,8 @@ use std::sync::Arc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc};
 use sellsync_model::{
-    AuditEntry, Candidate, Catalog, Chosen, DeviceId, FieldKey, Money, RecordId, RecordKind,
-    UserId, Value,
+    AuditEntry, Candidate, Catalog, Chosen, Conflict, DeviceId, FieldKey, Money, RecordId,
+    RecordKind, UserId, Value,
 };
 use sellsync_service::credential::{self, Issuer, SigningKey};
 use sellsync_service::signed::{self, Proof};
@@ -298,6 +298,18 @@ fn assert_refused_alone(w: &mut World, tamper: Tamper<'_>) {
         before,
         "nothing of the forgery was kept"
     );
+    // The device was told: its user sees the record under a permission conflict.
+    if w.deal.as_str() != CATALOG_ID {
+        let shown = w.rita.project(&w.deal).unwrap().unwrap();
+        assert!(
+            shown
+                .conflicts
+                .iter()
+                .any(|c| matches!(c, Conflict::Permission { slot: None, .. })),
+            "no conflict shows the refusal: {:?}",
+            shown.conflicts
+        );
+    }
     assert_eq!(heads(&w.hub, &honest_deal), heads(&w.rita, &honest_deal));
     assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
     assert_eq!(heads(&w.carl, &w.deal), before);

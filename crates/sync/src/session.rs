@@ -1230,6 +1230,12 @@ impl Session {
                 Received::Forged => {
                     x.failed_receive = true;
                     x.ignored.insert(doc.clone());
+                    // The device is told, as for a record it may not hold: it keeps the record
+                    // under a permission conflict its user sees, instead of offering it again
+                    // unseen at every session.
+                    if self.role == Role::Hub && x.peer.role == Role::Device {
+                        refused.push(doc.clone());
+                    }
                     out.effects.push(Effect::Ignored {
                         doc,
                         reason: IgnoreReason::Forged,
