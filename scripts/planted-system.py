@@ -45,6 +45,17 @@ BUGS = {
         "        assert!(!v.as_str().is_some_and(|s| s.starts_with(\"Web \")), \"unexpected text\");\n",
         "the bridge panics on a text the CRM sends (a web-app rename), under the hub's lock",
         "no panic"),
+    "reopen-drops-new-records": ("crates/service/src/node.rs",
+        "        node.reload_catalog()?;\n        Ok(node)\n",
+        "        node.reload_catalog()?;\n"
+        "        if node.identity.role == Role::Device {\n"
+        "            let lost: Vec<RecordId> = node.records()?.into_iter().map(|(id, _)| id)\n"
+        "                .filter(|id| id.as_str().starts_with(\"d-new-\")).collect();\n"
+        "            node.store().write(|w| { for id in &lost { w.remove_doc(id)?; } Ok(()) })?;\n"
+        "        }\n"
+        "        Ok(node)\n",
+        "a device that reopens its store drops the deals it created (as a careless repair would)",
+        "no lost update"),
     "accept-forgery": ("crates/service/src/signed.rs",
         "            check_change(\n                doc,\n",
         "            (|_: &Automerge, _: &Change, _: ChangeAuthor<'_>| Ok(Vec::new()))(\n                doc,\n",
@@ -82,7 +93,7 @@ def run(name):
         out = r.stdout + r.stderr
         if "could not compile" in out:
             return what, expect, "DID NOT COMPILE", out[-3000:]
-        fired = sorted(set(re.findall(r"^  (convergence|zendesk agrees|no wedge|access|notifications|no panic|no poisoned lock|authorship): ", out, re.M)))
+        fired = sorted(set(re.findall(r"^  (convergence|zendesk agrees|no wedge|access|notifications|no panic|no poisoned lock|authorship|no lost update): ", out, re.M)))
         seed = re.search(r"seed (\d+) failed", out)
         first = re.search(r"^seed \d+ failed:\n  (.*)$", out, re.M)
         detail = f"seed {seed.group(1) if seed else '?'}; fired: {', '.join(fired) or '-'}"

@@ -251,6 +251,18 @@ struct World {
     last_push: Option<PushReport>,
     /// Every forged change: by which device, in which document.
     forgeries: Vec<(usize, u32, RecordId, automerge::ChangeHash)>,
+    /// Every edit, create and resolution a device was told succeeded (see `no_lost_update`).
+    acknowledged: Vec<Acknowledged>,
+}
+
+/// A device action that succeeded, and the changes it made.
+#[derive(Debug, Clone)]
+struct Acknowledged {
+    device: usize,
+    generation: u32,
+    record: RecordId,
+    what: String,
+    changes: Vec<automerge::ChangeHash>,
 }
 
 fn lock(node: &SharedNode) -> std::sync::MutexGuard<'_, Node> {
@@ -424,6 +436,7 @@ impl World {
             trace: Vec::new(),
             last_push: None,
             forgeries: Vec::new(),
+            acknowledged: Vec::new(),
         };
         w.users = w.read_users()?;
         w.acl_toml = w.users.acl_toml();
@@ -685,6 +698,53 @@ impl World {
         r.unwrap_or_else(|e| format!("error: {e}"))
     }
 
+    /// The heads of device `i`'s copy of `id` (empty when it holds none).
+    fn device_heads(&mut self, i: usize, id: &RecordId) -> Vec<automerge::ChangeHash> {
+        self.device(i)
+            .ok()
+            .and_then(|n| {
+                n.replica()
+                    .docs()
+                    .with_doc(id, |d| d.get_heads())
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Records that device `i` was told `what` succeeded on `id`: the changes since `before`.
+    fn acknowledge(
+        &mut self,
+        i: usize,
+        id: &RecordId,
+        before: &[automerge::ChangeHash],
+        what: String,
+    ) {
+        let changes: Vec<automerge::ChangeHash> = self
+            .device(i)
+            .ok()
+            .and_then(|n| {
+                n.replica()
+                    .docs()
+                    .with_doc(id, |d| {
+                        d.get_changes(before).iter().map(|c| c.hash()).collect()
+                    })
+                    .ok()
+                    .flatten()
+            })
+            .unwrap_or_default();
+        if !changes.is_empty() {
+            let generation = self.devices[i].generation;
+            self.acknowledged.push(Acknowledged {
+                device: i,
+                generation,
+                record: id.clone(),
+                what,
+                changes,
+            });
+        }
+    }
+
     /// Device `i` forges a change in a record it holds (or in the catalog), bypassing the edit
     /// API, as a rep with a modified app would.
     fn forge(&mut self, i: usize, pick: u32, what: u8) -> Result<String, String> {
@@ -797,8 +857,9 @@ impl World {
         let now = self.now;
         let node = self.device(i)?;
         node.create(kind, &id, fields, now)
-            .map(|_| format!("created {id}"))
-            .map_err(|e| format!("refused: {e}"))
+            .map_err(|e| format!("refused: {e}"))?;
+        self.acknowledge(i, &id, &[], format!("create {id}"));
+        Ok(format!("created {id}"))
     }
 
     /// Records device `i` holds that its user may edit (not flagged as revoked), in id order.
@@ -916,10 +977,14 @@ impl World {
             )],
         };
         let now = self.now;
+        let before = self.device_heads(i, &id);
         let node = self.device(i)?;
         let desc = format!("{id} {edits:?}");
         match node.apply(&id, "a simulated edit", &edits, now) {
-            Ok(()) => Ok(format!("ok {}", short(&desc))),
+            Ok(()) => {
+                self.acknowledge(i, &id, &before, short(&desc));
+                Ok(format!("ok {}", short(&desc)))
+            }
             Err(e) => Ok(format!(
                 "refused {}: {}",
                 short(&desc),
@@ -939,6 +1004,7 @@ impl World {
         }
         let (id, conflict) = open[pick as usize % open.len()].clone();
         let now = self.now;
+        let before = self.device_heads(i, &id);
         let node = self.device(i)?;
         let stages: Vec<u64> = node
             .replica_ref()
@@ -1003,7 +1069,10 @@ impl World {
             other => return Ok(format!("left {}", short(&format!("{other:?}")))),
         };
         Ok(match r {
-            Ok(what) => format!("{id}: {what}"),
+            Ok(what) => {
+                self.acknowledge(i, &id, &before, format!("resolve {id} {what}"));
+                format!("{id}: {what}")
+            }
             Err(e) => format!("{id}: refused {}", short(&e.to_string())),
         })
     }
@@ -1507,6 +1576,7 @@ impl World {
         }
         v.extend(self.duplicates());
         v.extend(self.authorship());
+        v.extend(self.no_lost_update());
         let (mut lost_values, mut told) = (0usize, 0usize);
         // Notifications: each value lost automatically (notify and keep-server tiers, from the
         // audit trail) is told once to its author, on each of that author's devices.
@@ -1557,6 +1627,59 @@ impl World {
              {lost_values} values lost automatically, {told} checks of their notifications",
             records.len()
         ));
+        v
+    }
+
+    /// No lost update: every change of an edit, create or resolution a device was told succeeded is at the
+    /// hub, unless that device's copy stays apart by design: it was revoked or replaced (a wiped
+    /// phone), its record carries a record-level permission conflict (kept with its offline
+    /// edits, no longer synced), or it forged the record.
+    fn no_lost_update(&mut self) -> Vec<String> {
+        use automerge::ReadDoc;
+        let mut v = Vec::new();
+        let hub = self.hub_node();
+        for a in self.acknowledged.clone() {
+            let d = &self.devices[a.device];
+            if d.revoked
+                || d.generation != a.generation
+                || d.forged.contains(&None)
+                || d.forged.contains(&Some(a.record.clone()))
+            {
+                continue;
+            }
+            let kept_apart = self
+                .device(a.device)
+                .ok()
+                .and_then(|n| n.project(&a.record).ok().flatten())
+                .is_some_and(|p| {
+                    p.conflicts
+                        .iter()
+                        .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
+                });
+            if kept_apart {
+                continue;
+            }
+            let missing = lock(&hub)
+                .replica()
+                .docs()
+                .with_doc(&a.record, |doc| {
+                    a.changes
+                        .iter()
+                        .filter(|h| doc.get_change_by_hash(h).is_none())
+                        .count()
+                })
+                .ok()
+                .flatten()
+                .unwrap_or(a.changes.len());
+            if missing > 0 {
+                v.push(format!(
+                    "no lost update: device {} was told {} succeeded; {missing} of its {} changes never reached the hub",
+                    a.device,
+                    a.what,
+                    a.changes.len()
+                ));
+            }
+        }
         v
     }
 
