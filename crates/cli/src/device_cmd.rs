@@ -615,12 +615,12 @@ struct Enrol<'a> {
 }
 
 /// An enrolment argument the facade refused, in the words of `init`'s options.
-fn enrolment_error(e: DeviceError, path: &Path, url: &str) -> anyhow::Error {
+fn enrolment_error(e: DeviceError, path: &Path) -> anyhow::Error {
     match e {
         DeviceError::BadEnrolment {
             what: "hub_url",
             reason,
-        } => anyhow!("--hub {url:?} is not a hub URL: {reason}, e.g. ws://10.0.0.5:7070/"),
+        } => anyhow!("--hub is not a hub URL: {reason} (e.g. ws://10.0.0.5:7070/)"),
         DeviceError::BadEnrolment {
             what: "ca_pem",
             reason,
@@ -667,7 +667,7 @@ fn init(path: &Path, e: &Enrol<'_>, json_out: bool) -> Result<()> {
             "the hub refused this enrolment: {refused}; {} is as it was",
             path.display()
         ),
-        Err(err) => return Err(enrolment_error(err, path, e.hub)),
+        Err(err) => return Err(enrolment_error(err, path)),
     };
     if let Some(aside) = &done.kept_aside {
         eprintln!("kept the old store as {}", aside.display());
@@ -764,7 +764,7 @@ fn round(d: &Device, path: &Path, target: Target<'_>) -> Result<SyncReport> {
         DeviceError::BadEnrolment {
             what: "hub_url",
             reason,
-        } => anyhow!("--hub: {reason}, e.g. ws://10.0.0.5:7070/"),
+        } => anyhow!("--hub is not a hub URL: {reason} (e.g. ws://10.0.0.5:7070/)"),
         DeviceError::BadEnrolment {
             what: "ca_pem",
             reason,
