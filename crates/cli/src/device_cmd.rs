@@ -1,25 +1,22 @@
 //! `sellsync device`: a rep's device: enrol with a hub, sync, read and edit records.
+//!
+//! Argument parsing and printing only: every action goes through the device facade
+//! ([`sellsync_device::Device`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use sellsync_model::{
-    ActivityId, Choice, Chosen, Conflict, Edit, FieldKey, Projection, RecordChoice, RecordId,
-    RecordKind, RefusalTarget, Slot, UserId, Value, parse_input,
+use sellsync_device::{
+    ActivityId, Choice, Conflict, CrmReach, Device, DeviceConfig, DeviceError, DeviceId, Enrolment,
+    FieldKey, Projection, RecordChoice, RecordId, RecordKind, RefusalTarget, Slot, SyncReport,
+    TagChange, Value,
 };
-use sellsync_model::{CrmReach, DeviceId};
-use sellsync_service::net::{self, NetConfig, Outcome, SharedNode};
-use sellsync_service::{Node, NodeError, credential, token};
-use sellsync_store::{
-    NodeIdentity, NotificationFilter, Role as StoreRole, Store, StoreError, StoreRead,
-};
-use sellsync_sync::{CloseReason, ErrorCode, Limits, Session};
+use sellsync_model::{Chosen, parse_input};
 
 use crate::show;
 use serde_json::json;
-
 /// A device's commands.
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArgs {
@@ -230,53 +227,61 @@ enum DeviceCmd {
     },
 }
 
-/// Opens an initialised device store. A missing file is refused (nothing is created); a
-/// damaged one is refused once, here, with the way to rebuild it from the hub.
-fn open_node(path: &Path) -> Result<Node> {
-    let store = Arc::new(open_store(path)?);
-    if store.was_repaired() {
-        eprintln!(
-            "warning: {} was damaged and has been repaired; its latest changes may be gone: \
-             sync with the hub",
+/// How long a command waits for the store while another process holds it (a serving device
+/// holds it only during each LAN session).
+const STORE_WAIT: Duration = Duration::from_secs(15);
+
+/// The bound of one sync round (the connection included).
+const ROUND: Duration = Duration::from_secs(600);
+
+/// A facade error in the words docs/cli.md gives, for the store at `path`.
+fn cli_error(e: DeviceError, path: &Path) -> anyhow::Error {
+    match e {
+        DeviceError::NotEnrolled { .. } if !path.exists() => anyhow!(
+            "no store at {}: check --store, or create one with `device init`",
             path.display()
-        );
-    }
-    let mut node = match Node::open(store, None) {
-        Err(NodeError::NoIdentity) => bail!(
+        ),
+        DeviceError::NotEnrolled { .. } => anyhow!(
             "{} is not enrolled with a hub yet: run `sellsync device --store {} init --hub URL \
              --token TOKEN`",
             path.display(),
             path.display()
         ),
-        other => other?,
-    };
-    if node.identity().role != StoreRole::Device {
-        bail!("{} is a hub's store, not a device's", path.display());
-    }
-    // The access rules and peer credential of the latest grant, if the hub handed one. A grant
-    // that no longer verifies leaves the device as before its first grant (no LAN peers) until
-    // the next hub sync replaces it; every other command still works.
-    if let Err(e) = credential::enable_peer_auth(&mut node) {
-        eprintln!("warning: the stored grant is unusable ({e}); sync with the hub to renew it");
-    }
-    Ok(node)
-}
-
-/// [`Store::open_existing`], with a damaged store's error saying how to rebuild it.
-/// How long a command waits for the store while another process holds it (a serving device
-/// holds it only during each LAN session).
-const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
-
-fn open_store(path: &Path) -> Result<Store> {
-    Store::open_existing_waiting(path, STORE_WAIT).map_err(|e| match e {
-        StoreError::Damaged { .. } => anyhow!(
-            "{e}; restore it from the hub: `sellsync device --store {} init --force --hub URL \
-             --token TOKEN` keeps the damaged file aside and enrols a fresh store, then `sync` \
-             brings its records back (see docs/cli.md, \"A damaged store\")",
+        DeviceError::Damaged { path: p, detail } => anyhow!(
+            "store damaged: {}: {detail}; restore it from the hub: `sellsync device --store {} \
+             init --force --hub URL --token TOKEN` keeps the damaged file aside and enrols a \
+             fresh store, then `sync` brings its records back (see docs/cli.md, \"A damaged \
+             store\")",
+            p.display(),
             path.display()
         ),
+        DeviceError::NotADevice { .. } => {
+            anyhow!("{} is a hub's store, not a device's", path.display())
+        }
+        DeviceError::NoSuchRecord { id } => {
+            anyhow!("no record {id} on this device (`device deals` lists them)")
+        }
         other => anyhow::Error::new(other),
-    })
+    }
+}
+
+/// `Result<T, DeviceError>` to the CLI's errors.
+trait At<T> {
+    /// The error in the CLI's words, for the store at `path`.
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> At<T> for std::result::Result<T, DeviceError> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| cli_error(e, path))
+    }
+}
+
+/// Opens an enrolled device store (waiting up to [`STORE_WAIT`] for a serving device's
+/// session to end). A missing file is refused (nothing is created); a damaged one is refused
+/// with the way to rebuild it from the hub.
+fn open(path: &Path) -> Result<Device> {
+    Device::open_waiting(DeviceConfig::new(path), STORE_WAIT).at(path)
 }
 
 fn record_id(s: &str) -> Result<RecordId> {
@@ -287,17 +292,30 @@ fn field_key(s: &str) -> Result<FieldKey> {
     s.parse().map_err(|e: String| anyhow!("field {s:?}: {e}"))
 }
 
-/// Parses one typed value of a field, a catalog entry's name standing for its id.
-fn parse_value(node: &Node, kind: RecordKind, key: &FieldKey, input: &str) -> Result<Value> {
-    let catalog = node.replica_ref().catalog();
-    let input = show::resolve_name(catalog, key, input)?;
-    parse_input(catalog, kind, None, key, &input).map_err(|e| match show::choices(catalog, key) {
-        Some(choices) => anyhow!("{e}; choose one of: {choices}"),
-        None => e.into(),
+/// Parses one typed value of a field of a `kind` record (of one of its activities, if
+/// `activity` is given), a catalog entry's name standing for its id.
+fn parse_value(
+    device: &Device,
+    kind: RecordKind,
+    activity: Option<sellsync_model::ActivityKind>,
+    key: &FieldKey,
+    input: &str,
+) -> Result<Value> {
+    let catalog = device.catalog()?;
+    let input = show::resolve_name(&catalog, key, input)?;
+    parse_input(&catalog, kind, activity, key, &input).map_err(|e| {
+        match show::choices(&catalog, key) {
+            Some(choices) => anyhow!("{e}; choose one of: {choices}"),
+            None => e.into(),
+        }
     })
 }
 
-fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(FieldKey, Value)>> {
+fn parse_pairs(
+    device: &Device,
+    kind: RecordKind,
+    pairs: &[String],
+) -> Result<Vec<(FieldKey, Value)>> {
     pairs
         .iter()
         .map(|p| {
@@ -305,19 +323,10 @@ fn parse_pairs(node: &Node, kind: RecordKind, pairs: &[String]) -> Result<Vec<(F
                 .split_once('=')
                 .ok_or_else(|| anyhow!("expected FIELD=VALUE, got {p:?}"))?;
             let key = field_key(k)?;
-            let value = parse_value(node, kind, &key, v)?;
+            let value = parse_value(device, kind, None, &key, v)?;
             Ok((key, value))
         })
         .collect()
-}
-
-fn projection(node: &mut Node, id: &RecordId) -> Result<Projection> {
-    node.project(id)?
-        .ok_or_else(|| anyhow!("no record {id} on this device (`device deals` lists them)"))
-}
-
-fn kind_of(node: &mut Node, id: &RecordId) -> Result<RecordKind> {
-    Ok(projection(node, id)?.record.kind)
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
@@ -334,8 +343,13 @@ fn report(json_out: bool, json: serde_json::Value, line: impl std::fmt::Display)
     Ok(())
 }
 
+/// The one tokio runtime of this process, for the facade's async calls.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
 pub(crate) fn run(args: DeviceArgs) -> Result<()> {
-    let now = net::now_ms();
+    let path = args.store.as_path();
     if let DeviceCmd::Init {
         hub,
         token,
@@ -345,7 +359,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     } = &args.cmd
     {
         return init(
-            &args.store,
+            path,
             &Enrol {
                 hub,
                 token,
@@ -355,30 +369,32 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             *json,
         );
     }
-    let mut node = open_node(&args.store)?;
+    if let DeviceCmd::Serve { listen } = &args.cmd {
+        return serve(path, listen);
+    }
+    let device = open(path)?;
+    let d = &device;
     match args.cmd {
-        DeviceCmd::Init { .. } => unreachable!("handled above"),
+        DeviceCmd::Init { .. } | DeviceCmd::Serve { .. } => unreachable!("handled above"),
         DeviceCmd::Sync {
             peer,
             peer_id,
             hub,
             json,
         } => match peer {
-            Some(peer) => sync(node, Target::Peer(&peer, peer_id.as_deref()), json),
-            None => sync(node, Target::Hub(hub.as_deref()), json),
+            Some(peer) => sync(d, path, Target::Peer(&peer, peer_id.as_deref()), json),
+            None => sync(d, path, Target::Hub(hub.as_deref()), json),
         },
-        DeviceCmd::Serve { listen } => serve(node, &args.store, &listen),
-        DeviceCmd::Deals { json } => list_records(&mut node, RecordKind::Deal, json),
-        DeviceCmd::Contacts { json } => list_records(&mut node, RecordKind::Contact, json),
-        DeviceCmd::Catalog { json } => catalog(&node, json),
+        DeviceCmd::Deals { json } => list_records(d, path, RecordKind::Deal, json),
+        DeviceCmd::Contacts { json } => list_records(d, path, RecordKind::Contact, json),
+        DeviceCmd::Catalog { json } => catalog(d, json),
         DeviceCmd::Show { id, json } => {
-            let p = projection(&mut node, &record_id(&id)?)?;
+            let p = d.record(&record_id(&id)?).at(path)?;
             if json {
                 return print_json(&p);
             }
-            let names = show::Names {
-                catalog: node.replica_ref().catalog(),
-            };
+            let catalog = d.catalog().at(path)?;
+            let names = show::Names { catalog: &catalog };
             outln!(
                 "{} {} ({})",
                 p.record.kind,
@@ -401,28 +417,20 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             Ok(())
         }
         DeviceCmd::CreateDeal { id, fields, json } => {
+            let pairs = parse_pairs(d, RecordKind::Deal, &fields)?;
             let id = match id {
-                Some(s) => record_id(&s)?,
-                None => record_id(&format!("deal-{}-{now:x}", node.id()))?,
-            };
-            let mut pairs = parse_pairs(&node, RecordKind::Deal, &fields)?;
-            let owner = field_key("owner_id")?;
-            if !pairs.iter().any(|(k, _)| *k == owner) {
-                pairs.push((owner, Value::Ref(node.user().0)));
+                Some(s) => d.create_deal_with_id(record_id(&s)?, pairs),
+                None => d.create_deal(pairs),
             }
-            node.create(RecordKind::Deal, &id, pairs, now)?;
+            .at(path)?;
             report(json, json!({ "id": id.as_str() }), &id)
         }
         DeviceCmd::Set { id, fields, json } => {
             let id = record_id(&id)?;
-            let kind = kind_of(&mut node, &id)?;
-            let pairs = parse_pairs(&node, kind, &fields)?;
+            let kind = d.record(&id).at(path)?.record.kind;
+            let pairs = parse_pairs(d, kind, &fields)?;
             let set: Vec<String> = pairs.iter().map(|(k, _)| k.to_string()).collect();
-            let edits = pairs
-                .into_iter()
-                .map(|(k, v)| Edit::Set(k, v))
-                .collect::<Vec<_>>();
-            node.apply(&id, "set", &edits, now)?;
+            d.set(&id, pairs).at(path)?;
             report(
                 json,
                 json!({ "id": id.as_str(), "set": set }),
@@ -431,18 +439,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
         }
         DeviceCmd::Note { id, text, json } => {
             let id = record_id(&id)?;
-            let note: ActivityId = format!("note-{}-{now:x}", node.id())
-                .parse()
-                .map_err(|e| anyhow!("note id: {e}"))?;
-            node.apply(
-                &id,
-                "note",
-                &[Edit::AddNote {
-                    id: note.clone(),
-                    content: text,
-                }],
-                now,
-            )?;
+            let note = d.note(&id, &text).at(path)?;
             report(
                 json,
                 json!({ "id": id.as_str(), "note": note.as_str() }),
@@ -451,17 +448,15 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
         }
         DeviceCmd::Tag { id, tags, json } => {
             let id = record_id(&id)?;
-            let edits = tags
+            let changes = tags
                 .iter()
                 .map(|t| match (t.strip_prefix('+'), t.strip_prefix('-')) {
-                    (Some(t), _) => Ok(Edit::AddTag(t.to_owned())),
-                    (_, Some(t)) => Ok(Edit::RemoveTag(t.to_owned())),
+                    (Some(t), _) => Ok(TagChange::Add(t.to_owned())),
+                    (_, Some(t)) => Ok(TagChange::Remove(t.to_owned())),
                     _ => Err(anyhow!("expected +TAG or -TAG, got {t:?}")),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            node.apply(&id, "tags", &edits, now)?;
-            let p = projection(&mut node, &id)?;
-            let now_tags: Vec<&str> = p.record.tags.iter().map(String::as_str).collect();
+            let now_tags = d.change_tags(&id, &changes).at(path)?;
             report(
                 json,
                 json!({ "id": id.as_str(), "tags": now_tags }),
@@ -470,14 +465,14 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
         }
         DeviceCmd::Delete { id, json } => {
             let id = record_id(&id)?;
-            node.apply(&id, "delete", &[Edit::DeleteRecord], now)?;
+            d.delete(&id).at(path)?;
             report(
                 json,
                 json!({ "id": id.as_str(), "deleted": true }),
                 format!("deleted {id}"),
             )
         }
-        DeviceCmd::Conflicts { json } => conflicts(&mut node, json),
+        DeviceCmd::Conflicts { json } => conflicts(d, path, json),
         DeviceCmd::Resolve {
             id,
             field,
@@ -505,7 +500,7 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
                      --confirm-delete, --discard, --retry"
                 ),
             };
-            let done = resolve(&mut node, now, &record_id(&id)?, field.as_deref(), how)?;
+            let done = resolve(d, path, &record_id(&id)?, field.as_deref(), how)?;
             if json {
                 return print_json(&done);
             }
@@ -513,14 +508,13 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             Ok(())
         }
         DeviceCmd::Audit { id, json } => {
-            let p = projection(&mut node, &record_id(&id)?)?;
+            let audit = d.audit(&record_id(&id)?).at(path)?;
             if json {
-                return print_json(&p.audit);
+                return print_json(&audit);
             }
-            let names = show::Names {
-                catalog: node.replica_ref().catalog(),
-            };
-            for e in &p.audit {
+            let catalog = d.catalog().at(path)?;
+            let names = show::Names { catalog: &catalog };
+            for e in &audit {
                 let slot = e
                     .slot
                     .as_ref()
@@ -545,62 +539,45 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
             Ok(())
         }
         DeviceCmd::Dismiss { id, json } => {
-            let mine = node.store().read()?.notifications(&NotificationFilter {
-                user: Some(node.user()),
-                ..NotificationFilter::default()
-            })?;
-            if !mine.iter().any(|n| n.id == id) {
-                bail!(
+            match d.dismiss(id) {
+                Err(DeviceError::Invalid { field, .. }) if field == "notification" => bail!(
                     "no notification {id} for user {} on this device (see `notifications`)",
-                    node.user()
-                );
+                    d.user().at(path)?
+                ),
+                other => other.at(path)?,
             }
-            node.store().write(|w| w.mark_notification_read(id))?;
             report(
                 json,
                 json!({ "id": id, "dismissed": true }),
                 format!("dismissed notification {id}"),
             )
         }
-        DeviceCmd::Notifications { unread, json } => notifications(&mut node, unread, json),
+        DeviceCmd::Notifications { unread, json } => notifications(d, path, unread, json),
     }
 }
 
-/// A stored notification's body: the model's notification, as the replica wrote it.
-#[derive(Debug, serde::Deserialize)]
-struct NotificationBody {
-    record: RecordId,
-    slot: Slot,
-    yours: Value,
-    kept: Value,
-    kept_by: UserId,
-    kept_at: i64,
-}
-
-fn notifications(node: &mut Node, unread: bool, json_out: bool) -> Result<()> {
-    let list = node.store().read()?.notifications(&NotificationFilter {
-        user: Some(node.user()),
-        unread_only: unread,
-        ..NotificationFilter::default()
-    })?;
+fn notifications(d: &Device, path: &Path, unread: bool, json_out: bool) -> Result<()> {
+    let list = d.notifications(unread).at(path)?;
     if json_out {
+        let user = d.user().at(path)?;
         let rows: Vec<serde_json::Value> = list
             .iter()
             .map(|n| {
                 json!({
                     "id": n.id,
-                    "user": n.user.0,
+                    "user": user.0,
                     "created_at_ms": n.created_at_ms,
                     "read": n.read,
-                    "body": serde_json::from_slice::<serde_json::Value>(&n.body)
-                        .unwrap_or(serde_json::Value::Null),
+                    "body": n.detail,
                 })
             })
             .collect();
         return print_json(&rows);
     }
+    let catalog = d.catalog().at(path)?;
+    let names = show::Names { catalog: &catalog };
     for n in &list {
-        let Ok(body) = serde_json::from_slice::<NotificationBody>(&n.body) else {
+        let Some(body) = &n.detail else {
             outln!(
                 "{} {}: a notification this version cannot read",
                 n.id,
@@ -608,9 +585,10 @@ fn notifications(node: &mut Node, unread: bool, json_out: bool) -> Result<()> {
             )?;
             continue;
         };
-        let p = node.project(&body.record)?;
-        let names = show::Names {
-            catalog: node.replica_ref().catalog(),
+        let p = match d.record(&body.record) {
+            Ok(p) => Some(p),
+            Err(DeviceError::NoSuchRecord { .. }) => None,
+            Err(e) => return Err(cli_error(e, path)),
         };
         outln!(
             "{} {}: {} {}: your {} gave way to {} by {} at {}{}",
@@ -628,9 +606,6 @@ fn notifications(node: &mut Node, unread: bool, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-/// The key-value entry holding the PEM certificate a device trusts for its hub.
-const HUB_CA_KEY: &str = "device/hub_ca_pem";
-
 /// What `init` was given.
 struct Enrol<'a> {
     hub: &'a str,
@@ -639,283 +614,93 @@ struct Enrol<'a> {
     force: bool,
 }
 
-/// Checks a hub URL as far as it can be without the hub: `ws://` or `wss://`, a host, and if
-/// given a port number.
-fn check_hub_url(url: &str) -> Result<()> {
-    let rest = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-        .ok_or_else(|| {
-            anyhow!("--hub {url:?} is not a hub URL: it starts with ws:// or wss://, e.g. ws://10.0.0.5:7070/")
-        })?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, Some(p)),
-        _ => (authority, None),
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._[]:".contains(c));
-    if !host_ok {
-        bail!("--hub {url:?} has no valid host name or address, e.g. ws://10.0.0.5:7070/");
+/// An enrolment argument the facade refused, in the words of `init`'s options.
+fn enrolment_error(e: DeviceError, path: &Path) -> anyhow::Error {
+    match e {
+        DeviceError::BadEnrolment {
+            what: "hub_url",
+            reason,
+        } => anyhow!("--hub is not a hub URL: {reason} (e.g. ws://10.0.0.5:7070/)"),
+        DeviceError::BadEnrolment {
+            what: "ca_pem",
+            reason,
+        } => anyhow!("--ca: {reason}"),
+        DeviceError::BadEnrolment { reason, .. } => anyhow!("--token: {reason}"),
+        DeviceError::Damaged { path: p, detail } => anyhow!(
+            "store damaged: {}: {detail}; `init --force` keeps it aside and enrols a fresh store",
+            p.display()
+        ),
+        other => cli_error(other, path),
     }
-    if let Some(p) = port
-        && p.parse::<u16>().is_err()
-    {
-        bail!("--hub {url:?}: {p:?} is not a port number (1 to 65535)");
-    }
-    Ok(())
-}
-
-/// The secret of a token printed by `hub token`: 32 random bytes, in hex.
-fn check_secret(secret: &str) -> Result<()> {
-    if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!(
-            "the token's secret is {} character(s) long; a token printed by `sellsync hub \
-             token` ends in 64 hex digits: copy it whole",
-            secret.chars().count()
-        );
-    }
-    Ok(())
-}
-
-/// What was at the store's path before `init` wrote, so that a refused enrolment can be undone.
-enum Prior {
-    /// No file, or a store never enrolled (empty): undoing removes the file.
-    Fresh,
-    /// This device's store, enrolled before with this identity and hub certificate: its
-    /// records stay, and undoing writes both back.
-    Enrolled(NodeIdentity, Option<Vec<u8>>),
-    /// Another enrolment's store, or a damaged one, moved aside to this path: undoing moves it
-    /// back.
-    MovedAside(PathBuf),
-}
-
-/// Where an old store is kept when `init --force` starts a fresh one.
-fn aside_path(path: &Path, why: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{why}-{}", net::now_ms()));
-    PathBuf::from(name)
-}
-
-/// Looks at what is at `path` and makes room for the new enrolment; returns what was there.
-fn make_room(path: &Path, enrolled: &token::Enrollment, force: bool) -> Result<Prior> {
-    if !path.exists() {
-        return Ok(Prior::Fresh);
-    }
-    let why_aside = match Store::open_existing(path) {
-        Ok(store) => {
-            let read = store.read()?;
-            let Some(identity) = read.identity()? else {
-                return Ok(Prior::Fresh);
-            };
-            if identity.role != StoreRole::Device {
-                bail!("{} is a hub's store, not a device's", path.display());
-            }
-            if !force {
-                bail!(
-                    "{} is already initialised (device {} for user {} with hub {}); `init \
-                     --force` enrols it again",
-                    path.display(),
-                    identity.device_id,
-                    identity.user_id.0,
-                    identity.hub_url.as_deref().unwrap_or("?")
-                );
-            }
-            if identity.device_id == enrolled.device && identity.user_id == enrolled.user {
-                let ca = read.kv_get(HUB_CA_KEY)?;
-                return Ok(Prior::Enrolled(identity, ca));
-            }
-            "replaced"
-        }
-        Err(StoreError::Damaged { .. }) if force => "damaged",
-        Err(e @ StoreError::Damaged { .. }) => {
-            bail!("{e}; `init --force` keeps it aside and enrols a fresh store")
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let aside = aside_path(path, why_aside);
-    std::fs::rename(path, &aside)
-        .with_context(|| format!("moving {} aside to {}", path.display(), aside.display()))?;
-    eprintln!("kept the old store as {}", aside.display());
-    Ok(Prior::MovedAside(aside))
-}
-
-/// Puts back what [`make_room`] found.
-fn undo_init(path: &Path, prior: Prior) -> Result<()> {
-    match prior {
-        Prior::Fresh => {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?
-        }
-        Prior::Enrolled(identity, ca) => {
-            let store = Store::open_existing(path)?;
-            store.write(|w| {
-                w.set_identity(&identity)?;
-                match &ca {
-                    Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
-                    None => {
-                        w.kv_remove(HUB_CA_KEY)?;
-                    }
-                }
-                Ok(())
-            })?;
-        }
-        Prior::MovedAside(aside) => {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-            std::fs::rename(&aside, path)
-                .with_context(|| format!("moving {} back", aside.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// What the hub said to the new enrolment.
-enum HubCheck {
-    /// One session completed: the token is the hub's, for this device and user.
-    Accepted(Outcome),
-    /// No session could be held (no connection, lost): checked at the first sync instead.
-    Unreachable(String),
-    /// The hub refused the token, or the user it names is unknown.
-    Refused(String),
-}
-
-/// Holds one sync session with the hub, as the first `sync` would.
-fn check_with_hub(path: &Path, user: UserId) -> Result<HubCheck> {
-    let node = open_node(path)?;
-    let (out, shared) = match dial(node, Target::Hub(None)) {
-        Ok(done) => done,
-        Err(e) => {
-            return Ok(match e.downcast_ref::<net::NetError>() {
-                Some(tls @ net::NetError::Tls { .. }) => HubCheck::Refused(tls.to_string()),
-                _ => HubCheck::Unreachable(format!("{e:#}")),
-            });
-        }
-    };
-    match &out.closed {
-        None if out.error.is_none() => {}
-        None => return Ok(HubCheck::Unreachable(out.error.clone().unwrap_or_default())),
-        Some(CloseReason::ConnectionLost) => {
-            return Ok(HubCheck::Unreachable(closed_sentence(
-                &CloseReason::ConnectionLost,
-            )));
-        }
-        Some(reason) => return Ok(HubCheck::Refused(closed_sentence(reason))),
-    }
-    let node = shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let catalog = node.replica_ref().catalog();
-    if catalog.loaded && !catalog.users.is_empty() && !catalog.users.contains_key(&user.0) {
-        let known: Vec<String> = catalog
-            .users
-            .values()
-            .map(|u| format!("{} ({})", u.name, u.id))
-            .collect();
-        return Ok(HubCheck::Refused(format!(
-            "the token is for user {}, whom the hub's catalog does not list (it lists {}); ask \
-             for a token of one of them",
-            user.0,
-            known.join(", ")
-        )));
-    }
-    drop(node);
-    Ok(HubCheck::Accepted(out))
 }
 
 fn init(path: &Path, e: &Enrol<'_>, json_out: bool) -> Result<()> {
-    let now_ms = net::now_ms();
-    // Everything that can be checked without the hub, before anything is written.
-    check_hub_url(e.hub)?;
-    let enrolled = token::parse(e.token)?;
-    check_secret(token::secret_of(&enrolled.token))?;
     let ca_pem = match e.ca {
-        Some(p) => {
-            net::tls_connector(p)?;
-            Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-        }
-        None if e.hub.starts_with("wss://") => {
-            bail!("a wss:// hub needs --ca: the hub's certificate (PEM), or its authority's")
-        }
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let prior = make_room(path, &enrolled, e.force)?;
-    let identity = NodeIdentity {
-        device_id: enrolled.device.clone(),
-        user_id: enrolled.user,
-        role: StoreRole::Device,
-        hub_url: Some(e.hub.to_owned()),
-        hub_token: Some(enrolled.token.clone()),
+    let enrolment = Enrolment {
+        hub_url: e.hub.to_owned(),
+        token: e.token.to_owned(),
+        ca_pem,
     };
-    let written = (|| -> Result<()> {
-        let store =
-            Store::open(path).with_context(|| format!("creating store {}", path.display()))?;
-        store.write(|w| {
-            w.set_identity(&identity)?;
-            match &ca_pem {
-                Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
-                None => {
-                    w.kv_remove(HUB_CA_KEY)?;
-                }
-            }
-            if !matches!(prior, Prior::Enrolled(..)) {
-                // A new store for a device id that may have synced before (a rebuilt or
-                // re-created store): the hub holds a checkpoint into the old store's feed,
-                // which counted one per change. Starting the feed at the time in microseconds
-                // puts every change of this store above any seq an earlier one reached.
-                let micros = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
-                w.raise_feed_floor(micros)?;
-            }
-            Ok(())
-        })?;
-        // The device's own key pair, certified by the hub at each sync (kept on a re-init).
-        credential::load_or_create_key(&store, credential::DEVICE_KEY)?;
-        Ok(())
-    })();
-    if let Err(err) = written {
-        undo_init(path, prior)?;
-        return Err(err);
-    }
-    let check = match check_with_hub(path, enrolled.user) {
-        Ok(HubCheck::Refused(why)) => {
-            undo_init(path, prior)?;
+    let rt = runtime()?;
+    let done = match rt.block_on(Device::enrol_with(
+        DeviceConfig::new(path),
+        enrolment,
+        e.force,
+        ROUND,
+    )) {
+        Ok(done) => done,
+        Err(DeviceError::AlreadyEnrolled { .. }) => {
+            let old = open(path)?;
             bail!(
-                "the hub refused this enrolment: {why}; {} is as it was",
-                path.display()
+                "{} is already initialised (device {} for user {} with hub {}); `init --force` \
+                 enrols it again",
+                path.display(),
+                old.id().at(path)?,
+                old.user().at(path)?.0,
+                old.hub_url().at(path)?.as_deref().unwrap_or("?")
             );
         }
-        Ok(c) => c,
-        Err(err) => {
-            undo_init(path, prior)?;
-            return Err(err);
-        }
+        Err(refused @ (DeviceError::Auth { .. } | DeviceError::SyncFailed { .. })) => bail!(
+            "the hub refused this enrolment: {refused}; {} is as it was",
+            path.display()
+        ),
+        Err(err) => return Err(enrolment_error(err, path)),
     };
-    let (checked, received, note) = match &check {
-        HubCheck::Accepted(out) => (true, unique(&out.changed).len(), String::new()),
-        HubCheck::Unreachable(why) => (
+    if let Some(aside) = &done.kept_aside {
+        eprintln!("kept the old store as {}", aside.display());
+    }
+    let d = &done.device;
+    let (device, user) = (d.id().at(path)?, d.user().at(path)?);
+    let hub = d.hub_id().map(|h| h.to_string()).unwrap_or_default();
+    let (checked, received, note) = match &done.first_round {
+        Ok(report) => (
+            true,
+            report.changed.len() + usize::from(report.catalog_changed),
+            String::new(),
+        ),
+        Err(why) => (
             false,
             0,
             format!(
                 "; the hub is not reachable now ({why}): the token is checked at the first sync"
             ),
         ),
-        HubCheck::Refused(_) => unreachable!("undone above"),
     };
     report(
         json_out,
         json!({
-            "device": enrolled.device.as_str(),
-            "user": enrolled.user.0,
-            "hub": enrolled.hub.as_str(),
+            "device": device.as_str(),
+            "user": user.0,
+            "hub": hub,
             "url": e.hub,
             "hub_checked": checked,
             "received": received,
         }),
         format!(
-            "initialised device {} for user {} with hub {} at {}{}",
-            enrolled.device,
-            enrolled.user,
-            enrolled.hub,
+            "initialised device {device} for user {user} with hub {hub} at {}{}",
             e.hub,
             if checked {
                 format!("; first sync: {received} record(s) received")
@@ -934,76 +719,25 @@ enum Target<'a> {
     Peer(&'a str, Option<&'a str>),
 }
 
-/// Why a session ended early, as a sentence.
-fn closed_sentence(reason: &CloseReason) -> String {
-    match reason {
-        CloseReason::AuthFailed(why) => format!("authentication failed: {why}"),
-        CloseReason::WrongPeer(who) => {
-            format!("another node answered ({who}), not the one this device dialed")
-        }
-        CloseReason::Malformed(why) => format!("the peer sent a frame that cannot be read: {why}"),
-        CloseReason::OutOfOrder(why) => format!("the peer broke the protocol: {why}"),
-        CloseReason::PeerError { code, reason } => {
-            format!(
-                "the peer refused the session ({}): {reason}",
-                error_code(*code)
-            )
-        }
-        CloseReason::Storage(why) => format!("this device's store failed: {why}"),
-        CloseReason::ConnectionLost => {
-            "the connection was lost before the exchange was done".into()
-        }
-        other => format!("the session ended early: {other:?}"),
-    }
+/// The catalog document's id, listed among what a round changed.
+fn catalog_id() -> Result<RecordId> {
+    record_id(sellsync_service::CATALOG_ID)
 }
 
-/// A protocol error code in words.
-fn error_code(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::AuthFailed => "authentication failed",
-        ErrorCode::WrongPeer => "wrong peer",
-        ErrorCode::Malformed => "malformed frame",
-        ErrorCode::OutOfOrder => "out of order",
-        ErrorCode::Internal => "the peer failed internally",
-        ErrorCode::UnsupportedVersion => "unsupported protocol version",
-        ErrorCode::TooLarge => "frame too large",
-        _ => "unknown error code",
-    }
+/// Record ids in natural order.
+fn natural(mut ids: Vec<RecordId>) -> Vec<RecordId> {
+    ids.sort_by(|a, b| show::natural_cmp(a.as_str(), b.as_str()));
+    ids
 }
 
-/// Record ids once each, in natural order.
-fn unique(ids: &[RecordId]) -> Vec<RecordId> {
-    let mut v: Vec<RecordId> = ids.to_vec();
-    v.sort_by(|a, b| show::natural_cmp(a.as_str(), b.as_str()));
-    v.dedup();
-    v
-}
-
-/// One session with the hub or a LAN peer; the outcome and the node it ran on.
-fn dial(node: Node, target: Target<'_>) -> Result<(Outcome, SharedNode)> {
-    let id = node.identity().clone();
-    let (url, cfg, tls) = match target {
-        Target::Hub(moved) => {
-            let url = match moved {
-                Some(u) => {
-                    check_hub_url(u)?;
-                    u.to_owned()
-                }
-                None => id.hub_url.clone().context("no hub URL: run init")?,
-            };
-            let cfg = credential::hub_dial_config(&node, Limits::default())?;
-            let tls = match node.store().read()?.kv_get(HUB_CA_KEY)? {
-                Some(pem) => Some(net::tls_connector_pem(&pem)?),
-                None => None,
-            };
-            if url.starts_with("wss://") && tls.is_none() {
-                bail!(
-                    "{url} is a TLS hub, and this device trusts no certificate for it: enrol \
-                     again with `init --force --ca PEM`"
-                );
-            }
-            (url, cfg, tls)
-        }
+/// One round with the hub or a LAN peer.
+fn round(d: &Device, path: &Path, target: Target<'_>) -> Result<SyncReport> {
+    let rt = runtime()?;
+    let out = match target {
+        Target::Hub(moved) => match moved {
+            Some(url) => rt.block_on(d.sync_hub_at(url, ROUND)),
+            None => rt.block_on(d.sync_hub(ROUND)),
+        },
         Target::Peer(url, peer_id) => {
             if let Some(rest) = url.strip_prefix("ws://") {
                 bail!(
@@ -1011,91 +745,88 @@ fn dial(node: Node, target: Target<'_>) -> Result<(Outcome, SharedNode)> {
                      runs an older sellsync; update it)"
                 );
             }
-            if !url.starts_with("wss://") {
-                bail!("--peer {url:?}: expected wss://HOST:PORT/ (what `serve` prints)");
-            }
             let expected = peer_id
                 .map(|p| p.parse::<DeviceId>())
                 .transpose()
                 .map_err(|e| anyhow!("--peer-id: {e}"))?;
-            let cfg = credential::lan_dial_config(&node, expected, Limits::default())?;
-            warn_if_own_credential_invalid(&node);
-            (url.to_owned(), cfg, Some(net::lan_tls_connector()?))
+            // Peers check this device's credential as it checks theirs: say so before they
+            // refuse it.
+            if let Err(DeviceError::Auth { reason }) = d.check_lan_credential() {
+                eprintln!(
+                    "warning: LAN peers will refuse this device ({reason}); sync with the hub \
+                     to renew"
+                );
+            }
+            rt.block_on(d.sync_peer(url, expected, ROUND))
         }
     };
-    let shared: SharedNode = Arc::new(Mutex::new(node));
-    let rt = tokio::runtime::Runtime::new()?;
-    let out: Outcome = rt.block_on(net::dial_tls(
-        &url,
-        shared.clone(),
-        Session::dial(cfg),
-        NetConfig::default(),
-        tls,
-    ))?;
-    Ok((out, shared))
+    out.map_err(|e| match e {
+        DeviceError::BadEnrolment {
+            what: "hub_url",
+            reason,
+        } => anyhow!("--hub is not a hub URL: {reason} (e.g. ws://10.0.0.5:7070/)"),
+        DeviceError::BadEnrolment {
+            what: "ca_pem",
+            reason,
+        } => anyhow!("{reason}: enrol again with `init --force --ca PEM`"),
+        DeviceError::Invalid { field, reason } if field == "url" => {
+            anyhow!("--peer {reason} (what `serve` prints)")
+        }
+        e @ (DeviceError::Auth { .. }
+        | DeviceError::Unreachable { .. }
+        | DeviceError::Timeout { .. }
+        | DeviceError::SyncFailed { .. }) => anyhow!("sync did not complete: {e}"),
+        DeviceError::Internal { reason } => anyhow!("sync failed on this device: {reason}"),
+        e => cli_error(e, path),
+    })
 }
 
-fn sync(node: Node, target: Target<'_>, json_out: bool) -> Result<()> {
-    let (out, shared) = dial(node, target)?;
-    let changed = unique(&out.changed);
-    let revoked = unique(&out.revoked);
+fn sync(d: &Device, path: &Path, target: Target<'_>, json_out: bool) -> Result<()> {
+    let mut out = round(d, path, target)?;
+    if out.catalog_changed {
+        out.changed.push(catalog_id()?);
+    }
+    let changed = natural(out.changed);
+    let revoked = natural(out.revoked);
     let ids = |v: &[RecordId]| v.iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>();
     // What the hub last said of Zendesk (it travels in the catalog document).
-    let reach = shared
-        .lock()
-        .map_err(|_| anyhow!("the node's lock is poisoned"))?
-        .crm_reach()?;
+    let reach = d.status().at(path)?.crm_reach;
     if json_out {
-        print_json(&json!({
+        return print_json(&json!({
             "crm_reach": reach,
-            "finished": out.finished,
-            "peer": out.peer.as_ref().map(|p| p.node.as_str().to_owned()),
+            "finished": true,
+            "peer": out.peer.as_ref().map(|p| p.as_str().to_owned()),
             "changed": ids(&changed),
             "revoked": ids(&revoked),
             "frames_sent": out.frames_sent,
             "frames_received": out.frames_received,
             "bytes_sent": out.bytes_sent,
             "bytes_received": out.bytes_received,
-            "closed": out.closed.as_ref().map(closed_sentence),
-            "error": out.error,
-        }))?;
-    } else {
-        outln!(
-            "sync {}: {} record(s) received, {} revoked; sent {} B in {} frame(s), received {} B in {} frame(s)",
-            if out.finished {
-                "complete"
+            "closed": null,
+            "error": null,
+        }));
+    }
+    outln!(
+        "sync complete: {} record(s) received, {} revoked; sent {} B in {} frame(s), received {} B in {} frame(s)",
+        changed.len(),
+        revoked.len(),
+        out.bytes_sent,
+        out.frames_sent,
+        out.bytes_received,
+        out.frames_received
+    )?;
+    for (what, list) in [("changed", &changed), ("revoked", &revoked)] {
+        for id in list {
+            let p = if id.as_str() == sellsync_service::CATALOG_ID {
+                None
             } else {
-                "incomplete"
-            },
-            changed.len(),
-            revoked.len(),
-            out.bytes_sent,
-            out.frames_sent,
-            out.bytes_received,
-            out.frames_received
-        )?;
-        let mut node = shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (what, list) in [("changed", &changed), ("revoked", &revoked)] {
-            for id in list {
-                let p = if id.as_str() == "catalog" {
-                    None
-                } else {
-                    node.project(id).ok().flatten()
-                };
-                outln!("  {what} {}", show::title(id, p.as_ref()))?;
-            }
-        }
-        if let Some(line) = reach.as_ref().and_then(crm_reach_line) {
-            println!("{line}");
+                d.record(id).ok()
+            };
+            outln!("  {what} {}", show::title(id, p.as_ref()))?;
         }
     }
-    if let Some(reason) = &out.closed {
-        bail!("sync did not complete: {}", closed_sentence(reason));
-    }
-    if let Some(e) = out.error {
-        bail!("sync failed on this device: {e}");
+    if let Some(line) = reach.as_ref().and_then(crm_reach_line) {
+        outln!("{line}")?;
     }
     Ok(())
 }
@@ -1121,78 +852,43 @@ fn crm_reach_line(r: &CrmReach) -> Option<String> {
     }
 }
 
-/// Peers check this device's credential as it checks theirs: say so before they refuse it.
-fn warn_if_own_credential_invalid(node: &Node) {
-    if let Some(auth) = node.replica_ref().peer_auth()
-        && let Err(why) = auth.trust.check(&auth.credential, node.id(), net::now_ms())
-    {
-        eprintln!("warning: LAN peers will refuse this device ({why}); sync with the hub to renew");
-    }
-}
-
 /// Accepts LAN peers until ctrl-c. Each connection is logged on stderr (a refused peer with
 /// its reason).
 ///
 /// The store is open only while sessions run (shared by concurrent ones), so that the device's
 /// other commands (`deals`, `set`, `sync` with the hub…) work while it serves; a command and a
 /// session that meet wait for each other (up to [`STORE_WAIT`]).
-fn serve(node: Node, path: &Path, listen: &str) -> Result<()> {
-    // Checked before listening: a device without a grant cannot prove itself to anyone. The
-    // credential is the one held at start; each session only draws a fresh nonce.
-    let base = credential::lan_accept_config(&node, Limits::default())?;
-    let tls = credential::lan_tls_acceptor(&node)?;
-    warn_if_own_credential_invalid(&node);
-    drop(node);
-    let path = path.to_owned();
-    let nodes = net::Nodes::Leased(Arc::new(net::NodeLease::new(move || {
-        open_node(&path).map_err(|e| format!("{e:#}"))
-    })));
-    let make = move || {
-        let mut cfg = base.clone();
-        cfg.nonce = credential::nonce().unwrap_or_else(|e| {
-            // Without randomness the session runs with no nonce, which refuses every dialer.
-            tracing::warn!("cannot draw a nonce: {e}");
-            Vec::new()
-        });
-        Session::accept(cfg)
-    };
-    let rt = tokio::runtime::Runtime::new()?;
+fn serve(path: &Path, listen: &str) -> Result<()> {
+    {
+        // Checked before listening: a device without a grant cannot prove itself to anyone.
+        let d = open(path)?;
+        if let Err(DeviceError::Auth { reason }) = d.check_lan_credential() {
+            eprintln!(
+                "warning: LAN peers will refuse this device ({reason}); sync with the hub to renew"
+            );
+        }
+    }
+    let rt = runtime()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
+        let serving =
+            Device::serve_lan_leased(DeviceConfig::new(path), STORE_WAIT, listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .at(path)?;
         outln!("listening on wss://{addr}/")?;
-        let extras = net::Extras {
-            tls: Some(tls),
-            health: None,
-        };
-        net::serve_nodes(listener, nodes, make, NetConfig::default(), extras, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+        serving.await;
         Ok(())
     })
 }
 
-/// The records of one kind, projected, in natural id order.
-fn held(node: &mut Node, kind: RecordKind) -> Result<Vec<Projection>> {
-    let mut held = Vec::new();
-    for (id, stored_kind) in node.records()? {
-        if stored_kind != kind.as_str() {
-            continue;
-        }
-        if let Some(p) = node.project(&id)? {
-            held.push(p);
-        }
-    }
-    held.sort_by(|a, b| show::natural_cmp(a.record.id.as_str(), b.record.id.as_str()));
-    Ok(held)
-}
-
 /// `deals` and `contacts`: one line per record, with its state.
-fn list_records(node: &mut Node, kind: RecordKind, json_out: bool) -> Result<()> {
-    let held = held(node, kind)?;
+fn list_records(d: &Device, path: &Path, kind: RecordKind, json_out: bool) -> Result<()> {
+    let mut held = d.projections(kind).at(path)?;
+    held.sort_by(|a, b| show::natural_cmp(a.record.id.as_str(), b.record.id.as_str()));
     if json_out {
         let rows: Vec<serde_json::Value> = held
             .iter()
@@ -1208,9 +904,8 @@ fn list_records(node: &mut Node, kind: RecordKind, json_out: bool) -> Result<()>
             .collect();
         return print_json(&rows);
     }
-    let names = show::Names {
-        catalog: node.replica_ref().catalog(),
-    };
+    let catalog = d.catalog().at(path)?;
+    let names = show::Names { catalog: &catalog };
     let f = |p: &Projection, name: &str| show::field(names, p, name);
     if held.is_empty() {
         eprintln!(
@@ -1286,14 +981,15 @@ struct Resolved {
 /// Settles one conflict of record `id`. `target` is a field, a note, task or call id, or none
 /// for the record itself.
 fn resolve(
-    node: &mut Node,
-    now: i64,
+    d: &Device,
+    path: &Path,
     id: &RecordId,
     target: Option<&str>,
     how: Resolution,
 ) -> Result<Resolved> {
-    let p = projection(node, id)?;
-    let activity = target.and_then(|t| {
+    let p = d.record(id).at(path)?;
+    // The target as one of the record's notes, tasks or calls, if it names one.
+    let activity: Option<ActivityId> = target.and_then(|t| {
         p.record
             .activities
             .iter()
@@ -1306,42 +1002,18 @@ fn resolve(
         resolution,
         message,
     };
-    let refused_activity = |a: &ActivityId| {
-        p.conflicts
-            .iter()
-            .any(|c| matches!(c, Conflict::Refused { activity: Some(r), .. } if r == a))
-    };
+    let slot_of = |t: &str| -> Result<Slot> { t.parse().map_err(|e: String| anyhow!("{t}: {e}")) };
     match how {
         Resolution::Record(choice) => {
             if let Some(t) = target {
                 bail!("--restore and --confirm-delete settle the whole record; drop {t:?}");
             }
-            let seen: Vec<String> = p
-                .conflicts
-                .iter()
-                .find_map(|c| match c {
-                    Conflict::Record {
-                        deleted_by,
-                        restored_by,
-                        ..
-                    } => Some(
-                        deleted_by
-                            .iter()
-                            .chain(restored_by)
-                            .map(|c| c.op.clone())
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .ok_or_else(|| {
-                    anyhow!(
-                        "{id} has no record conflict (it was not deleted while others edited it)"
-                    )
-                })?;
-            node.act(id, now, |rd, ctx| {
-                rd.resolve_record(ctx, &seen, choice)
-                    .map_err(|e| NodeError::Refused(e.to_string()))
-            })?;
+            match d.resolve_record(id, choice) {
+                Err(DeviceError::NoConflict { .. }) => {
+                    bail!("{id} has no record conflict (it was not deleted while others edited it)")
+                }
+                other => other.at(path)?,
+            }
             Ok(match choice {
                 RecordChoice::Restore => done(
                     "record".into(),
@@ -1360,17 +1032,14 @@ fn resolve(
                 (Some(a), _) => RefusalTarget::Activity(a.clone()),
                 (None, None) => RefusalTarget::Record,
                 (None, Some(t)) => {
-                    let slot: Slot = t.parse().map_err(|e: String| anyhow!("{t}: {e}"))?;
+                    let slot = slot_of(t)?;
                     match slot.activity {
                         Some(a) => RefusalTarget::Activity(a),
                         None => RefusalTarget::Field(slot),
                     }
                 }
             };
-            node.act(id, now, |rd, ctx| {
-                rd.retry_refused(ctx, &what)
-                    .map_err(|e| NodeError::Refused(e.to_string()))
-            })?;
+            d.retry_refused(id, &what).at(path)?;
             let name = target.unwrap_or("record").to_owned();
             Ok(done(
                 name.clone(),
@@ -1382,12 +1051,7 @@ fn resolve(
             let a = activity.ok_or_else(|| {
                 anyhow!("--discard deletes a note, task or call: give its id (see `show {id}`)")
             })?;
-            node.apply(
-                id,
-                "discard a refused activity",
-                &[Edit::DeleteActivity(a.clone())],
-                now,
-            )?;
+            d.delete_activity(id, &a).at(path)?;
             Ok(done(
                 a.to_string(),
                 "discard",
@@ -1397,22 +1061,17 @@ fn resolve(
         Resolution::Field(choice) => {
             let t = target
                 .ok_or_else(|| anyhow!("give the field (or note, task or call) to settle"))?;
-            // A refused note, task or call fixed in place: its text (a note) or a field.
-            if let (Some(a), FieldChoice::Value(text)) = (&activity, &choice)
-                && refused_activity(a)
-            {
-                node.apply(
-                    id,
-                    "fix a refused note",
-                    &[Edit::SetNoteText {
-                        id: a.clone(),
-                        text: text.clone(),
-                    }],
-                    now,
-                )?;
-                return Ok(done(a.to_string(), "value", format!("changed {a} of {id}")));
+            // A refused note fixed in place: its new text.
+            if let (Some(a), FieldChoice::Value(text)) = (&activity, &choice) {
+                match d.fix_refused_note(id, a, text) {
+                    Ok(()) => {
+                        return Ok(done(a.to_string(), "value", format!("changed {a} of {id}")));
+                    }
+                    Err(DeviceError::NoConflict { .. }) => {}
+                    Err(e) => return Err(cli_error(e, path)),
+                }
             }
-            let slot: Slot = t.parse().map_err(|e: String| anyhow!("{t}: {e}"))?;
+            let slot = slot_of(t)?;
             let activity_kind = slot.activity.as_ref().and_then(|a| {
                 p.record
                     .activities
@@ -1420,66 +1079,35 @@ fn resolve(
                     .find(|v| v.id == *a)
                     .map(|v| v.kind)
             });
-            let parse = |v: &str| -> Result<Value> {
-                let catalog = node.replica_ref().catalog();
-                let v = show::resolve_name(catalog, &slot.field, v)?;
-                parse_input(catalog, p.record.kind, activity_kind, &slot.field, &v).map_err(|e| {
-                    match show::choices(catalog, &slot.field) {
-                        Some(choices) => anyhow!("{e}; choose one of: {choices}"),
-                        None => anyhow!(e),
-                    }
-                })
-            };
-            let seen: Option<Vec<String>> = p.conflicts.iter().find_map(|c| match c {
-                Conflict::Field {
-                    slot: s,
-                    candidates,
-                    ..
-                } if *s == slot => Some(candidates.iter().map(|c| c.op.clone()).collect()),
-                _ => None,
-            });
-            let Some(seen) = seen else {
-                // Not a field conflict: a value the CRM refused is fixed by writing a new one.
-                let refused = p.conflicts.iter().any(|c| match c {
-                    Conflict::Validation { slot: s, .. }
-                    | Conflict::Permission { slot: Some(s), .. } => *s == slot,
-                    Conflict::Refused {
-                        activity: Some(a), ..
-                    } => slot.activity.as_ref() == Some(a),
-                    _ => false,
-                });
-                let FieldChoice::Value(v) = &choice else {
-                    bail!("no open conflict on {slot} in {id}");
-                };
-                if !refused {
-                    bail!("no open conflict on {slot} in {id}");
-                }
-                let value = parse(v)?;
-                let edit = match &slot.activity {
-                    Some(a) => Edit::SetActivity {
-                        id: a.clone(),
-                        field: slot.field.clone(),
-                        value,
-                    },
-                    None => Edit::Set(slot.field.clone(), value),
-                };
-                node.apply(id, "fix a refused value", &[edit], now)?;
-                return Ok(done(
-                    slot.to_string(),
-                    "value",
-                    format!("changed {slot} in {id}"),
-                ));
-            };
+            let parse = |v: &str| parse_value(d, p.record.kind, activity_kind, &slot.field, v);
+            let no_conflict = || anyhow!("no open conflict on {slot} in {id}");
             let choice = match choice {
                 FieldChoice::Mine => Choice::Mine,
                 FieldChoice::Theirs => Choice::Theirs,
                 FieldChoice::Pick(n) => Choice::Pick(n),
                 FieldChoice::Value(v) => Choice::Value(parse(&v)?),
             };
-            node.act(id, now, |rd, ctx| {
-                rd.resolve_field(ctx, &slot, &seen, choice)
-                    .map_err(|e| NodeError::Refused(e.to_string()))
-            })?;
+            let fix = match &choice {
+                Choice::Value(v) => Some(v.clone()),
+                _ => None,
+            };
+            match (d.resolve_field(id, &slot, choice), fix) {
+                (Ok(()), _) => {}
+                // Not a field conflict: a value the CRM refused is fixed by writing a new one.
+                (Err(DeviceError::NoConflict { .. }), Some(value)) => {
+                    return match d.fix_refused_value(id, &slot, value) {
+                        Ok(()) => Ok(done(
+                            slot.to_string(),
+                            "value",
+                            format!("changed {slot} in {id}"),
+                        )),
+                        Err(DeviceError::NoConflict { .. }) => Err(no_conflict()),
+                        Err(e) => Err(cli_error(e, path)),
+                    };
+                }
+                (Err(DeviceError::NoConflict { .. }), None) => return Err(no_conflict()),
+                (Err(e), _) => return Err(cli_error(e, path)),
+            }
             Ok(done(
                 slot.to_string(),
                 "field",
@@ -1490,10 +1118,10 @@ fn resolve(
 }
 
 /// The catalog the hub shared, or its JSON.
-fn catalog(node: &Node, json_out: bool) -> Result<()> {
-    let c = node.replica_ref().catalog();
+fn catalog(d: &Device, json_out: bool) -> Result<()> {
+    let c = d.catalog()?;
     if json_out {
-        return print_json(c);
+        return print_json(&c);
     }
     if !c.loaded {
         outln!("no catalog yet: `sync` with the hub brings it")?;
@@ -1543,28 +1171,24 @@ fn catalog(node: &Node, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-fn conflicts(node: &mut Node, json_out: bool) -> Result<()> {
-    let all = node.store().read()?.all_conflicts()?;
-    let mut rows = Vec::new();
-    for (id, bytes) in all {
-        let list: Vec<serde_json::Value> =
-            serde_json::from_slice(&bytes).with_context(|| format!("conflicts view of {id}"))?;
-        rows.push((id, list));
-    }
-    rows.sort_by(|(a, _), (b, _)| show::natural_cmp(a.as_str(), b.as_str()));
+fn conflicts(d: &Device, path: &Path, json_out: bool) -> Result<()> {
+    let mut rows = d.conflicts().at(path)?;
+    rows.sort_by(|a, b| show::natural_cmp(a.record.as_str(), b.record.as_str()));
     if json_out {
         let v: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(id, list)| json!({ "record": id.as_str(), "conflicts": list }))
+            .map(|r| {
+                let list: Vec<&Conflict> = r.conflicts.iter().map(|c| &c.conflict).collect();
+                json!({ "record": r.record.as_str(), "conflicts": list })
+            })
             .collect();
         return print_json(&v);
     }
-    for (id, _) in &rows {
-        let p = projection(node, id)?;
-        let names = show::Names {
-            catalog: node.replica_ref().catalog(),
-        };
-        for line in show::conflicts(names, &show::title(id, Some(&p)), &p.conflicts) {
+    let catalog = d.catalog().at(path)?;
+    let names = show::Names { catalog: &catalog };
+    for r in &rows {
+        let p = d.record(&r.record).at(path)?;
+        for line in show::conflicts(names, &show::title(&r.record, Some(&p)), &p.conflicts) {
             outln!("{line}")?;
         }
     }

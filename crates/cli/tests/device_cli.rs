@@ -641,3 +641,30 @@ fn conflicts_audit_and_notifications_read_as_names_and_times() {
         "{told}"
     );
 }
+
+#[test]
+fn generated_record_and_note_ids_never_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hub = start_hub(d);
+    let store = rita(d, &hub);
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..3 {
+        let out = json(&[
+            "device",
+            "--store",
+            &store,
+            "create-deal",
+            "name=Order",
+            "--json",
+        ]);
+        let id = out["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("deal-"), "{out}");
+        let note = json(&["device", "--store", &store, "note", &id, "hi", "--json"]);
+        let note = note["note"].as_str().unwrap().to_owned();
+        assert!(note.starts_with("note-"), "{note}");
+        assert!(ids.insert(id), "a deal id repeated");
+        assert!(ids.insert(note), "a note id repeated");
+    }
+    assert_eq!(ids.len(), 6);
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use automerge::ChangeHash;
 use sellsync_model::{
     ActivityId, ActivityKind, AuditEntry, Catalog, Choice, Conflict, CrmReach, DeviceId, Edit,
-    FieldKey, Projection, RecordChoice, RecordDoc, RecordId, RecordKind, RecordState, Slot, UserId,
-    Value, parse_input,
+    FieldKey, Projection, RecordChoice, RecordDoc, RecordId, RecordKind, RecordState,
+    RefusalTarget, Slot, UserId, Value, parse_input,
 };
 use sellsync_service::net::{self, NetConfig, NetError, SharedNode};
 use sellsync_service::{DEFAULT_CACHE_BUDGET, Node, NodeError, credential, token};
@@ -87,6 +87,31 @@ impl std::fmt::Debug for Enrolment {
     }
 }
 
+/// What [`Device::enrol_with`] did.
+#[derive(Debug)]
+pub struct Enrolled {
+    /// The enrolled device, open.
+    pub device: Device,
+    /// The first hub round, which checked the enrolment: its report, or why the hub could not
+    /// be reached now ([`DeviceError::Unreachable`] or [`DeviceError::Timeout`]; the token is
+    /// then checked at the first [`Device::sync_hub`]).
+    pub first_round: Result<SyncReport, DeviceError>,
+    /// Where the store found at the path was moved (another enrolment's, or a damaged one).
+    pub kept_aside: Option<PathBuf>,
+}
+
+/// What was at a store's path before an enrolment wrote, so that a refused one can be undone.
+enum Prior {
+    /// No file, or a store never enrolled (empty): undoing removes the file.
+    Fresh,
+    /// This device's store, enrolled before with this identity and hub certificate: its
+    /// records stay, and undoing writes both back.
+    Enrolled(NodeIdentity, Option<Vec<u8>>),
+    /// Another enrolment's store, or a damaged one, moved aside to this path: undoing moves it
+    /// back.
+    MovedAside(PathBuf),
+}
+
 /// One line of a list of deals or contacts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RecordSummary {
@@ -136,10 +161,17 @@ pub struct OpenConflict {
 /// A notification for this device's user: a value of theirs that gave way.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NotificationDetail {
+    /// Its stable key, from the record, the field and the losing operation (one notification
+    /// per lost value per record).
+    pub id: String,
+    /// The user told (this device's user).
+    pub to: UserId,
     /// The record.
     pub record: RecordId,
     /// The field.
     pub slot: Slot,
+    /// The policy tier that decided.
+    pub policy: String,
     /// The value this user wrote.
     pub yours: Value,
     /// The value kept.
@@ -172,6 +204,9 @@ pub struct SyncReport {
     pub changed: Vec<RecordId>,
     /// Records the hub said this user may no longer see.
     pub revoked: Vec<RecordId>,
+    /// The catalog (stages, users, sources, custom fields, the hub's reach to the CRM)
+    /// received changes: [`Device::catalog`] and [`Device::status`] say what it holds now.
+    pub catalog_changed: bool,
     /// Frames and bytes each way.
     pub frames_sent: u64,
     /// Frames received.
@@ -507,9 +542,25 @@ impl Device {
         guard(|| Device::open_inner(&config))
     }
 
-    fn open_inner(config: &DeviceConfig) -> Result<Device, DeviceError> {
-        let path = config.path.clone();
-        let store = Store::open_existing(&path)?;
+    /// [`Device::open`], waiting up to `wait` while another process or handle holds the store
+    /// (a front end that serves LAN peers from another process holds it only during each
+    /// session). [`DeviceError::StoreLocked`] once `wait` has passed.
+    pub fn open_waiting(config: DeviceConfig, wait: Duration) -> Result<Device, DeviceError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Device::open(config.clone()) {
+                Err(DeviceError::StoreLocked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The device's node on `store` (opened at `config.path`): a device's, with its budget and
+    /// the stored grant.
+    fn node_of(config: &DeviceConfig, store: Arc<Store>) -> Result<Node, DeviceError> {
+        let path = &config.path;
         if store.was_repaired() {
             tracing::warn!(
                 "{} was damaged and has been repaired; its latest changes may be gone: sync with \
@@ -517,18 +568,24 @@ impl Device {
                 path.display()
             );
         }
-        let store = Arc::new(store);
-        let mut node = Node::open(store.clone(), None).map_err(|e| match e {
+        let mut node = Node::open(store, None).map_err(|e| match e {
             NodeError::NoIdentity => DeviceError::NotEnrolled { path: path.clone() },
             e => node_error(e, None),
         })?;
         if node.identity().role != Role::Device {
-            return Err(DeviceError::NotADevice { path });
+            return Err(DeviceError::NotADevice { path: path.clone() });
         }
         node.replica().docs().set_budget(config.budget());
         if let Err(e) = credential::enable_peer_auth(&mut node) {
             tracing::warn!("the stored grant is unusable ({e}); sync with the hub to renew it");
         }
+        Ok(node)
+    }
+
+    fn open_inner(config: &DeviceConfig) -> Result<Device, DeviceError> {
+        let path = config.path.clone();
+        let store = Arc::new(Store::open_existing(&path)?);
+        let node = Device::node_of(config, store.clone())?;
         let hub = node
             .identity()
             .hub_token
@@ -556,12 +613,14 @@ impl Device {
     /// The token is not verified with the hub here (this call makes no connection): the first
     /// [`Device::sync_hub`] does that (and refuses with [`DeviceError::Auth`]);
     /// [`Device::enrol_checked`] asks the hub at once when it can be reached. Enrolling an
-    /// already enrolled store again is refused ([`DeviceError::AlreadyEnrolled`]); `init
-    /// --force`'s re-enrolment (keeping or moving aside the old store) is not offered yet.
+    /// already enrolled store again is refused ([`DeviceError::AlreadyEnrolled`]);
+    /// [`Device::enrol_with`] with `force` enrols it again.
     pub fn enrol(config: DeviceConfig, enrolment: Enrolment) -> Result<Device, DeviceError> {
         guard(|| {
-            Device::write_enrolment(&config.path, &enrolment)?;
-            Device::open_inner(&config)
+            let prior = Device::write_enrolment(&config.path, &enrolment, false)?;
+            Device::open_inner(&config).inspect_err(|_| {
+                let _ = Device::undo_enrolment(&config.path, prior);
+            })
         })
     }
 
@@ -576,39 +635,170 @@ impl Device {
         enrolment: Enrolment,
         timeout: Duration,
     ) -> Result<(Device, Option<SyncReport>), DeviceError> {
+        let done = Device::enrol_with(config, enrolment, false, timeout).await?;
+        Ok((done.device, done.first_round.ok()))
+    }
+
+    /// [`Device::enrol_checked`], and with `force` enrols again a store that is enrolled
+    /// already (or damaged), as `sellsync device init --force` does: a store of the same
+    /// device and user keeps its records (its identity, token and pinned certificate are
+    /// replaced); any other store (another enrolment's, or a damaged one) is moved aside first,
+    /// to `PATH.replaced-MS` or `PATH.damaged-MS` ([`Enrolled::kept_aside`]). A refusal by the
+    /// hub puts back what was there. A hub's store is refused ([`DeviceError::NotADevice`]);
+    /// without `force`, an enrolled store is [`DeviceError::AlreadyEnrolled`] and a damaged
+    /// one [`DeviceError::Damaged`].
+    pub async fn enrol_with(
+        config: DeviceConfig,
+        enrolment: Enrolment,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<Enrolled, DeviceError> {
         let path = config.path.clone();
-        let device = Device::enrol(config, enrolment)?;
-        let refused = match device.sync_hub(timeout).await {
-            Ok(report) => {
-                let user = device.user()?;
-                let catalog = device.catalog()?;
-                if catalog.loaded
-                    && !catalog.users.is_empty()
-                    && !catalog.users.contains_key(&user.0)
-                {
-                    DeviceError::BadEnrolment {
-                        what: "token",
-                        reason: format!(
-                            "the token is for user {}, whom the hub's catalog does not list",
-                            user.0
-                        ),
-                    }
-                } else {
-                    return Ok((device, Some(report)));
-                }
+        let prior = guard(|| Device::write_enrolment(&path, &enrolment, force))?;
+        let kept_aside = match &prior {
+            Prior::MovedAside(p) => Some(p.clone()),
+            _ => None,
+        };
+        let device = match guard(|| Device::open_inner(&config)) {
+            Ok(d) => d,
+            Err(e) => {
+                Device::undo_enrolment(&path, prior)?;
+                return Err(e);
             }
-            Err(DeviceError::Unreachable { .. } | DeviceError::Timeout { .. }) => {
-                return Ok((device, None));
+        };
+        let refused = match device.sync_hub(timeout).await {
+            Ok(report) => match device.check_user_listed() {
+                Ok(()) => {
+                    return Ok(Enrolled {
+                        device,
+                        first_round: Ok(report),
+                        kept_aside,
+                    });
+                }
+                Err(e) => e,
+            },
+            Err(e @ (DeviceError::Unreachable { .. } | DeviceError::Timeout { .. })) => {
+                return Ok(Enrolled {
+                    device,
+                    first_round: Err(e),
+                    kept_aside,
+                });
             }
             Err(e) => e,
         };
-        // The only handle: dropping it closes the store, which can then be removed.
+        // The only handle: dropping it closes the store, which can then be put back.
         drop(device);
-        std::fs::remove_file(&path).map_err(internal)?;
+        Device::undo_enrolment(&path, prior)?;
         Err(refused)
     }
 
-    fn write_enrolment(path: &Path, e: &Enrolment) -> Result<(), DeviceError> {
+    /// [`DeviceError::BadEnrolment`] when the hub's catalog lists users and not this one.
+    fn check_user_listed(&self) -> Result<(), DeviceError> {
+        let user = self.user()?;
+        let catalog = self.catalog()?;
+        if catalog.loaded && !catalog.users.is_empty() && !catalog.users.contains_key(&user.0) {
+            let known: Vec<String> = catalog
+                .users
+                .values()
+                .map(|u| format!("{} ({})", u.name, u.id))
+                .collect();
+            return Err(DeviceError::BadEnrolment {
+                what: "token",
+                reason: format!(
+                    "the token is for user {}, whom the hub's catalog does not list (it lists \
+                     {}); ask for a token of one of them",
+                    user.0,
+                    known.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Looks at what is at `path` and makes room for the enrolment of `enrolled`; returns what
+    /// was there.
+    fn make_room(
+        path: &Path,
+        enrolled: &token::Enrollment,
+        force: bool,
+    ) -> Result<Prior, DeviceError> {
+        if !path.exists() {
+            return Ok(Prior::Fresh);
+        }
+        let why_aside = match Store::open_existing(path) {
+            Ok(store) => {
+                let read = store.read()?;
+                let Some(identity) = read.identity()? else {
+                    return Ok(Prior::Fresh);
+                };
+                if identity.role != Role::Device {
+                    return Err(DeviceError::NotADevice {
+                        path: path.to_owned(),
+                    });
+                }
+                if !force {
+                    return Err(DeviceError::AlreadyEnrolled {
+                        path: path.to_owned(),
+                    });
+                }
+                if identity.device_id == enrolled.device && identity.user_id == enrolled.user {
+                    let ca = read.kv_get(HUB_CA_KEY)?;
+                    return Ok(Prior::Enrolled(identity, ca));
+                }
+                "replaced"
+            }
+            Err(sellsync_store::StoreError::Damaged { .. }) if force => "damaged",
+            Err(e) => return Err(e.into()),
+        };
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(format!(".{why_aside}-{}", net::now_ms()));
+        let aside = PathBuf::from(aside);
+        std::fs::rename(path, &aside).map_err(|e| DeviceError::Internal {
+            reason: format!(
+                "moving {} aside to {}: {e}",
+                path.display(),
+                aside.display()
+            ),
+        })?;
+        Ok(Prior::MovedAside(aside))
+    }
+
+    /// Puts back what [`Device::make_room`] found.
+    fn undo_enrolment(path: &Path, prior: Prior) -> Result<(), DeviceError> {
+        let io = |what: String| {
+            move |e: std::io::Error| DeviceError::Internal {
+                reason: format!("{what}: {e}"),
+            }
+        };
+        match prior {
+            Prior::Fresh => {
+                std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))?
+            }
+            Prior::Enrolled(identity, ca) => {
+                let store = Store::open_existing(path)?;
+                store.write(|w| {
+                    w.set_identity(&identity)?;
+                    match &ca {
+                        Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
+                        None => {
+                            w.kv_remove(HUB_CA_KEY)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            Prior::MovedAside(aside) => {
+                std::fs::remove_file(path).map_err(io(format!("removing {}", path.display())))?;
+                std::fs::rename(&aside, path)
+                    .map_err(io(format!("moving {} back", aside.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the enrolment, makes room for it (see [`Device::enrol_with`]) and writes it;
+    /// returns what was at `path` before.
+    fn write_enrolment(path: &Path, e: &Enrolment, force: bool) -> Result<Prior, DeviceError> {
         check_hub_url(&e.hub_url)?;
         let enrolled = token::parse(&e.token).map_err(|b| DeviceError::BadEnrolment {
             what: "token",
@@ -618,7 +808,11 @@ impl Device {
         if secret.len() != 64 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(DeviceError::BadEnrolment {
                 what: "token",
-                reason: "a token ends in 64 hex digits: copy it whole".into(),
+                reason: format!(
+                    "the token's secret is {} character(s) long; a token printed by `sellsync \
+                     hub token` ends in 64 hex digits: copy it whole",
+                    secret.chars().count()
+                ),
             });
         }
         match &e.ca_pem {
@@ -631,20 +825,14 @@ impl Device {
             None if e.hub_url.starts_with("wss://") => {
                 return Err(DeviceError::BadEnrolment {
                     what: "ca_pem",
-                    reason: "a wss:// hub needs the certificate to trust".into(),
+                    reason: "a wss:// hub needs the certificate to trust: the hub's own (PEM), \
+                             or its authority's"
+                        .into(),
                 });
             }
             None => {}
         }
-        let existed = path.exists();
-        if existed {
-            let store = Store::open_existing(path)?;
-            if store.read()?.identity()?.is_some() {
-                return Err(DeviceError::AlreadyEnrolled {
-                    path: path.to_owned(),
-                });
-            }
-        }
+        let prior = Device::make_room(path, &enrolled, force)?;
         let identity = NodeIdentity {
             device_id: enrolled.device.clone(),
             user_id: enrolled.user,
@@ -652,30 +840,39 @@ impl Device {
             hub_url: Some(e.hub_url.clone()),
             hub_token: Some(enrolled.token.clone()),
         };
+        let kept = matches!(prior, Prior::Enrolled(..));
         let written = (|| -> Result<(), DeviceError> {
             let store = Store::open(path)?;
             let now_ms = net::now_ms();
             store.write(|w| {
                 w.set_identity(&identity)?;
-                if let Some(pem) = &e.ca_pem {
-                    w.kv_put(HUB_CA_KEY, pem)?;
+                match &e.ca_pem {
+                    Some(pem) => w.kv_put(HUB_CA_KEY, pem)?,
+                    None => {
+                        w.kv_remove(HUB_CA_KEY)?;
+                    }
                 }
-                // A device id may have synced before from another store: start this store's
-                // feed above any seq an earlier one reached (as `device init` does).
-                let micros = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
-                w.raise_feed_floor(micros)?;
+                if !kept {
+                    // A new store for a device id that may have synced before (a rebuilt or
+                    // re-created store): the hub holds a checkpoint into the old store's feed,
+                    // which counted one per change. Starting the feed at the time in
+                    // microseconds puts every change of this store above any seq an earlier
+                    // one reached.
+                    let micros = u64::try_from(now_ms).unwrap_or(0).saturating_mul(1000);
+                    w.raise_feed_floor(micros)?;
+                }
                 Ok(())
             })?;
+            // The device's own key pair, certified by the hub at each sync (kept on a
+            // re-enrolment).
             credential::load_or_create_key(&store, credential::DEVICE_KEY).map_err(internal)?;
             Ok(())
         })();
         if let Err(err) = written {
-            if !existed {
-                let _ = std::fs::remove_file(path);
-            }
+            Device::undo_enrolment(path, prior)?;
             return Err(err);
         }
-        Ok(())
+        Ok(prior)
     }
 
     /// Runs `f` on the node under the device's lock; a panic inside becomes an error.
@@ -738,6 +935,32 @@ impl Device {
         self.with_node(|n| Ok(n.id().clone()))
     }
 
+    /// The hub this device is enrolled with (from its token).
+    pub fn hub_id(&self) -> Option<DeviceId> {
+        self.inner.hub.clone()
+    }
+
+    /// The hub URL given at enrolment.
+    pub fn hub_url(&self) -> Result<Option<String>, DeviceError> {
+        self.with_node(|n| Ok(n.identity().hub_url.clone()))
+    }
+
+    /// Whether LAN peers accept this device's own credential (from the hub's last grant) now:
+    /// [`DeviceError::Auth`] saying why not (none yet, expired, not for this device). Peers
+    /// check it as this device checks theirs; a front end can say so before dialing.
+    pub fn check_lan_credential(&self) -> Result<(), DeviceError> {
+        self.with_node(|n| match n.replica_ref().peer_auth() {
+            None => Err(DeviceError::Auth {
+                reason: "no LAN credential yet: sync with the hub first".into(),
+            }),
+            Some(auth) => auth
+                .trust
+                .check(&auth.credential, n.id(), net::now_ms())
+                .map(|_| ())
+                .map_err(|reason| DeviceError::Auth { reason }),
+        })
+    }
+
     /// The user this device acts for.
     pub fn user(&self) -> Result<UserId, DeviceError> {
         self.with_node(|n| Ok(n.user()))
@@ -759,14 +982,37 @@ impl Device {
     /// certificate that is not the pinned one), [`DeviceError::Unreachable`] (no connection,
     /// or lost mid-round), [`DeviceError::SyncFailed`] for other protocol failures.
     pub async fn sync_hub(&self, timeout: Duration) -> Result<SyncReport, DeviceError> {
+        self.hub_round(None, timeout).await
+    }
+
+    /// [`Device::sync_hub`] with the hub at `url` for this round, when it moved from the URL
+    /// given at enrolment (checked as at enrolment: [`DeviceError::BadEnrolment`] on
+    /// `hub_url`). The enrolled URL stays as it is.
+    pub async fn sync_hub_at(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<SyncReport, DeviceError> {
+        check_hub_url(url)?;
+        self.hub_round(Some(url.to_owned()), timeout).await
+    }
+
+    async fn hub_round(
+        &self,
+        moved: Option<String>,
+        timeout: Duration,
+    ) -> Result<SyncReport, DeviceError> {
         let (url, cfg, tls) = self.with_node(|n| {
-            let url = n
-                .identity()
-                .hub_url
-                .clone()
-                .ok_or_else(|| DeviceError::NotEnrolled {
-                    path: self.inner.path.clone(),
-                })?;
+            let url = match moved {
+                Some(url) => url,
+                None => n
+                    .identity()
+                    .hub_url
+                    .clone()
+                    .ok_or_else(|| DeviceError::NotEnrolled {
+                        path: self.inner.path.clone(),
+                    })?,
+            };
             let cfg = credential::hub_dial_config(n, Limits::default()).map_err(internal)?;
             let tls = match n.store().read()?.kv_get(HUB_CA_KEY)? {
                 Some(pem) => Some(net::tls_connector_pem(&pem).map_err(internal)?),
@@ -829,24 +1075,7 @@ impl Device {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), DeviceError> {
-        let (base, tls) = self.with_node(|n| {
-            let no_credential = |e: credential::CredentialError| DeviceError::Auth {
-                reason: format!("no usable LAN credential ({e}): sync with the hub first"),
-            };
-            Ok((
-                credential::lan_accept_config(n, Limits::default()).map_err(no_credential)?,
-                credential::lan_tls_acceptor(n).map_err(no_credential)?,
-            ))
-        })?;
-        let make = move || {
-            let mut cfg = base.clone();
-            cfg.nonce = credential::nonce().unwrap_or_else(|e| {
-                // Without randomness the session runs with no nonce, which refuses every dialer.
-                tracing::warn!("cannot draw a nonce: {e}");
-                Vec::new()
-            });
-            Session::accept(cfg)
-        };
+        let (make, tls) = self.with_node(Device::lan_sessions)?;
         let extras = net::Extras {
             tls: Some(tls),
             health: None,
@@ -874,6 +1103,69 @@ impl Device {
         self.report_changes()
     }
 
+    /// How sessions with LAN peers are accepted (this device's credential from its last grant,
+    /// a fresh nonce each), and the TLS acceptor with its own certificate.
+    fn lan_sessions(
+        n: &mut Node,
+    ) -> Result<
+        (
+            impl Fn() -> Session + Send + Sync + 'static + use<>,
+            tokio_rustls::TlsAcceptor,
+        ),
+        DeviceError,
+    > {
+        let no_credential = |e: credential::CredentialError| DeviceError::Auth {
+            reason: format!("no usable LAN credential ({e}): sync with the hub first"),
+        };
+        let base = credential::lan_accept_config(n, Limits::default()).map_err(no_credential)?;
+        let tls = credential::lan_tls_acceptor(n).map_err(no_credential)?;
+        let make = move || {
+            let mut cfg = base.clone();
+            cfg.nonce = credential::nonce().unwrap_or_else(|e| {
+                // Without randomness the session runs with no nonce, which refuses every dialer.
+                tracing::warn!("cannot draw a nonce: {e}");
+                Vec::new()
+            });
+            Session::accept(cfg)
+        };
+        Ok((make, tls))
+    }
+
+    /// Serves LAN peers as [`Device::serve_lan`], without holding the store between sessions:
+    /// it is opened (waiting up to `wait` for its lock) when a peer connects and closed when
+    /// the last session ends, so that other processes (the CLI's other commands) can open it
+    /// meanwhile. The store and this device's LAN credential are checked at once (the errors
+    /// of [`Device::open`], and [`DeviceError::Auth`] before the first hub round); the future
+    /// returned serves on `listener` until `shutdown` resolves. The credential presented is the
+    /// one held now. No change observation (no [`Device`] stays open to observe).
+    pub fn serve_lan_leased<F: std::future::Future<Output = ()>>(
+        config: DeviceConfig,
+        wait: Duration,
+        listener: tokio::net::TcpListener,
+        shutdown: F,
+    ) -> Result<impl std::future::Future<Output = ()> + use<F>, DeviceError> {
+        let device = Device::open_waiting(config.clone(), wait)?;
+        let (make, tls) = device.with_node(Device::lan_sessions)?;
+        drop(device);
+        let nodes = net::Nodes::Leased(Arc::new(net::NodeLease::new(move || {
+            let store = Store::open_existing_waiting(&config.path, wait)
+                .map_err(|e| DeviceError::from(e).to_string())?;
+            Device::node_of(&config, Arc::new(store)).map_err(|e| e.to_string())
+        })));
+        let extras = net::Extras {
+            tls: Some(tls),
+            health: None,
+        };
+        Ok(net::serve_nodes(
+            listener,
+            nodes,
+            make,
+            NetConfig::default(),
+            extras,
+            shutdown,
+        ))
+    }
+
     async fn round(
         &self,
         url: &str,
@@ -895,9 +1187,11 @@ impl Device {
             Ok(Err(NetError::Connect { url, reason })) => {
                 return Err(DeviceError::Unreachable { url, reason });
             }
-            Ok(Err(NetError::Tls { url, reason })) => {
+            Ok(Err(e @ NetError::Tls { .. })) => {
+                // The transport's sentence says what to check (a plain ws:// hub, the pinned
+                // certificate).
                 return Err(DeviceError::Auth {
-                    reason: format!("TLS handshake with {url}: {reason}"),
+                    reason: e.to_string(),
                 });
             }
             Ok(Err(e)) => return Err(internal(e)),
@@ -914,6 +1208,10 @@ impl Device {
         Ok(SyncReport {
             peer: out.peer.map(|p| p.node),
             changed: unique(&out.changed),
+            catalog_changed: out
+                .changed
+                .iter()
+                .any(|i| i.as_str() == sellsync_service::CATALOG_ID),
             revoked: unique(&out.revoked),
             frames_sent: out.frames_sent,
             frames_received: out.frames_received,
@@ -933,6 +1231,23 @@ impl Device {
                 }
                 if let Some(p) = n.project(&id).map_err(|e| node_error(e, Some(&id)))? {
                     out.push(summary(&p));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every record of `kind` held, projected (fields, tags, activities, conflicts), in id
+    /// order: for front ends that show more than [`RecordSummary`] holds.
+    pub fn projections(&self, kind: RecordKind) -> Result<Vec<Projection>, DeviceError> {
+        self.with_node(|n| {
+            let mut out = Vec::new();
+            for (id, stored) in n.records().map_err(|e| node_error(e, None))? {
+                if stored != kind.as_str() {
+                    continue;
+                }
+                if let Some(p) = n.project(&id).map_err(|e| node_error(e, Some(&id)))? {
+                    out.push(p);
                 }
             }
             Ok(out)
@@ -1106,9 +1421,13 @@ impl Device {
     fn create(
         &self,
         kind: RecordKind,
+        id: Option<RecordId>,
         mut fields: Vec<(FieldKey, Value)>,
     ) -> Result<RecordId, DeviceError> {
-        let id = self.inner.ids.record(kind)?;
+        let id = match id {
+            Some(id) => id,
+            None => self.inner.ids.record(kind)?,
+        };
         self.writing(|n| {
             if !fields.iter().any(|(k, _)| k.to_string() == "owner_id") {
                 let owner: FieldKey = "owner_id".parse().map_err(internal)?;
@@ -1123,12 +1442,22 @@ impl Device {
     /// Creates a deal with its fields (`name` required; `owner_id` defaults to this device's
     /// user). Returns its new id, unique across devices and calls.
     pub fn create_deal(&self, fields: Vec<(FieldKey, Value)>) -> Result<RecordId, DeviceError> {
-        self.create(RecordKind::Deal, fields)
+        self.create(RecordKind::Deal, None, fields)
+    }
+
+    /// [`Device::create_deal`] under an id the caller chose (e.g. one typed by a person).
+    /// An id this device holds already is refused ([`DeviceError::Invalid`] on `id`).
+    pub fn create_deal_with_id(
+        &self,
+        id: RecordId,
+        fields: Vec<(FieldKey, Value)>,
+    ) -> Result<RecordId, DeviceError> {
+        self.create(RecordKind::Deal, Some(id), fields)
     }
 
     /// Creates a contact, as [`Device::create_deal`].
     pub fn create_contact(&self, fields: Vec<(FieldKey, Value)>) -> Result<RecordId, DeviceError> {
-        self.create(RecordKind::Contact, fields)
+        self.create(RecordKind::Contact, None, fields)
     }
 
     fn apply(&self, id: &RecordId, message: &str, edits: &[Edit]) -> Result<(), DeviceError> {
@@ -1166,6 +1495,68 @@ impl Device {
     /// Removes a tag (nothing if absent).
     pub fn untag(&self, id: &RecordId, tag: &str) -> Result<(), DeviceError> {
         self.apply(id, "tags", &[Edit::RemoveTag(tag.to_owned())])
+    }
+
+    /// Adds and removes tags, in the order given, as one action (all or nothing); returns the
+    /// record's tags after it.
+    pub fn change_tags(
+        &self,
+        id: &RecordId,
+        changes: &[TagChange],
+    ) -> Result<Vec<String>, DeviceError> {
+        let edits: Vec<Edit> = changes
+            .iter()
+            .map(|c| match c {
+                TagChange::Add(t) => Edit::AddTag(t.clone()),
+                TagChange::Remove(t) => Edit::RemoveTag(t.clone()),
+            })
+            .collect();
+        self.apply(id, "tags", &edits)?;
+        Ok(self.record(id)?.record.tags.into_iter().collect())
+    }
+
+    /// Changes the text of an existing note.
+    pub fn set_note_text(
+        &self,
+        id: &RecordId,
+        note: &ActivityId,
+        text: &str,
+    ) -> Result<(), DeviceError> {
+        self.apply(
+            id,
+            "note",
+            &[Edit::SetNoteText {
+                id: note.clone(),
+                text: text.to_owned(),
+            }],
+        )
+    }
+
+    /// Sets fields of an existing task or call (`Value::Null` clears one), as one action.
+    pub fn edit_activity(
+        &self,
+        id: &RecordId,
+        activity: &ActivityId,
+        fields: Vec<(FieldKey, Value)>,
+    ) -> Result<(), DeviceError> {
+        let edits: Vec<Edit> = fields
+            .into_iter()
+            .map(|(field, value)| Edit::SetActivity {
+                id: activity.clone(),
+                field,
+                value,
+            })
+            .collect();
+        self.apply(id, "activity", &edits)
+    }
+
+    /// Deletes a note, task or call of a record.
+    pub fn delete_activity(&self, id: &RecordId, activity: &ActivityId) -> Result<(), DeviceError> {
+        self.apply(
+            id,
+            "delete an activity",
+            &[Edit::DeleteActivity(activity.clone())],
+        )
     }
 
     fn activity(
@@ -1300,6 +1691,117 @@ impl Device {
             }
         })
     }
+
+    // ---- what the CRM refused ----
+
+    /// Fixes a value the CRM refused (a validation or permission conflict on `slot`, or a
+    /// refused task or call whose field `slot` is) by writing `value`; the bridge sends it
+    /// with its next round. [`DeviceError::NoConflict`] when nothing was refused there.
+    pub fn fix_refused_value(
+        &self,
+        id: &RecordId,
+        slot: &Slot,
+        value: Value,
+    ) -> Result<(), DeviceError> {
+        let p = self.record(id)?;
+        let refused = p.conflicts.iter().any(|c| match c {
+            Conflict::Validation { slot: s, .. } | Conflict::Permission { slot: Some(s), .. } => {
+                s == slot
+            }
+            Conflict::Refused {
+                activity: Some(a), ..
+            } => slot.activity.as_ref() == Some(a),
+            _ => false,
+        });
+        if !refused {
+            return Err(DeviceError::NoConflict {
+                target: format!("{slot} of {id}"),
+            });
+        }
+        let edit = match &slot.activity {
+            Some(a) => Edit::SetActivity {
+                id: a.clone(),
+                field: slot.field.clone(),
+                value,
+            },
+            None => Edit::Set(slot.field.clone(), value),
+        };
+        self.apply(id, "fix a refused value", &[edit])
+    }
+
+    /// Whether the CRM refused note, task or call `activity` of the record projected as `p`.
+    fn refused_activity(p: &Projection, activity: &ActivityId) -> bool {
+        p.conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Refused { activity: Some(r), .. } if r == activity))
+    }
+
+    /// Fixes the text of a note the CRM refused; the bridge sends it with its next round.
+    /// [`DeviceError::NoConflict`] when the CRM did not refuse that note.
+    pub fn fix_refused_note(
+        &self,
+        id: &RecordId,
+        note: &ActivityId,
+        text: &str,
+    ) -> Result<(), DeviceError> {
+        if !Device::refused_activity(&self.record(id)?, note) {
+            return Err(DeviceError::NoConflict {
+                target: format!("{note} of {id}"),
+            });
+        }
+        self.apply(
+            id,
+            "fix a refused note",
+            &[Edit::SetNoteText {
+                id: note.clone(),
+                text: text.to_owned(),
+            }],
+        )
+    }
+
+    /// Whether the CRM refused note, task or call `activity` of record `id`.
+    pub fn is_refused_activity(
+        &self,
+        id: &RecordId,
+        activity: &ActivityId,
+    ) -> Result<bool, DeviceError> {
+        Ok(Device::refused_activity(&self.record(id)?, activity))
+    }
+
+    /// Sends what the CRM refused (the record, a field, or a note, task or call) again as it
+    /// is, with the bridge's next round. [`DeviceError::NoConflict`] when nothing was refused
+    /// there.
+    pub fn retry_refused(&self, id: &RecordId, target: &RefusalTarget) -> Result<(), DeviceError> {
+        let name = match target {
+            RefusalTarget::Record => format!("record {id}"),
+            RefusalTarget::Field(slot) => format!("{slot} of {id}"),
+            RefusalTarget::Activity(a) => format!("{a} of {id}"),
+        };
+        self.writing(|n| {
+            Device::project(n, id)?;
+            let mut why = None;
+            let done = n.act(id, net::now_ms(), |rd, ctx| {
+                rd.retry_refused(ctx, target).map_err(|e| {
+                    why = Some(e);
+                    NodeError::Refused(String::new())
+                })
+            });
+            match (done, why) {
+                (Ok(_), _) => Ok(()),
+                (Err(_), Some(e)) => Err(resolve_error(e, &name)),
+                (Err(e), None) => Err(node_error(e, Some(id))),
+            }
+        })
+    }
+}
+
+/// One change of [`Device::change_tags`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagChange {
+    /// Add the tag (nothing if present).
+    Add(String),
+    /// Remove the tag (nothing if absent).
+    Remove(String),
 }
 
 #[cfg(test)]

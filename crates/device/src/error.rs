@@ -25,7 +25,7 @@ pub enum DeviceError {
         /// The store file.
         path: PathBuf,
     },
-    /// The store is enrolled already (enrolling again is not offered by the facade yet).
+    /// The store is enrolled already ([`crate::Device::enrol_with`] with `force` enrols it again).
     #[error("{path} is enrolled already")]
     AlreadyEnrolled {
         /// The store file.

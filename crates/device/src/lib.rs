@@ -25,13 +25,14 @@ mod error;
 
 pub use changes::{ChangeCallback, ChangeStream};
 pub use device::{
-    Device, DeviceConfig, DeviceNotification, Enrolment, LOW_MEMORY_CACHE_BUDGET,
+    Device, DeviceConfig, DeviceNotification, Enrolled, Enrolment, LOW_MEMORY_CACHE_BUDGET,
     NotificationDetail, OpenConflict, RecordConflicts, RecordSummary, SyncReport, SyncStatus,
+    TagChange,
 };
 pub use error::DeviceError;
 /// The model types the facade's API speaks.
 pub use sellsync_model::{
     ActivityId, ActivityView, AuditEntry, Candidate, Catalog, Choice, Conflict, CrmReach, DeviceId,
-    FieldKey, Money, Projection, RecordChoice, RecordId, RecordKind, RecordState, Slot, UserId,
-    Value,
+    FieldKey, Money, Projection, RecordChoice, RecordId, RecordKind, RecordState, RefusalTarget,
+    Slot, UserId, Value,
 };
