@@ -372,8 +372,8 @@ impl Node {
                     FlagKind::Permission,
                     "the hub does not accept this record from this device: its user may not \
                      hold it (access revoked, or an owner this user may not assign), or the hub \
-                     refused a change made here (the hub's log says which and why); it is kept \
-                     here and no longer syncs",
+                     refused a change this device holds (the hub's log says which and why); it \
+                     is kept here and no longer syncs",
                 )
                 .map_err(|e| NodeError::Refused(e.to_string()))
             })?;
