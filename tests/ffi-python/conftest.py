@@ -68,13 +68,14 @@ class Hub:
         acl = self.dir / "acl.toml"
         acl.write_text("admins = [1]\n[[teams]]\nid = 10\nmembers = [2, 3]\n")
         catalog = HERE / "catalog.json"
+        self.log = self.dir / "hub.log"
         self.proc = subprocess.Popen(
             [
                 str(exe), "hub", "--store", str(self.store), "--listen", "127.0.0.1:0",
                 "--acl", str(acl), "--catalog", str(catalog),
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=open(self.log, "w"),
             text=True,
         )
         first = []
@@ -87,7 +88,9 @@ class Hub:
         threading.Thread(target=read, daemon=True).start()
         if not ready.wait(START_TIMEOUT) or not first[0].startswith("listening on "):
             self.stop()
-            raise RuntimeError(f"sellsync hub did not start: {first!r}")
+            raise RuntimeError(
+                f"sellsync hub did not start: {first!r}\n{self.log.read_text()}"
+            )
         self.url = first[0].split()[-1]
 
     def token(self, user, device):

@@ -315,9 +315,9 @@ impl ConflictView {
             DevConflict::Relationship { target, status, .. } => {
                 other("relationship", format!("{target} is {status:?}"))
             }
-            DevConflict::Validation {
-                value, message, ..
-            } => other("validation", format!("{value:?}: {message}")),
+            DevConflict::Validation { value, message, .. } => {
+                other("validation", format!("{value:?}: {message}"))
+            }
             DevConflict::Permission { message, .. } => other("permission", message.clone()),
             DevConflict::Refused { message, .. } => other("refused", message.clone()),
         }

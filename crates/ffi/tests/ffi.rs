@@ -78,15 +78,21 @@ fn values_go_in_as_text_and_come_back_typed() {
     assert_eq!(deals[0].owner, Some(2), "owner defaults to the user");
     assert_eq!(deals[0].stage, Some(12));
     let value = deals[0].value.clone().unwrap();
-    assert_eq!((value.kind, value.text.as_str()), (ValueKind::Money, "1000.00"));
+    assert_eq!(
+        (value.kind, value.text.as_str()),
+        (ValueKind::Money, "1000.00")
+    );
 
     let note = d.note(id.clone(), "Call back Monday".into()).unwrap();
     d.tag(id.clone(), "vip".into()).unwrap();
     let task = d
         .task(id.clone(), vec![input("content", "Send the quote")])
         .unwrap();
-    d.set(id.clone(), vec![input("estimated_close_date", "2027-01-15")])
-        .unwrap();
+    d.set(
+        id.clone(),
+        vec![input("estimated_close_date", "2027-01-15")],
+    )
+    .unwrap();
     let r = d.record(id.clone()).unwrap();
     assert_eq!(r.currency.as_deref(), Some("EUR"), "codes are upper-cased");
     assert_eq!(r.tags, vec!["vip".to_owned()]);
@@ -100,7 +106,10 @@ fn values_go_in_as_text_and_come_back_typed() {
         (ValueKind::Date, "2027-01-15")
     );
     let ids: Vec<&str> = r.activities.iter().map(|a| a.id.as_str()).collect();
-    assert!(ids.contains(&note.as_str()) && ids.contains(&task.as_str()), "{ids:?}");
+    assert!(
+        ids.contains(&note.as_str()) && ids.contains(&task.as_str()),
+        "{ids:?}"
+    );
     assert!(r.conflicts.is_empty());
     // Clearing a field.
     d.set(
@@ -145,23 +154,44 @@ async fn every_bad_argument_is_a_typed_error_and_writes_nothing() {
 
     for bad in ["", "deal 1", "deal/1", &"x".repeat(65), "deal-\u{0}"] {
         assert_eq!(invalid_field(d.record(bad.to_owned())), "id", "{bad:?}");
-        assert_eq!(invalid_field(d.set(bad.to_owned(), vec![input("value", "1")])), "id");
+        assert_eq!(
+            invalid_field(d.set(bad.to_owned(), vec![input("value", "1")])),
+            "id"
+        );
     }
     assert!(matches!(
         d.record("deal-unknown".into()),
         Err(SellsyncError::NoSuchRecord { id }) if id == "deal-unknown"
     ));
-    assert_eq!(invalid_field(d.set(id.clone(), vec![input("value", "12.345")])), "value");
-    assert_eq!(invalid_field(d.set(id.clone(), vec![input("value", "lots")])), "value");
-    assert_eq!(invalid_field(d.set(id.clone(), vec![input("no_such_field", "1")])), "no_such_field");
-    assert_eq!(invalid_field(d.set(id.clone(), vec![input("", "1")])), "field");
-    assert_eq!(invalid_field(d.set(id.clone(), vec![input("currency", "EURO")])), "currency");
+    assert_eq!(
+        invalid_field(d.set(id.clone(), vec![input("value", "12.345")])),
+        "value"
+    );
+    assert_eq!(
+        invalid_field(d.set(id.clone(), vec![input("value", "lots")])),
+        "value"
+    );
+    assert_eq!(
+        invalid_field(d.set(id.clone(), vec![input("no_such_field", "1")])),
+        "no_such_field"
+    );
+    assert_eq!(
+        invalid_field(d.set(id.clone(), vec![input("", "1")])),
+        "field"
+    );
+    assert_eq!(
+        invalid_field(d.set(id.clone(), vec![input("currency", "EURO")])),
+        "currency"
+    );
     assert_eq!(invalid_field(d.set(id.clone(), vec![])), "fields");
     assert_eq!(
         invalid_field(d.set(id.clone(), vec![input("value", "1"), input("value", "2")])),
         "value"
     );
-    assert_eq!(invalid_field(d.create_deal(vec![input("value", "-")])), "value");
+    assert_eq!(
+        invalid_field(d.create_deal(vec![input("value", "-")])),
+        "value"
+    );
     assert_eq!(invalid_field(d.note(id.clone(), "  ".into())), "note");
     invalid_field(d.tag(id.clone(), String::new()));
     assert_eq!(
@@ -183,10 +213,16 @@ async fn every_bad_argument_is_a_typed_error_and_writes_nothing() {
     assert_eq!(invalid_field(d.sync_hub(0).await), "timeout_secs");
     assert_eq!(invalid_field(d.sync_hub(3601).await), "timeout_secs");
     assert_eq!(
-        invalid_field(d.sync_peer("wss://127.0.0.1:9/".into(), Some("a b".into()), 1).await),
+        invalid_field(
+            d.sync_peer("wss://127.0.0.1:9/".into(), Some("a b".into()), 1)
+                .await
+        ),
         "peer"
     );
-    assert_eq!(invalid_field(d.sync_peer("ws://x/".into(), None, 1).await), "url");
+    assert_eq!(
+        invalid_field(d.sync_peer("ws://x/".into(), None, 1).await),
+        "url"
+    );
     assert_eq!(invalid_field(d.dismiss(7)), "notification");
     assert_eq!(d.record(id).unwrap(), before, "nothing was written");
 
@@ -198,7 +234,10 @@ async fn every_bad_argument_is_a_typed_error_and_writes_nothing() {
     };
     assert_eq!(invalid_field(Device::open(cfg("", None))), "store_path");
     let other = dir.path().join("o.redb").display().to_string();
-    assert_eq!(invalid_field(Device::open(cfg(&other, Some(0)))), "cache_bytes");
+    assert_eq!(
+        invalid_field(Device::open(cfg(&other, Some(0)))),
+        "cache_bytes"
+    );
     assert!(matches!(
         Device::open(cfg(&other, None)),
         Err(SellsyncError::NotEnrolled { .. })
@@ -247,7 +286,10 @@ fn a_second_open_is_store_locked_and_close_releases_the_store() {
     d.close();
     assert!(d.is_closed());
     assert!(matches!(d.deals(), Err(SellsyncError::Closed)));
-    assert!(matches!(d.set(id.clone(), vec![input("value", "1")]), Err(SellsyncError::Closed)));
+    assert!(matches!(
+        d.set(id.clone(), vec![input("value", "1")]),
+        Err(SellsyncError::Closed)
+    ));
     let again = Device::open(config(&path)).unwrap();
     assert_eq!(again.deals().unwrap()[0].id, id);
 }
@@ -274,7 +316,10 @@ fn listeners_are_told_and_one_that_panics_does_not_break_the_device() {
 /// suite hands its hub. `SELLSYNC_BLESS=1` rewrites it.
 #[test]
 fn the_python_suite_catalog_is_the_example_catalog() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/ffi-python/catalog.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/ffi-python/catalog.json"
+    );
     let want = serde_json::to_value(sellsync_model::Catalog::example()).unwrap();
     if std::env::var_os("SELLSYNC_BLESS").is_some() {
         std::fs::write(path, serde_json::to_string_pretty(&want).unwrap() + "\n").unwrap();
