@@ -433,8 +433,10 @@ impl StoreReplica {
                 .map(|(_, a)| a.clone())
         });
         // The endorsement kept for relaying, which one from a LAN peer replaces only if it
-        // reaches at least as far.
-        let kept_endorsement = if self.is_hub() {
+        // reaches at least as far (read only then: not on a pull from the hub, whose newest
+        // endorsement always replaces it).
+        let from_lan_peer = matches!(verifier, Some(Verifier::LanPeer { .. }));
+        let kept_endorsement = if !from_lan_peer {
             None
         } else {
             b.store()
@@ -468,8 +470,7 @@ impl StoreReplica {
                         peer, record, kind, &doc, &new, &offered, verifier, &may_write,
                     ) {
                         Ok(mut proven) => {
-                            let from_hub = verifier.is_none();
-                            if !from_hub
+                            if from_lan_peer
                                 && let (
                                     Some(Proof::Hub { heads: old, .. }),
                                     Some(Proof::Hub { heads: new, .. }),

@@ -168,6 +168,20 @@ fn create(node: &mut Node, id: &str, owner: u64) -> RecordId {
     id
 }
 
+/// An honest rename through the edit API.
+fn rename(node: &mut Node, id: &RecordId, name: &str, at: i64) {
+    node.apply(
+        id,
+        "rename",
+        &[sellsync_model::Edit::Set(
+            FieldKey::Std("name".into()),
+            Value::Text(name.into()),
+        )],
+        at,
+    )
+    .unwrap();
+}
+
 fn heads(node: &Node, id: &RecordId) -> Vec<ChangeHash> {
     node.replica_ref()
         .docs()
@@ -524,17 +538,7 @@ fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refus
     let deal = w.deal.clone();
     // Rita renames her deal offline and syncs with Carl over the LAN; Carl carries it to the
     // hub, which takes it as Rita's.
-    w.rita
-        .apply(
-            &deal,
-            "rename",
-            &[sellsync_model::Edit::Set(
-                FieldKey::Std("name".into()),
-                Value::Text("Renamed at the fair".into()),
-            )],
-            T0 + 10,
-        )
-        .unwrap();
+    rename(&mut w.rita, &deal, "Renamed at the fair", T0 + 10);
     assert!(lan(&mut w.rita, &mut w.carl, &honest).is_empty());
     assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
     assert_eq!(heads(&w.hub, &deal), heads(&w.rita, &deal));
@@ -558,17 +562,7 @@ fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refus
 
     // Rita's phone is revoked; her next offline edit, relayed by Carl, is refused at the hub.
     let mut w = world();
-    w.rita
-        .apply(
-            &deal,
-            "rename",
-            &[sellsync_model::Edit::Set(
-                FieldKey::Std("name".into()),
-                Value::Text("After revocation".into()),
-            )],
-            T0 + 10,
-        )
-        .unwrap();
+    rename(&mut w.rita, &deal, "After revocation", T0 + 10);
     assert!(lan(&mut w.rita, &mut w.carl, &honest).is_empty());
     w.hub
         .store()
@@ -593,17 +587,7 @@ fn a_change_that_came_through_the_hub_passes_over_the_lan_on_the_hubs_endorsemen
         let deal = w.deal.clone();
         let mut tina = device(w._dir.path(), &w.hub, "tina-tab", 2);
         assert!(with_hub(&mut tina, &mut w.hub, &honest).is_empty());
-        w.carl
-            .apply(
-                &deal,
-                "rename",
-                &[sellsync_model::Edit::Set(
-                    FieldKey::Std("name".into()),
-                    Value::Text("Carl's name".into()),
-                )],
-                T0 + 10,
-            )
-            .unwrap();
+        rename(&mut w.carl, &deal, "Carl's name", T0 + 10);
         assert!(with_hub(&mut w.carl, &mut w.hub, &honest).is_empty());
         assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
         let before = heads(&tina, &deal);
