@@ -103,6 +103,11 @@ const ACCESS_KEY: &str = "service/access/";
 const ENDORSEMENT_CACHE: usize = 50_000;
 /// Key-value prefix of the store key each peer last presented (see [`Replica::peer_store`]).
 const PEER_STORE_KEY: &str = "service/peer-store/";
+/// Key-value prefix of the store keys a peer presented before, each with the time it was
+/// replaced (a hub's; see [`crate::signed`]: changes they signed may still arrive by a relay).
+const PAST_KEYS_KEY: &str = "service/past-keys/";
+/// How many past keys a hub keeps per device (the latest).
+const PAST_KEYS_KEPT: usize = 16;
 
 /// A fingerprint of what access depends on besides the document (a cache key only: a
 /// collision-free stable hash is not needed, a mismatch only costs a recomputation).
@@ -157,17 +162,61 @@ fn decode_state(bytes: &[u8]) -> Option<sync::State> {
 /// Every device a hub issued a token to: its user and whether one of its tokens is live (not
 /// revoked, not expired at `now_ms`). Empty when the store fails (every device's change is
 /// then refused, and offered again next session).
-fn token_directory(store: &Store, now_ms: i64) -> HashMap<DeviceId, (UserId, bool)> {
+/// Every device that holds a token, with its user and, unless a token is live, the time the
+/// last one stopped being live (revoked or expired).
+fn token_directory(store: &Store, now_ms: i64) -> HashMap<DeviceId, (UserId, Option<i64>)> {
     let Ok(tokens) = store.read().and_then(|v| v.tokens()) else {
         return HashMap::new();
     };
-    let mut out: HashMap<DeviceId, (UserId, bool)> = HashMap::new();
+    let mut out: HashMap<DeviceId, (UserId, Option<i64>)> = HashMap::new();
     for t in tokens {
-        let live = t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|at| at > now_ms);
-        let e = out.entry(t.device).or_insert((t.user, false));
-        if live {
-            *e = (t.user, true);
-        }
+        let ended = match (t.revoked_at_ms, t.expires_at_ms) {
+            (Some(r), e) => Some(e.map_or(r, |e| e.min(r))),
+            (None, Some(e)) if e <= now_ms => Some(e),
+            _ => None,
+        };
+        let e = out.entry(t.device).or_insert((t.user, Some(i64::MIN)));
+        e.0 = t.user;
+        e.1 = match (e.1, ended) {
+            (None, _) | (_, None) => None,
+            (Some(a), Some(b)) => Some(a.max(b)),
+        };
+    }
+    out
+}
+
+/// The stored list of a peer's past store keys: entries of key length (u16 LE), key, and the
+/// time the next key replaced it (i64 LE milliseconds). Garbage reads as no entries.
+fn decode_past_keys(mut bytes: &[u8]) -> Vec<(Vec<u8>, i64)> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([bytes[0], bytes[1]]));
+        let Some(entry) = bytes.get(2..2 + n + 8) else {
+            return Vec::new();
+        };
+        let (key, at) = entry.split_at(n);
+        let Ok(at) = <[u8; 8]>::try_from(at) else {
+            return Vec::new();
+        };
+        out.push((key.to_vec(), i64::from_le_bytes(at)));
+        bytes = &bytes[2 + n + 8..];
+    }
+    if !bytes.is_empty() {
+        return Vec::new();
+    }
+    out
+}
+
+fn encode_past_keys(keys: &[(Vec<u8>, i64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (key, at) in keys {
+        // Store keys are 32-byte public keys; a longer one is not kept.
+        let Ok(n) = u16::try_from(key.len()) else {
+            continue;
+        };
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&at.to_le_bytes());
     }
     out
 }
@@ -573,9 +622,15 @@ impl StoreReplica {
         }
         for p in &proven.authors {
             if let Proof::Author { hash, .. } = p {
+                // With this device's receipt: the change may reach the hub through it after
+                // its author's key stopped being valid.
+                let mut kept = vec![p.clone()];
+                if let Some((key, _)) = &self.signing {
+                    kept.push(Proof::received(key, *hash, self.now_ms));
+                }
                 b.store().kv_put(
                     &format!("{}{hash}", signed::SIG_KEY),
-                    &signed::encode(std::slice::from_ref(p)),
+                    &signed::encode(&kept),
                 )?;
             }
         }
@@ -754,8 +809,23 @@ impl Replica for StoreReplica {
         }
         // Another store under this name (or the first key seen from a peer synced before keys
         // were recorded): what was kept for the old store would skip the new one's feed.
+        let now_ms = self.now_ms;
+        let hub = self.is_hub();
         store.write(|w| {
             let states = w.forget_peer(peer)?;
+            // A hub keeps the replaced key: a relay may still bring changes it signed.
+            if let (true, Some(old)) = (hub, &known) {
+                let past_entry = format!("{PAST_KEYS_KEY}{peer}");
+                let mut past = w
+                    .kv_get(&past_entry)?
+                    .map(|b| decode_past_keys(&b))
+                    .unwrap_or_default();
+                past.push((old.clone(), now_ms));
+                // Two stores taking turns under one name would grow it without end.
+                let excess = past.len().saturating_sub(PAST_KEYS_KEPT);
+                past.drain(..excess);
+                w.kv_put(&past_entry, &encode_past_keys(&past))?;
+            }
             w.kv_put(&entry, store_key)?;
             Ok(known.is_some() || states > 0 || checkpoint != Default::default())
         })
@@ -963,13 +1033,21 @@ impl Replica for StoreReplica {
                 return known.clone();
             }
             let known = directory.get_or_init(|| token_directory(&store, me.now_ms));
-            let found = known.get(d).and_then(|&(user, live)| {
-                let key = store
-                    .read()
+            let found = known.get(d).and_then(|&(user, ended_ms)| {
+                let view = store.read().ok()?;
+                let key = view.kv_get(&format!("{PEER_STORE_KEY}{d}")).ok()?;
+                let past_keys = view
+                    .kv_get(&format!("{PAST_KEYS_KEY}{d}"))
                     .ok()?
-                    .kv_get(&format!("{PEER_STORE_KEY}{d}"))
-                    .ok()?;
-                Some(KnownDevice { user, live, key })
+                    .map(|b| decode_past_keys(&b))
+                    .unwrap_or_default();
+                Some(KnownDevice {
+                    user,
+                    live: ended_ms.is_none(),
+                    key,
+                    ended_ms,
+                    past_keys,
+                })
             });
             met.borrow_mut().insert(d.clone(), found.clone());
             found
@@ -977,6 +1055,8 @@ impl Replica for StoreReplica {
         let verifier = match &me.signing {
             Some((_, true)) => Some(Verifier::Hub {
                 hub: &me.node,
+                sender: &peer.node,
+                sender_key: me.peer_keys.get(&peer.node).map(Vec::as_slice),
                 hub_key,
                 device: &device,
             }),

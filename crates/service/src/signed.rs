@@ -23,7 +23,19 @@
 //! - `0`: an author's signature: change hash (32), Ed25519 signature (64) over
 //!   [`CHANGE_DOMAIN`] ‖ hash;
 //! - `1`: the hub's endorsement: heads count (u16 LE, at least 1), the heads (32 each, in
-//!   ascending order, no repeats), Ed25519 signature (64) over [`HEADS_DOMAIN`] ‖ count ‖ heads.
+//!   ascending order, no repeats), Ed25519 signature (64) over [`HEADS_DOMAIN`] ‖ count ‖ heads;
+//! - `2`: a relay's receipt: change hash (32), the relay's clock when it received the change
+//!   (i64 LE milliseconds), Ed25519 signature (64) over [`RECEIVED_DOMAIN`] ‖ hash ‖ time.
+//!
+//! A receipt lets a change outlive its author's key. A device that takes a LAN peer's change
+//! signs when it received it, and keeps that beside the author's signature. When the author's
+//! key stops being valid before the change reaches the hub (the device is revoked, or replaced
+//! by a new store with a new key), the relay hands the hub both: the hub accepts the change if
+//! the author's signature is by a key the device held and the receipt, signed by the relay that
+//! sends it, is dated before that key stopped being valid. The hub keeps each device's past
+//! keys with the time each was replaced (see `crate::replica`). A relay's clock is trusted as
+//! far as the relay is: a malicious enrolled device could backdate a receipt, but only for a
+//! change signed by a key that device does not hold (see docs/security.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,6 +50,8 @@ use crate::credential::{SigningKey, verify_signature};
 pub const CHANGE_DOMAIN: &[u8] = b"sellsync/change/v1\0";
 /// The domain tag of the hub's endorsement of a document's heads.
 pub const HEADS_DOMAIN: &[u8] = b"sellsync/heads/v1\0";
+/// The domain tag of a relay's receipt of a change.
+pub const RECEIVED_DOMAIN: &[u8] = b"sellsync/received/v1\0";
 /// Key-value prefix of the author signatures a device keeps for relaying (by change hash).
 pub const SIG_KEY: &str = "service/sig/";
 /// Key-value prefix of the hub endorsement a device keeps for relaying (by record id).
@@ -61,11 +75,27 @@ pub enum Proof {
         /// The Ed25519 signature over [`HEADS_DOMAIN`] ‖ count (u16 LE) ‖ heads.
         signature: Vec<u8>,
     },
+    /// A relay received the change at `at_ms` (its clock).
+    Received {
+        /// The change.
+        hash: ChangeHash,
+        /// When, in milliseconds since the epoch.
+        at_ms: i64,
+        /// The relay's Ed25519 signature over [`RECEIVED_DOMAIN`] ‖ hash ‖ at_ms (i64 LE).
+        signature: Vec<u8>,
+    },
 }
 
 fn change_message(hash: &ChangeHash) -> Vec<u8> {
     let mut m = CHANGE_DOMAIN.to_vec();
     m.extend_from_slice(&hash.0);
+    m
+}
+
+fn received_message(hash: &ChangeHash, at_ms: i64) -> Vec<u8> {
+    let mut m = RECEIVED_DOMAIN.to_vec();
+    m.extend_from_slice(&hash.0);
+    m.extend_from_slice(&at_ms.to_le_bytes());
     m
 }
 
@@ -104,6 +134,15 @@ impl Proof {
         Some(Proof::Hub { heads, signature })
     }
 
+    /// `key`'s receipt (as a relay) of `hash` at `at_ms`.
+    pub fn received(key: &SigningKey, hash: ChangeHash, at_ms: i64) -> Proof {
+        Proof::Received {
+            hash,
+            at_ms,
+            signature: key.sign(&received_message(&hash, at_ms)),
+        }
+    }
+
     /// Whether `key` made this proof.
     pub fn verifies(&self, key: &[u8]) -> bool {
         match self {
@@ -113,6 +152,11 @@ impl Proof {
             Proof::Hub { heads, signature } => {
                 verify_signature(key, &heads_message(heads), signature)
             }
+            Proof::Received {
+                hash,
+                at_ms,
+                signature,
+            } => verify_signature(key, &received_message(hash, *at_ms), signature),
         }
     }
 }
@@ -133,6 +177,16 @@ pub fn encode(proofs: &[Proof]) -> Vec<u8> {
                 for h in heads {
                     out.extend_from_slice(&h.0);
                 }
+                out.extend_from_slice(signature);
+            }
+            Proof::Received {
+                hash,
+                at_ms,
+                signature,
+            } => {
+                out.push(2);
+                out.extend_from_slice(&hash.0);
+                out.extend_from_slice(&at_ms.to_le_bytes());
                 out.extend_from_slice(signature);
             }
         }
@@ -180,6 +234,17 @@ pub fn decode(mut bytes: &[u8]) -> Result<Vec<Proof>, String> {
                 let signature = take(&mut bytes, SIGNATURE_LEN, "a signature")?.to_vec();
                 out.push(Proof::Hub { heads, signature });
             }
+            2 => {
+                let hash = hash(take(&mut bytes, 32, "a change hash")?)?;
+                let at = take(&mut bytes, 8, "a receipt time")?;
+                let at_ms = i64::from_le_bytes(at.try_into().map_err(|_| "a receipt time")?);
+                let signature = take(&mut bytes, SIGNATURE_LEN, "a signature")?.to_vec();
+                out.push(Proof::Received {
+                    hash,
+                    at_ms,
+                    signature,
+                });
+            }
             k => return Err(format!("unknown change proof kind {k}")),
         }
     }
@@ -220,6 +285,28 @@ pub struct KnownDevice {
     pub live: bool,
     /// The public key it last presented (`None`: never seen).
     pub key: Option<Vec<u8>>,
+    /// When it stopped being live (its last token revoked or expired), if it is not.
+    pub ended_ms: Option<i64>,
+    /// The keys it presented before `key`, each with the time the next one replaced it.
+    pub past_keys: Vec<(Vec<u8>, i64)>,
+}
+
+impl KnownDevice {
+    /// The key of the device's that made `proof`, with the time that key stopped being
+    /// valid (`None`: valid now), among its current and past keys.
+    fn key_of(&self, proof: &Proof) -> Option<Option<i64>> {
+        let current = self.key.as_ref().map(|k| (k, self.ended_ms));
+        let past = self.past_keys.iter().map(|(k, until)| {
+            // A key cannot outlive the device.
+            let until = self.ended_ms.map_or(*until, |e| e.min(*until));
+            (k, Some(until))
+        });
+        current
+            .into_iter()
+            .chain(past)
+            .find(|(k, _)| proof.verifies(k))
+            .map(|(_, until)| until)
+    }
 }
 
 /// What the receiver trusts, for one batch.
@@ -228,6 +315,11 @@ pub enum Verifier<'a> {
     Hub {
         /// The hub's node id (its own changes' author).
         hub: &'a DeviceId,
+        /// The device that sends the message, and the key it proved in this session (its
+        /// receipts of other devices' changes).
+        sender: &'a DeviceId,
+        /// The sender's key.
+        sender_key: Option<&'a [u8]>,
         /// The hub's public key (its endorsements).
         hub_key: Option<Vec<u8>>,
         /// A device as this hub knows it (`None`: never enrolled here).
@@ -302,11 +394,13 @@ impl Verifier<'_> {
             Verifier::LanPeer { hub_key, .. } => *hub_key,
         };
         let mut authors: BTreeMap<ChangeHash, Vec<&Proof>> = BTreeMap::new();
+        let mut receipts: BTreeMap<ChangeHash, Vec<&Proof>> = BTreeMap::new();
         let mut endorsed_heads = Vec::new();
         let mut endorsement = None;
         for p in proofs {
             match p {
                 Proof::Author { hash, .. } => authors.entry(*hash).or_default().push(p),
+                Proof::Received { hash, .. } => receipts.entry(*hash).or_default().push(p),
                 Proof::Hub { heads, .. } => {
                     if hub_key.is_some_and(|k| p.verifies(k)) {
                         endorsed_heads.extend_from_slice(heads);
@@ -333,8 +427,15 @@ impl Verifier<'_> {
                 used_endorsement = true;
                 continue;
             }
-            let (user, key) = match self {
-                Verifier::Hub { hub, device, .. } => {
+            let offered = authors.get(&hash).map(Vec::as_slice).unwrap_or_default();
+            let (user, proof) = match self {
+                Verifier::Hub {
+                    hub,
+                    device,
+                    sender,
+                    sender_key,
+                    ..
+                } => {
                     if &author == *hub {
                         return Err(Refusal(format!(
                             "change {short} claims the hub as its author without the hub's signature"
@@ -345,12 +446,43 @@ impl Verifier<'_> {
                             "change {short} by {author}, a device this hub never enrolled"
                         ))
                     })?;
-                    if !known.live {
-                        return Err(Refusal(format!(
-                            "change {short} by {author}, a revoked device"
-                        )));
+                    let signed = offered
+                        .iter()
+                        .find_map(|p| known.key_of(p).map(|until| (*p, until)));
+                    match signed {
+                        Some((proof, None)) => (known.user, proof),
+                        // By a key that is no longer valid: only a receipt, by the relay that
+                        // sends it, dated before the key stopped being valid, lets it in.
+                        Some((proof, Some(until))) => {
+                            let received = receipts.get(&hash).into_iter().flatten().any(|r| {
+                                matches!(r, Proof::Received { at_ms, .. } if *at_ms < until)
+                                    && &author != *sender
+                                    && sender_key.is_some_and(|k| r.verifies(k))
+                            });
+                            if !received {
+                                let why = if known.live {
+                                    "signed with a key it has since replaced"
+                                } else {
+                                    "a revoked device"
+                                };
+                                return Err(Refusal(format!(
+                                    "change {short} by {author}, {why}, and {sender} shows no \
+                                     receipt of it from before then"
+                                )));
+                            }
+                            (known.user, proof)
+                        }
+                        None if !known.live => {
+                            return Err(Refusal(format!(
+                                "change {short} by {author}, a revoked device"
+                            )));
+                        }
+                        None => {
+                            return Err(Refusal(format!(
+                                "change {short} by {author} is not signed with {author}'s key"
+                            )));
+                        }
                     }
-                    (known.user, known.key)
                 }
                 Verifier::LanPeer {
                     peer,
@@ -364,14 +496,14 @@ impl Verifier<'_> {
                              signature (it reaches this device from the hub or from {author})"
                         )));
                     }
-                    (*user, peer_key.map(<[u8]>::to_vec))
+                    let Some(proof) = peer_key.and_then(|k| offered.iter().find(|p| p.verifies(k)))
+                    else {
+                        return Err(Refusal(format!(
+                            "change {short} by {author} is not signed with {author}'s key"
+                        )));
+                    };
+                    (*user, *proof)
                 }
-            };
-            let offered = authors.get(&hash).map(Vec::as_slice).unwrap_or_default();
-            let Some(proof) = key.and_then(|k| offered.iter().find(|p| p.verifies(&k))) else {
-                return Err(Refusal(format!(
-                    "change {short} by {author} is not signed with {author}'s key"
-                )));
             };
             if kind == crate::replica::CATALOG_ID {
                 return Err(Refusal(format!(
@@ -394,7 +526,7 @@ impl Verifier<'_> {
             )
             .and_then(|added| check_resolutions(doc, change, &added, rules.catalog, rules.policy))
             .map_err(|v| Refusal(format!("change {short} by {author}: {v}")))?;
-            proven.authors.push((*proof).clone());
+            proven.authors.push(proof.clone());
         }
         if used_endorsement {
             proven.endorsement = endorsement.cloned();

@@ -49,13 +49,19 @@ fn hub(dir: &std::path::Path) -> Node {
 }
 
 fn device(dir: &std::path::Path, hub: &Node, name: &str, user: u64) -> Node {
+    device_in(dir, name, hub, name, user)
+}
+
+/// A device `name` whose store is the file `file` (a replaced phone: the same device, a new
+/// store and key).
+fn device_in(dir: &std::path::Path, file: &str, hub: &Node, name: &str, user: u64) -> Node {
     let dev: DeviceId = name.parse().unwrap();
     let issued = hub
         .store()
         .write(|w| w.issue_token(UserId(user), &dev, T0, None))
         .unwrap();
     let full = token::format(hub.id(), UserId(user), &dev, &issued.token);
-    let store = Arc::new(Store::open(dir.join(format!("{name}.redb"))).unwrap());
+    let store = Arc::new(Store::open(dir.join(format!("{file}.redb"))).unwrap());
     Node::init(
         &store,
         &NodeIdentity {
@@ -84,27 +90,28 @@ fn hub_accept(hub: &Node) -> AcceptConfig {
 /// What a tampering sender does to each frame it sends.
 type Tamper<'a> = &'a dyn Fn(Vec<u8>) -> Vec<u8>;
 
-/// One session in process, the dialer's frames passed through `tamper`; returns the documents
-/// the acceptor refused as forged.
+/// One session in process at time `now`, the dialer's frames passed through `tamper`;
+/// returns the documents the acceptor refused as forged.
 fn pump(
     dialer: &mut Node,
     d: Session,
     acceptor: &mut Node,
     a: Session,
     tamper: Tamper<'_>,
+    now: i64,
 ) -> Vec<RecordId> {
     let (mut d, mut a) = (d, a);
-    dialer.replica().set_now(T0);
-    acceptor.replica().set_now(T0);
+    dialer.replica().set_now(now);
+    acceptor.replica().set_now(now);
     let mut forged = Vec::new();
     let fx = d.handle(dialer.replica(), Event::Opened);
-    assert_eq!(net::carry_out(dialer, &fx, T0).1, None);
+    assert_eq!(net::carry_out(dialer, &fx, now).1, None);
     let mut to_a: Vec<Vec<u8>> = fx.send.into_iter().map(tamper).collect();
     let mut to_d = Vec::new();
     for _ in 0..50 {
         for f in std::mem::take(&mut to_a) {
             let fx = a.handle(acceptor.replica(), Event::Received(&f));
-            assert_eq!(net::carry_out(acceptor, &fx, T0).1, None);
+            assert_eq!(net::carry_out(acceptor, &fx, now).1, None);
             for e in &fx.effects {
                 if let Effect::Ignored {
                     doc,
@@ -118,7 +125,7 @@ fn pump(
         }
         for f in std::mem::take(&mut to_d) {
             let fx = d.handle(dialer.replica(), Event::Received(&f));
-            assert_eq!(net::carry_out(dialer, &fx, T0).1, None);
+            assert_eq!(net::carry_out(dialer, &fx, now).1, None);
             to_a.extend(fx.send.into_iter().map(tamper));
         }
         if to_a.is_empty() && to_d.is_empty() {
@@ -134,16 +141,26 @@ fn honest(f: Vec<u8>) -> Vec<u8> {
 
 /// A device's session with the hub; returns the documents the hub refused as forged.
 fn with_hub(dev: &mut Node, hub: &mut Node, tamper: Tamper<'_>) -> Vec<RecordId> {
+    with_hub_at(dev, hub, tamper, T0)
+}
+
+/// [`with_hub`] at time `now`.
+fn with_hub_at(dev: &mut Node, hub: &mut Node, tamper: Tamper<'_>, now: i64) -> Vec<RecordId> {
     let d = Session::dial(credential::hub_dial_config(dev, Limits::default()).unwrap());
     let a = Session::accept(hub_accept(hub));
-    pump(dev, d, hub, a, tamper)
+    pump(dev, d, hub, a, tamper, now)
 }
 
 /// A LAN session (`dialer` to `acceptor`); returns the documents the acceptor refused.
 fn lan(dialer: &mut Node, acceptor: &mut Node, tamper: Tamper<'_>) -> Vec<RecordId> {
+    lan_at(dialer, acceptor, tamper, T0)
+}
+
+/// [`lan`] at time `now`.
+fn lan_at(dialer: &mut Node, acceptor: &mut Node, tamper: Tamper<'_>, now: i64) -> Vec<RecordId> {
     let d = Session::dial(credential::lan_dial_config(dialer, None, Limits::default()).unwrap());
     let a = Session::accept(credential::lan_accept_config(acceptor, Limits::default()).unwrap());
-    pump(dialer, d, acceptor, a, tamper)
+    pump(dialer, d, acceptor, a, tamper, now)
 }
 
 fn create(node: &mut Node, id: &str, owner: u64) -> RecordId {
@@ -264,7 +281,7 @@ fn signed_by(e: &BatchEntry, key: &SigningKey, as_hub: bool) -> Vec<u8> {
         .filter_map(|p| match p {
             Proof::Author { hash, .. } if as_hub => Proof::hub(key, &[*hash]),
             Proof::Author { hash, .. } => Some(Proof::author(key, *hash)),
-            Proof::Hub { .. } => None,
+            Proof::Hub { .. } | Proof::Received { .. } => None,
         })
         .collect();
     assert!(!again.is_empty(), "the entry carried no author signature");
@@ -533,7 +550,7 @@ fn a_change_claiming_another_device_as_its_author_is_refused() {
 }
 
 #[test]
-fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refused() {
+fn lan_relays_keep_the_authors_signature_and_a_lan_peer_refuses_a_forgery() {
     let mut w = world();
     let deal = w.deal.clone();
     // Rita renames her deal offline and syncs with Carl over the LAN; Carl carries it to the
@@ -559,21 +576,144 @@ fn lan_relays_keep_the_authors_signature_and_a_revoked_devices_changes_are_refus
     });
     assert_eq!(lan(&mut w.rita, &mut w.carl, &honest), vec![deal.clone()]);
     assert_eq!(heads(&w.carl, &deal), before);
+}
 
-    // Rita's phone is revoked; her next offline edit, relayed by Carl, is refused at the hub.
-    let mut w = world();
-    rename(&mut w.rita, &deal, "After revocation", T0 + 10);
-    assert!(lan(&mut w.rita, &mut w.carl, &honest).is_empty());
-    w.hub
-        .store()
-        .write(|wr| wr.revoke_device_tokens(&"rita-phone".parse().unwrap(), T0 + 15))
+fn revoke(hub: &Node, device: &str, at: i64) {
+    hub.store()
+        .write(|w| w.revoke_device_tokens(&device.parse().unwrap(), at))
         .unwrap();
+}
+
+/// Rewrites every relay receipt in the sync batches of `frame` with `f`.
+fn rewrite_receipts(frame: Vec<u8>, f: &dyn Fn(ChangeHash, i64) -> Proof) -> Vec<u8> {
+    resign(frame, &|e| {
+        let proofs = signed::decode(&e.signatures).unwrap();
+        let again: Vec<Proof> = proofs
+            .into_iter()
+            .map(|p| match p {
+                Proof::Received { hash, at_ms, .. } => f(hash, at_ms),
+                other => other,
+            })
+            .collect();
+        signed::encode(&again)
+    })
+}
+
+#[test]
+fn a_change_relayed_after_its_authors_revocation_passes_on_a_receipt_from_before_it() {
+    // Carl takes Rita's edit over the LAN; Rita's phone is revoked before Carl reaches the hub.
+    // Carl's receipt, dated before the revocation, carries the change as Rita's.
+    let relayed = |tamper: Tamper<'_>| {
+        let mut w = world();
+        let deal = w.deal.clone();
+        rename(&mut w.rita, &deal, "Before revocation", T0 + 10);
+        assert!(lan_at(&mut w.rita, &mut w.carl, &honest, T0 + 12).is_empty());
+        revoke(&w.hub, "rita-phone", T0 + 15);
+        let before = heads(&w.hub, &deal);
+        let refused = with_hub_at(&mut w.carl, &mut w.hub, tamper, T0 + 20);
+        let reached = heads(&w.hub, &deal) == heads(&w.rita, &deal);
+        assert!(
+            reached || heads(&w.hub, &deal) == before,
+            "part of it was applied"
+        );
+        (refused, reached, name(&mut w.hub, &deal))
+    };
+    assert_eq!(
+        relayed(&honest),
+        (vec![], true, Some(Value::Text("Before revocation".into())))
+    );
+    // A receipt that Carl did not sign, or none, does not do: nothing is applied.
+    let stranger = SigningKey::generate().unwrap();
+    let forged_receipt =
+        |f: Vec<u8>| rewrite_receipts(f, &|hash, at| Proof::received(&stranger, hash, at));
+    let no_receipt = |f: Vec<u8>| {
+        resign(f, &|e| {
+            let kept: Vec<Proof> = signed::decode(&e.signatures)
+                .unwrap()
+                .into_iter()
+                .filter(|p| !matches!(p, Proof::Received { .. }))
+                .collect();
+            signed::encode(&kept)
+        })
+    };
+    for tamper in [&forged_receipt as Tamper<'_>, &no_receipt] {
+        let (refused, reached, _) = relayed(tamper);
+        assert_eq!(refused, vec!["deal-rita".parse().unwrap()]);
+        assert!(!reached);
+    }
+}
+
+#[test]
+fn a_revoked_devices_change_received_after_the_revocation_is_refused() {
+    // Rita's phone is revoked; it does not know, edits offline and passes the edit to Carl,
+    // who carries it to the hub: refused, and Carl's receipt cannot be redated.
+    let relayed = |tamper: Tamper<'_>| {
+        let mut w = world();
+        let deal = w.deal.clone();
+        revoke(&w.hub, "rita-phone", T0 + 5);
+        rename(&mut w.rita, &deal, "After revocation", T0 + 10);
+        assert!(lan_at(&mut w.rita, &mut w.carl, &honest, T0 + 12).is_empty());
+        let before = heads(&w.hub, &deal);
+        let refused = with_hub_at(&mut w.carl, &mut w.hub, tamper, T0 + 20);
+        (refused, heads(&w.hub, &deal) == before)
+    };
+    let redated = |f: Vec<u8>| {
+        resign(f, &|e| {
+            let proofs = signed::decode(&e.signatures).unwrap();
+            let again: Vec<Proof> = proofs
+                .into_iter()
+                .map(|p| match p {
+                    Proof::Received {
+                        hash, signature, ..
+                    } => Proof::Received {
+                        hash,
+                        at_ms: T0,
+                        signature,
+                    },
+                    other => other,
+                })
+                .collect();
+            signed::encode(&again)
+        })
+    };
+    for tamper in [&honest as Tamper<'_>, &redated] {
+        assert_eq!(relayed(tamper), (vec!["deal-rita".parse().unwrap()], true));
+    }
+}
+
+#[test]
+fn a_replaced_phones_change_relayed_later_passes_on_a_receipt_from_before_the_replacement() {
+    // Rita passes an edit to Carl over the LAN, then her phone is replaced: a new store with a
+    // new key syncs with the hub, which keeps the old key with the time it was replaced.
+    let mut w = world();
+    let deal = w.deal.clone();
+    rename(&mut w.rita, &deal, "From the old phone", T0 + 10);
+    assert!(lan_at(&mut w.rita, &mut w.carl, &honest, T0 + 12).is_empty());
+    let mut new_phone = device_in(w._dir.path(), "rita-phone-2", &w.hub, "rita-phone", 2);
+    assert!(with_hub_at(&mut new_phone, &mut w.hub, &honest, T0 + 15).is_empty());
+    assert!(with_hub_at(&mut w.carl, &mut w.hub, &honest, T0 + 20).is_empty());
+    assert_eq!(
+        name(&mut w.hub, &deal),
+        Some(Value::Text("From the old phone".into()))
+    );
+    // The old phone edits again after it was replaced; Carl's receipt is dated after: refused.
+    rename(&mut w.rita, &deal, "Old phone, later", T0 + 30);
+    assert!(lan_at(&mut w.rita, &mut w.carl, &honest, T0 + 31).is_empty());
     let before = heads(&w.hub, &deal);
     assert_eq!(
-        with_hub(&mut w.carl, &mut w.hub, &honest),
+        with_hub_at(&mut w.carl, &mut w.hub, &honest, T0 + 40),
         vec![deal.clone()]
     );
     assert_eq!(heads(&w.hub, &deal), before);
+    // The new phone still syncs.
+    assert!(with_hub_at(&mut new_phone, &mut w.hub, &honest, T0 + 45).is_empty());
+    rename(&mut new_phone, &deal, "From the new phone", T0 + 50);
+    assert!(with_hub_at(&mut new_phone, &mut w.hub, &honest, T0 + 51).is_empty());
+    assert_eq!(heads(&w.hub, &deal), heads(&new_phone, &deal));
+    assert_eq!(
+        name(&mut w.hub, &deal),
+        Some(Value::Text("From the new phone".into()))
+    );
 }
 
 #[test]
