@@ -381,6 +381,84 @@ impl Node {
         Ok(())
     }
 
+    /// Discards this device's copy of a record the hub does not take from it (a record-level
+    /// permission conflict: access revoked, or a change it holds was refused): the record goes
+    /// back to the heads the hub last vouched for to this device (its kept endorsement), or is
+    /// removed when the hub never sent it, and the next hub round brings it up to date (its
+    /// sync state with the hub starts afresh). What this device wrote in it since is dropped:
+    /// the permission conflict showed it. Returns whether a copy was kept (`false`: removed).
+    ///
+    /// Errors: [`NodeError::Refused`] for a record without such a conflict (nothing changes).
+    pub fn discard_local(&mut self, id: &RecordId, now_ms: i64) -> Result<bool, NodeError> {
+        let flagged = self.project(id)?.is_some_and(|p| {
+            p.conflicts
+                .iter()
+                .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
+        });
+        if !flagged {
+            return Err(NodeError::Refused(format!(
+                "{id} has no permission conflict: there is no copy of it to discard (resolve \
+                 its conflicts instead)"
+            )));
+        }
+        let Some(kind) = self.replica.docs().kind(id)? else {
+            return Err(NodeError::Refused(format!("{id} is not held here")));
+        };
+        let store = self.store().clone();
+        let vouched = store
+            .read()?
+            .kv_get(&format!("{}{id}", crate::signed::ENDORSED_KEY))?
+            .and_then(|b| crate::signed::decode(&b).ok())
+            .and_then(|p| {
+                p.into_iter().find_map(|p| match p {
+                    crate::signed::Proof::Hub { heads, .. } => Some(heads),
+                    _ => None,
+                })
+            });
+        // The hub's version: the document as of the vouched heads, if it holds them all.
+        let rewound = match vouched {
+            Some(heads) => self.replica.docs().with_doc(id, |d| {
+                heads
+                    .iter()
+                    .all(|h| automerge::ReadDoc::get_change_by_hash(d, h).is_some())
+                    .then(|| d.fork_at(&heads).ok().map(|f| f.save()))
+                    .flatten()
+            })?,
+            None => None,
+        }
+        .flatten();
+        let hub = self
+            .identity
+            .hub_token
+            .as_deref()
+            .and_then(|t| crate::token::parse(t).ok())
+            .map(|e| e.hub);
+        let kept = rewound.is_some();
+        store.write(|w| {
+            match &rewound {
+                Some(snapshot) => {
+                    w.put_doc_snapshot(id, &kind, snapshot)?;
+                }
+                None => {
+                    w.remove_doc(id)?;
+                }
+            }
+            if let Some(hub) = &hub {
+                w.put_sync_state(hub, id, &automerge::sync::State::new().encode())?;
+                if !kept {
+                    // The hub announces its whole feed again, this record with it.
+                    w.set_peer_theirs(hub, &[])?;
+                }
+            }
+            Ok(())
+        })?;
+        self.replica.docs().evict(id);
+        if kept {
+            self.refresh(std::slice::from_ref(id), now_ms)?;
+        }
+        Ok(kept)
+    }
+
     /// The projection of a record, or `None` if it is not held (or not a record).
     pub fn project(&mut self, id: &RecordId) -> Result<Option<Projection>, NodeError> {
         let node = self.identity.device_id.clone();

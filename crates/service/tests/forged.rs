@@ -682,6 +682,86 @@ fn a_revoked_devices_change_received_after_the_revocation_is_refused() {
 }
 
 #[test]
+fn a_relay_holding_a_refused_change_discards_its_copy_and_takes_the_hubs_again() {
+    // As above: Carl holds a change by Rita's revoked phone that the hub refuses, so his copy
+    // of the deal is kept apart under a permission conflict. Meanwhile the deal moves on at
+    // the hub. Carl discards his copy: it goes back to what the hub vouched for, and the next
+    // round brings it up to date, with no conflict left.
+    let mut w = world();
+    let deal = w.deal.clone();
+    revoke(&w.hub, "rita-phone", T0 + 5);
+    rename(&mut w.rita, &deal, "After revocation", T0 + 10);
+    assert!(lan_at(&mut w.rita, &mut w.carl, &honest, T0 + 12).is_empty());
+    assert_eq!(
+        with_hub_at(&mut w.carl, &mut w.hub, &honest, T0 + 20),
+        vec![deal.clone()]
+    );
+    let flagged = |n: &mut Node| {
+        n.project(&deal)
+            .unwrap()
+            .unwrap()
+            .conflicts
+            .iter()
+            .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
+    };
+    assert!(flagged(&mut w.carl));
+    let mut tina = device(w._dir.path(), &w.hub, "tina-tab", 2);
+    assert!(with_hub_at(&mut tina, &mut w.hub, &honest, T0 + 21).is_empty());
+    rename(&mut tina, &deal, "Tina's name", T0 + 22);
+    assert!(with_hub_at(&mut tina, &mut w.hub, &honest, T0 + 23).is_empty());
+
+    assert!(w.carl.discard_local(&deal, T0 + 30).unwrap());
+    assert!(!flagged(&mut w.carl));
+    assert!(with_hub_at(&mut w.carl, &mut w.hub, &honest, T0 + 31).is_empty());
+    assert_eq!(heads(&w.carl, &deal), heads(&w.hub, &deal));
+    assert_eq!(
+        name(&mut w.carl, &deal),
+        Some(Value::Text("Tina's name".into()))
+    );
+    assert!(w.carl.project(&deal).unwrap().unwrap().conflicts.is_empty());
+    // Carl's copy syncs again: his next edit reaches the hub.
+    rename(&mut w.carl, &deal, "Carl's name", T0 + 40);
+    assert!(with_hub_at(&mut w.carl, &mut w.hub, &honest, T0 + 41).is_empty());
+    assert_eq!(
+        name(&mut w.hub, &deal),
+        Some(Value::Text("Carl's name".into()))
+    );
+
+    // A record without a permission conflict has no copy to discard: refused, unchanged.
+    let before = heads(&w.carl, &deal);
+    assert!(matches!(
+        w.carl.discard_local(&deal, T0 + 50),
+        Err(sellsync_service::NodeError::Refused(_))
+    ));
+    assert_eq!(heads(&w.carl, &deal), before);
+}
+
+#[test]
+fn a_refused_record_the_hub_never_sent_is_removed_on_discard() {
+    // Rita creates a deal and forges a register in it before its first sync: the hub refuses
+    // the whole new record. Discarding removes it from her phone.
+    let mut w = world();
+    let theirs = create(&mut w.rita, "deal-forged", 2);
+    forge(&mut w.rita, &theirs, "deal", |d| {
+        put(
+            d,
+            "fields",
+            "name",
+            register("Forged", T0 + 5, 1, "rita-phone"),
+        )
+    });
+    assert_eq!(
+        with_hub(&mut w.rita, &mut w.hub, &honest),
+        vec![theirs.clone()]
+    );
+    assert!(!w.rita.discard_local(&theirs, T0 + 10).unwrap());
+    assert_eq!(w.rita.project(&theirs).unwrap(), None);
+    assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+    assert_eq!(w.rita.project(&theirs).unwrap(), None);
+    assert_eq!(heads(&w.rita, &w.deal), heads(&w.hub, &w.deal));
+}
+
+#[test]
 fn a_replaced_phones_change_relayed_later_passes_on_a_receipt_from_before_the_replacement() {
     // Rita passes an edit to Carl over the LAN, then her phone is replaced: a new store with a
     // new key syncs with the hub, which keeps the old key with the time it was replaced.

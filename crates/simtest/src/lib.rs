@@ -223,6 +223,8 @@ struct Device {
     /// about it is refused whole); `None` in the set stands for the catalog, whose forgery
     /// changes how this device reads every record.
     forged: BTreeSet<Option<RecordId>>,
+    /// Records whose copy its user discarded (see [`World::discard_refused`]).
+    discarded: BTreeSet<RecordId>,
 }
 
 /// The hub's process: its node and bridge.
@@ -253,6 +255,9 @@ struct World {
     forgeries: Vec<(usize, u32, RecordId, automerge::ChangeHash)>,
     /// Every edit, create and resolution a device was told succeeded (see `no_lost_update`).
     acknowledged: Vec<Acknowledged>,
+    /// Devices (by name) that were revoked or replaced at some point: changes they made may
+    /// stay refused (see [`World::discard_refused`]).
+    retired: BTreeSet<String>,
 }
 
 /// A device action that succeeded, and the changes it made.
@@ -437,6 +442,7 @@ impl World {
             last_push: None,
             forgeries: Vec::new(),
             acknowledged: Vec::new(),
+            retired: BTreeSet::new(),
         };
         w.users = w.read_users()?;
         w.acl_toml = w.users.acl_toml();
@@ -470,6 +476,7 @@ impl World {
                 generation: 0,
                 revoked: false,
                 forged: BTreeSet::new(),
+                discarded: BTreeSet::new(),
             });
             w.enroll(i)?;
             // Every device starts from one whole sync with the hub (its records and its grant).
@@ -596,6 +603,9 @@ impl World {
             })
             .map_err(|e| e.to_string())?;
         let full = token::format(&hub_id, UserId(d.user), &dev, &issued.token);
+        if d.generation > 0 {
+            self.retired.insert(d.name.clone());
+        }
         d.node = None;
         d.generation += 1;
         d.path = self
@@ -617,6 +627,7 @@ impl World {
         d.node = Some(Node::open(store, None).map_err(|e| e.to_string())?);
         d.revoked = false;
         d.forged.clear();
+        d.discarded.clear();
         Ok(())
     }
 
@@ -1252,6 +1263,7 @@ impl World {
             .write(|w| w.revoke_device_tokens(&dev, now))
             .map_err(|e| e.to_string())?;
         self.devices[i].revoked = true;
+        self.retired.insert(self.devices[i].name.clone());
         Ok(format!("{n} tokens revoked"))
     }
 
@@ -1367,6 +1379,74 @@ impl World {
     fn settle(&mut self) -> String {
         self.control.set(ConnFaults::default());
         let _ = self.sim.set_faults(FaultConfig::default());
+        let quiet = self.settle_rounds();
+        // What a user does with a copy the hub no longer takes because it holds someone
+        // else's refused change: discard it, and sync again.
+        let discarded = self.discard_refused();
+        if discarded.is_empty() {
+            return quiet;
+        }
+        let again = self.settle_rounds();
+        format!("{quiet}; discarded {discarded:?}; {again}")
+    }
+
+    /// Device by device, every copy under a record-level permission conflict that the hub
+    /// still lets its user see and that holds a change the hub lacks by a device that was
+    /// revoked or replaced (a change the hub may refuse by design): its user discards it
+    /// ([`Node::discard_local`]). Returns what was discarded, by device.
+    fn discard_refused(&mut self) -> Vec<(usize, RecordId)> {
+        use automerge::ReadDoc;
+        let hub = self.hub_node();
+        let mut out = Vec::new();
+        for i in 0..self.devices.len() {
+            if self.devices[i].revoked || self.devices[i].forged.contains(&None) {
+                continue;
+            }
+            let user = UserId(self.devices[i].user);
+            let retired = self.retired.clone();
+            let now = self.now;
+            let Ok(held) = self.held(i) else { continue };
+            for (id, _, p) in held {
+                let flagged = p
+                    .conflicts
+                    .iter()
+                    .any(|c| matches!(c, Conflict::Permission { slot: None, .. }));
+                if !flagged || self.devices[i].forged.contains(&Some(id.clone())) {
+                    continue;
+                }
+                let at_hub = {
+                    let mut h = lock(&hub);
+                    let doc = h.replica().docs().with_doc(&id, |d| d.clone());
+                    match doc {
+                        Ok(Some(doc)) if h.replica_ref().visible_to(user, &doc) => Some(doc),
+                        _ => None,
+                    }
+                };
+                let Some(at_hub) = at_hub else { continue };
+                let Ok(node) = self.device(i) else { continue };
+                let by_retired = node
+                    .replica()
+                    .docs()
+                    .with_doc(&id, |d| {
+                        d.get_changes(&[]).iter().any(|c| {
+                            at_hub.get_change_by_hash(&c.hash()).is_none()
+                                && sellsync_service::signed::author_of(c)
+                                    .is_some_and(|a| retired.contains(a.as_str()))
+                        })
+                    })
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false);
+                if by_retired && node.discard_local(&id, now).is_ok() {
+                    self.devices[i].discarded.insert(id.clone());
+                    out.push((i, id));
+                }
+            }
+        }
+        out
+    }
+
+    fn settle_rounds(&mut self) -> String {
         let mut before = self.heads();
         for round in 0..SETTLE_ROUNDS {
             self.now += 1000;
@@ -1644,6 +1724,7 @@ impl World {
                 || d.generation != a.generation
                 || d.forged.contains(&None)
                 || d.forged.contains(&Some(a.record.clone()))
+                || d.discarded.contains(&a.record)
             {
                 continue;
             }
