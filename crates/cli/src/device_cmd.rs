@@ -164,7 +164,8 @@ enum DeviceCmd {
     },
     /// Settle a conflict: a field conflict (--mine, --theirs, --pick, --value), a record
     /// conflict (--restore, --confirm-delete), or what the CRM refused (--value fixes it,
-    /// --discard deletes a refused note, task or call, --retry sends it again as it is).
+    /// --discard deletes a refused note, task or call, --retry sends it again as it is); a
+    /// permission conflict on the whole record: --discard (no field) drops this device's copy.
     Resolve {
         /// The record id.
         id: String,
@@ -190,7 +191,8 @@ enum DeviceCmd {
         /// Delete a record deleted while others edited it, discarding their edits.
         #[arg(long, group = "choice")]
         confirm_delete: bool,
-        /// Delete a note, task or call the CRM refused.
+        /// Delete a note, task or call the CRM refused; with no field, discard this device's
+        /// copy of a record under a permission conflict (the hub's copy comes back).
         #[arg(long, group = "choice")]
         discard: bool,
         /// Send what the CRM refused again, as it is.
@@ -1047,9 +1049,25 @@ fn resolve(
                 format!("{name} of {id} goes to the CRM again with the next bridge round"),
             ))
         }
+        Resolution::Discard if activity.is_none() && target.is_none() => {
+            let kept = d.discard_copy(id).at(path)?;
+            let message = if kept {
+                format!(
+                    "discarded this device's copy of {id}: it is back to what the hub last sent, \
+                     and the next sync brings it up to date"
+                )
+            } else {
+                format!("removed {id} from this device (the hub never had it)")
+            };
+            Ok(done(id.to_string(), "discard", message))
+        }
         Resolution::Discard => {
             let a = activity.ok_or_else(|| {
-                anyhow!("--discard deletes a note, task or call: give its id (see `show {id}`)")
+                anyhow!(
+                    "--discard deletes a note, task or call (give its id, see `show {id}`), or \
+                     without a field discards this device's copy of a record under a permission \
+                     conflict"
+                )
             })?;
             d.delete_activity(id, &a).at(path)?;
             Ok(done(

@@ -1692,6 +1692,34 @@ impl Device {
         })
     }
 
+    /// Discards this device's copy of a record under a record-level permission conflict (the
+    /// hub no longer takes it from this device: access revoked, or it holds a change the hub
+    /// refused, such as one relayed from a device revoked before it was received). The record
+    /// goes back to what the hub last vouched for, and the next [`Device::sync_hub`] brings it
+    /// up to date; a record the hub never sent is removed. What this device wrote in it since
+    /// is dropped (the conflict lists it: copy it first). Returns whether a copy stays
+    /// (`false`: removed). [`DeviceError::NoConflict`] when the record has no such conflict.
+    pub fn discard_copy(&self, id: &RecordId) -> Result<bool, DeviceError> {
+        let target = format!("record {id}");
+        let kept = self.writing(|n| {
+            let p = Device::project(n, id)?;
+            if !p
+                .conflicts
+                .iter()
+                .any(|c| matches!(c, Conflict::Permission { slot: None, .. }))
+            {
+                return Err(DeviceError::NoConflict { target });
+            }
+            n.discard_local(id, net::now_ms())
+                .map_err(|e| node_error(e, Some(id)))
+        })?;
+        if !kept {
+            // A removed record leaves no feed entry to report it by.
+            self.inner.changes.publish(std::slice::from_ref(id));
+        }
+        Ok(kept)
+    }
+
     // ---- what the CRM refused ----
 
     /// Fixes a value the CRM refused (a validation or permission conflict on `slot`, or a
