@@ -21,6 +21,8 @@ import com.sellsync.core.RecordView
 import com.sellsync.core.Resolution
 import com.sellsync.core.SellsyncException
 import com.sellsync.core.ValueKind
+import com.sellsync.core.CustomFieldKind
+import com.sellsync.core.enrolChecked
 import java.io.File
 import java.nio.file.Files
 import java.time.Instant
@@ -326,6 +328,53 @@ fun throwingListener(dir: File) = Hub(dir).use { hub ->
     }
 }
 
+/** The rest of the surface: enrolChecked, the catalog, the async change feed, stopping a
+ * listener, serving a LAN peer. */
+fun surface(dir: File) = Hub(dir).use { hub ->
+    val ritaCfg = config(dir, "rita-phone")
+    val checked = runBlocking { enrolChecked(ritaCfg, Enrolment(hub.url, hub.token(2, "rita-phone"), null), ROUND) }
+    eq(checked.firstRound?.peer, "hub", "enrolChecked's round")
+    val rita = checked.device
+    val (carl, _) = enrol(hub, dir, 3, "carl-laptop")
+    sync(carl)
+
+    val catalog = rita.catalog()
+    check(catalog.loaded) { "the catalog is loaded after enrolChecked" }
+    eq(catalog.users.map { it.id }, listOf(1uL, 2uL, 3uL), "catalog users")
+    check(catalog.stages.any { it.id == 12uL }) { "stage 12 in ${catalog.stages}" }
+    eq(rita.customField(RecordKind.DEAL, "Region")?.kind, CustomFieldKind.LIST, "Region's kind")
+    eq(rita.customField(RecordKind.DEAL, "Nope"), null, "an unknown custom field")
+
+    val feed = rita.changes()
+    eq(runBlocking { feed.nextChanges(200u) }, emptyList(), "nothing changed within the wait")
+    val seen = Recorder()
+    val registration = rita.observe(seen)
+    val deal = rita.createDeal(listOf(FieldInput("name", "Lead")))
+    eq(runBlocking { withTimeout(10_000) { feed.nextChanges(5000u) } }, listOf(deal), "the feed's next changes")
+    eq(feed.tryNextChanges(), emptyList(), "each change once")
+    registration.stop()
+    check(!registration.isActive()) { "stopped" }
+    rita.tag(deal, "vip")
+    eq(seen.batches.toList(), listOf(listOf(deal)), "a stopped listener is not told")
+    eq(feed.tryNextChanges(), listOf(deal), "the feed is")
+    raises<SellsyncException.Invalid>("nextChanges(0)") { runBlocking { feed.nextChanges(0u) } }
+
+    // Rita serves her LAN; Carl gets her offline deal from her, not from the hub.
+    val server = runBlocking { rita.serveLan("127.0.0.1:0") }
+    eq(server.url(), "wss://127.0.0.1:${server.port()}/", "the server's url")
+    val report = runBlocking { withTimeout(40_000) { carl.syncPeer(server.url(), "rita-phone", ROUND) } }
+    check(deal in report.changed) { "carl's LAN round brings the deal: ${report.changed}" }
+    eq(carl.deals().map { it.id }, listOf(deal), "carl's deals after the LAN round")
+    runBlocking { withTimeout(20_000) { server.stop() } }
+    raises<SellsyncException.Unreachable>("a LAN round after stop") {
+        runBlocking { withTimeout(20_000) { carl.syncPeer(server.url(), "rita-phone", 5u) } }
+    }
+    server.close()
+    feed.close()
+    rita.close()
+    carl.close()
+}
+
 fun main(args: Array<String>) {
     Thread {
         Thread.sleep(WATCHDOG_SECS * 1000)
@@ -336,6 +385,7 @@ fun main(args: Array<String>) {
     val tests = linkedMapOf<String, (File) -> Unit>(
         "two devices: conflict, resolve, observe, typed errors" to ::story,
         "a listener that throws does not break the device" to ::throwingListener,
+        "enrolChecked, catalog, change feed, stopping a listener, LAN" to ::surface,
     )
     val only = args.toSet()
     val unknown = only - tests.keys
