@@ -9,14 +9,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sellsync_device as dev;
-use sellsync_device::{FieldKey, RecordId, Slot, Value};
+use sellsync_device::{ActivityId, FieldKey, RecordId, Slot, Value};
 use sellsync_model::ActivityKind;
 
+use crate::catalog::{Catalog, CustomField, model_kind};
 use crate::error::{SellsyncError, invalid};
+use crate::lan::LanServer;
 use crate::listener::ChangeListener;
+use crate::observe::{ChangeFeed, Observation};
 use crate::types::{
-    DeviceConfig, Enrolment, FieldInput, Notification, RecordConflicts, RecordResolution,
-    RecordSummary, RecordView, Resolution, SyncReport, SyncStatus,
+    CheckedEnrolment, DeviceConfig, Enrolment, FieldInput, Notification, RecordConflicts,
+    RecordKind, RecordResolution, RecordSummary, RecordView, RefusalTarget, Resolution, SyncReport,
+    SyncStatus,
 };
 
 /// The longest sync round a caller may ask for, in seconds.
@@ -106,7 +110,35 @@ fn parse_fields(
     Ok(out)
 }
 
-fn join_error(e: tokio::task::JoinError) -> SellsyncError {
+/// Parses `text` for field `slot` of record `id` (a field of the record, or of one of its
+/// activities), as the catalog defines it.
+fn slot_value(
+    d: &dev::Device,
+    id: &RecordId,
+    slot: &Slot,
+    text: String,
+) -> Result<Value, SellsyncError> {
+    let p = d.record(id)?;
+    let activity = match &slot.activity {
+        None => None,
+        Some(a) => Some(
+            p.record
+                .activities
+                .iter()
+                .find(|v| v.id == *a)
+                .map(|v| v.kind)
+                .ok_or_else(|| invalid("field", format!("no activity {a}")))?,
+        ),
+    };
+    let input = FieldInput {
+        name: slot.field.to_string(),
+        value: Some(text),
+    };
+    let mut parsed = parse_fields(d, p.record.kind, activity, vec![input])?;
+    Ok(parsed.pop().map_or(Value::Null, |(_, v)| v))
+}
+
+pub(crate) fn join_error(e: tokio::task::JoinError) -> SellsyncError {
     let reason = if e.is_panic() {
         format!("panic: {}", text_of(&*e.into_panic()))
     } else {
@@ -162,6 +194,34 @@ impl Device {
     }
 }
 
+/// Enrols a new store with a hub and checks the enrolment with one hub round (at most
+/// `timeout_secs`, 1 to 3600), as `sellsync device init` does, then opens it. A hub that
+/// refuses the token (`Auth`), or whose catalog does not list the token's user
+/// (`BadEnrolment`), undoes the enrolment (the new store is removed); a hub that cannot be
+/// reached now leaves the device enrolled and unchecked (`first_round` is `None`: the first
+/// `sync_hub` checks the token).
+#[uniffi::export(async_runtime = "tokio")]
+pub async fn enrol_checked(
+    config: DeviceConfig,
+    enrolment: Enrolment,
+    timeout_secs: u32,
+) -> Result<CheckedEnrolment, SellsyncError> {
+    let t = timeout(timeout_secs)?;
+    let cfg = guarded(|| self::config(config))?;
+    let e = dev::Enrolment {
+        hub_url: enrolment.hub_url,
+        token: enrolment.token,
+        ca_pem: enrolment.ca_pem.map(String::into_bytes),
+    };
+    let (d, first) = tokio::spawn(async move { dev::Device::enrol_checked(cfg, e, t).await })
+        .await
+        .map_err(join_error)??;
+    Ok(CheckedEnrolment {
+        device: Device::wrap(d),
+        first_round: first.map(SyncReport::from),
+    })
+}
+
 #[uniffi::export(async_runtime = "tokio")]
 impl Device {
     /// One bounded round with the hub (at most `timeout_secs`, 1 to 3600): sends this device's
@@ -195,6 +255,43 @@ impl Device {
             .await
             .map_err(join_error)?;
         Ok(r?.into())
+    }
+
+    /// Serves LAN peers on `address` (`IP:PORT`, e.g. `0.0.0.0:7071`, or port 0 for one the OS
+    /// picks) until the returned server is stopped (or dropped, or the device closed). Needs one
+    /// hub round first (the grant holds the LAN credential): else `Auth` at once. Errors:
+    /// `Invalid` (`address`), `Unreachable` when the address cannot be bound.
+    pub async fn serve_lan(&self, address: String) -> Result<Arc<LanServer>, SellsyncError> {
+        let addr: std::net::SocketAddr = address
+            .trim()
+            .parse()
+            .map_err(|e| invalid("address", format!("{address:?}: {e} (give IP:PORT)")))?;
+        let d = self.device()?;
+        guarded(|| Ok(d.check_lan_credential()?))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| SellsyncError::Unreachable {
+                    url: addr.to_string(),
+                    reason: format!("cannot listen there: {e}"),
+                })?;
+        let bound = listener.local_addr().map_err(|e| SellsyncError::Internal {
+            reason: format!("the bound address: {e}"),
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                // A dropped sender (the server handle freed) stops serving too.
+                let _ = rx.await;
+            };
+            Ok(d.serve_lan(listener, shutdown).await?)
+        });
+        Ok(Arc::new(LanServer {
+            url: format!("wss://{bound}/"),
+            port: bound.port(),
+            shutdown: Mutex::new(Some(tx)),
+            task: tokio::sync::Mutex::new(Some(task)),
+        }))
     }
 }
 
@@ -314,15 +411,118 @@ impl Device {
     /// that changed records, from the thread that made the change (a sync round: a Rust worker
     /// thread), for as long as the device is open. A listener that throws is logged and the
     /// device carries on. Do not hold the device in the listener (the cycle is never freed).
-    pub fn observe(&self, listener: Arc<dyn ChangeListener>) -> Result<(), SellsyncError> {
+    ///
+    /// Returns the registration: `stop()` on it removes the listener (and frees it).
+    pub fn observe(
+        &self,
+        listener: Arc<dyn ChangeListener>,
+    ) -> Result<Arc<Observation>, SellsyncError> {
         self.with(|d| {
+            let slot = Arc::new(Mutex::new(Some(listener)));
+            let held = slot.clone();
             d.on_change(Box::new(move |ids: &[RecordId]| {
+                // Taken out of the lock before the call: a listener may stop itself.
+                let Some(listener) = held.lock().unwrap_or_else(PoisonError::into_inner).clone()
+                else {
+                    return;
+                };
                 let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| listener.on_change(ids))) {
                     tracing::warn!("a change listener failed: {}", text_of(&*p));
                 }
             }));
-            Ok(())
+            Ok(Arc::new(Observation { listener: slot }))
+        })
+    }
+
+    /// A feed of the records changed from now on, read with its async `next_changes` (no
+    /// callback). Any number of feeds may be open; each sees every change.
+    pub fn changes(&self) -> Result<Arc<ChangeFeed>, SellsyncError> {
+        self.with(|d| {
+            Ok(Arc::new(ChangeFeed {
+                stream: tokio::sync::Mutex::new(d.subscribe()),
+            }))
+        })
+    }
+
+    /// The catalog the hub shared (stages, users, sources, loss reasons, custom fields); empty,
+    /// `loaded` false, before the first hub round.
+    pub fn catalog(&self) -> Result<Catalog, SellsyncError> {
+        self.with(|d| Ok(Catalog::from(&d.catalog()?)))
+    }
+
+    /// The custom field `name` of `kind` records, if the catalog has it. Errors: `Invalid` for
+    /// an empty name.
+    pub fn custom_field(
+        &self,
+        kind: RecordKind,
+        name: String,
+    ) -> Result<Option<CustomField>, SellsyncError> {
+        self.with(|d| {
+            if name.trim().is_empty() {
+                return Err(invalid("name", "empty: give a custom field's name"));
+            }
+            Ok(d.catalog()?
+                .custom_field(model_kind(kind), &name)
+                .map(CustomField::from))
+        })
+    }
+
+    /// Fixes a value the CRM refused (a validation or permission conflict on `field`, or a
+    /// refused task or call whose field it is: `<activity id>.<field>`) by writing `value` (text,
+    /// parsed as the catalog defines the field; `None` clears it). The bridge sends it with its
+    /// next round. Errors: `NoConflict` when nothing was refused there, `Invalid`.
+    pub fn fix_refused_value(
+        &self,
+        id: String,
+        field: String,
+        value: Option<String>,
+    ) -> Result<(), SellsyncError> {
+        self.with(|d| {
+            let id = record_id(&id)?;
+            let slot: Slot = field.parse().map_err(|e| invalid("field", e))?;
+            let value = match value {
+                None => Value::Null,
+                Some(text) => slot_value(d, &id, &slot, text)?,
+            };
+            Ok(d.fix_refused_value(&id, &slot, value)?)
+        })
+    }
+
+    /// Fixes the text of note `note` the CRM refused. Errors: `NoConflict` when the CRM did not
+    /// refuse that note, `Invalid` (an empty text, a malformed id).
+    pub fn fix_refused_note(
+        &self,
+        id: String,
+        note: String,
+        text: String,
+    ) -> Result<(), SellsyncError> {
+        self.with(|d| {
+            let id = record_id(&id)?;
+            let note: ActivityId = note.parse().map_err(|e| invalid("note", e))?;
+            if text.trim().is_empty() {
+                return Err(invalid("text", "empty"));
+            }
+            Ok(d.fix_refused_note(&id, &note, &text)?)
+        })
+    }
+
+    /// Sends what the CRM refused again as it is (the record, a field, or a note, task or
+    /// call), with the bridge's next round. Errors: `NoConflict` when nothing was refused
+    /// there.
+    pub fn retry_refused(&self, id: String, target: RefusalTarget) -> Result<(), SellsyncError> {
+        self.with(|d| {
+            let id = record_id(&id)?;
+            let target = match target {
+                RefusalTarget::Record => dev::RefusalTarget::Record,
+                RefusalTarget::Field { field } => {
+                    dev::RefusalTarget::Field(field.parse().map_err(|e| invalid("field", e))?)
+                }
+                RefusalTarget::Activity { id: a } => {
+                    dev::RefusalTarget::Activity(a.parse().map_err(|e| invalid("activity", e))?)
+                }
+            };
+            Ok(d.retry_refused(&id, &target)?)
         })
     }
 
@@ -413,24 +613,7 @@ impl Device {
                 Resolution::Pick { index } => dev::Choice::Pick(index as usize),
                 Resolution::Value { value: None } => dev::Choice::Value(Value::Null),
                 Resolution::Value { value: Some(text) } => {
-                    let p = d.record(&id)?;
-                    let activity = match &slot.activity {
-                        None => None,
-                        Some(a) => Some(
-                            p.record
-                                .activities
-                                .iter()
-                                .find(|v| v.id == *a)
-                                .map(|v| v.kind)
-                                .ok_or_else(|| invalid("field", format!("no activity {a}")))?,
-                        ),
-                    };
-                    let input = FieldInput {
-                        name: slot.field.to_string(),
-                        value: Some(text),
-                    };
-                    let mut parsed = parse_fields(d, p.record.kind, activity, vec![input])?;
-                    dev::Choice::Value(parsed.pop().map_or(Value::Null, |(_, v)| v))
+                    dev::Choice::Value(slot_value(d, &id, &slot, text)?)
                 }
             };
             Ok(d.resolve_field(&id, &slot, choice)?)

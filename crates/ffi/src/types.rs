@@ -624,3 +624,30 @@ pub enum RecordResolution {
     /// Delete it, discarding the edits.
     ConfirmDelete,
 }
+
+/// What the CRM refused, to send again ([`crate::Device::retry_refused`]).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum RefusalTarget {
+    /// The record as a whole.
+    Record,
+    /// One field (`value`, `<activity id>.<field>`).
+    Field {
+        /// The field.
+        field: String,
+    },
+    /// A note, task or call.
+    Activity {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A store enrolled and checked with its hub ([`crate::enrol_checked`]).
+#[derive(Debug, uniffi::Record)]
+pub struct CheckedEnrolment {
+    /// The device, open.
+    pub device: std::sync::Arc<crate::Device>,
+    /// The checking round's report; `None` when the hub could not be reached (the enrolment
+    /// is then unchecked).
+    pub first_round: Option<SyncReport>,
+}

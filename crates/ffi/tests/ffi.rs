@@ -328,3 +328,38 @@ fn the_python_suite_catalog_is_the_example_catalog() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(have, want, "run with SELLSYNC_BLESS=1 to rewrite {path}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_listener_is_not_told_and_a_feed_reports_each_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = enrol(dir.path(), "ws://127.0.0.1:9/");
+    let seen = Arc::new(Seen::default());
+    let registration = d.observe(seen.clone()).unwrap();
+    let feed = d.changes().unwrap();
+    assert_eq!(feed.next_changes(50).await.unwrap(), Vec::<String>::new());
+    let id = new_deal(&d);
+    registration.stop();
+    assert!(!registration.is_active());
+    d.tag(id.clone(), "vip".into()).unwrap();
+    assert_eq!(*seen.0.lock().unwrap(), vec![vec![id.clone()]]);
+    assert_eq!(feed.next_changes(1000).await.unwrap(), vec![id.clone()]);
+    assert!(feed.try_next_changes().unwrap().is_empty());
+    for bad in [0, sellsync_ffi::MAX_WAIT_MS + 1] {
+        assert_eq!(invalid_field(feed.next_changes(bad).await), "timeout_ms");
+    }
+    // Before any hub round: an empty catalog, and no LAN serving (no credential yet).
+    let catalog = d.catalog().unwrap();
+    assert!(!catalog.loaded && catalog.stages.is_empty());
+    assert!(matches!(
+        d.serve_lan("127.0.0.1:0".into()).await,
+        Err(SellsyncError::Auth { .. })
+    ));
+    assert_eq!(
+        invalid_field(d.serve_lan("nowhere".into()).await.map(|_| ())),
+        "address"
+    );
+    assert_eq!(
+        invalid_field(d.custom_field(sellsync_ffi::RecordKind::Deal, String::new())),
+        "name"
+    );
+}
