@@ -41,18 +41,40 @@ fuzz_target!(|data: &[u8]| {
     // Re-encoding what was decoded gives the same bytes.
     assert_eq!(signed::encode(&proofs), data);
     let hub: DeviceId = "hub".parse().unwrap();
-    let device = |_: &DeviceId| {
+    let relay: DeviceId = "carl-web".parse().unwrap();
+    let live = |_: &DeviceId| {
         Some(KnownDevice {
             user: UserId(2),
             live: true,
             key: Some(f.key.clone()),
+            ended_ms: None,
+            past_keys: Vec::new(),
+        })
+    };
+    // Revoked, with a past key: only a relay's receipt could let a change in.
+    let revoked = |_: &DeviceId| {
+        Some(KnownDevice {
+            user: UserId(2),
+            live: false,
+            key: Some(f.key.clone()),
+            ended_ms: Some(1_000),
+            past_keys: vec![(f.key.clone(), 500)],
         })
     };
     let verifiers = [
         Verifier::Hub {
             hub: &hub,
+            sender: &relay,
+            sender_key: Some(&f.key),
             hub_key: Some(f.key.clone()),
-            device: &device,
+            device: &live,
+        },
+        Verifier::Hub {
+            hub: &hub,
+            sender: &relay,
+            sender_key: Some(&f.key),
+            hub_key: Some(f.key.clone()),
+            device: &revoked,
         },
         Verifier::LanPeer {
             peer: &"rita-phone".parse().unwrap(),
