@@ -96,6 +96,11 @@ pub struct StoreReplica {
     /// The key each peer proved or presented in this process's sessions (see
     /// [`Replica::peer_store`]).
     peer_keys: HashMap<DeviceId, Vec<u8>>,
+    /// The signatures offered with changes automerge queued rather than applied (a change
+    /// whose dependencies had not arrived yet), by document. Those changes are applied, and
+    /// checked, with a later message (from the same peer or another) that may not carry
+    /// their signatures.
+    queued_proofs: RefCell<HashMap<RecordId, Vec<Proof>>>,
 }
 
 const ACCESS_KEY: &str = "service/access/";
@@ -106,6 +111,11 @@ const PEER_STORE_KEY: &str = "service/peer-store/";
 /// Key-value prefix of the store keys a peer presented before, each with the time it was
 /// replaced (a hub's; see [`crate::signed`]: changes they signed may still arrive by a relay).
 const PAST_KEYS_KEY: &str = "service/past-keys/";
+/// How many documents' queued changes' signatures are kept before starting
+/// afresh, and how many signatures each keeps (a message holds a few; a peer sending more
+/// without its changes applying is not owed them).
+const QUEUED_PROOFS_KEPT: usize = 4096;
+const QUEUED_PROOFS_PER_DOC: usize = 4096;
 /// How many past keys a hub keeps per device (the latest).
 const PAST_KEYS_KEPT: usize = 16;
 
@@ -240,6 +250,7 @@ impl StoreReplica {
             fingerprint: fingerprint(&Catalog::default(), &Policy::default()),
             signing: None,
             endorsements: RefCell::new(HashMap::new()),
+            queued_proofs: RefCell::new(HashMap::new()),
             peer_keys: HashMap::new(),
         }
     }
@@ -471,8 +482,21 @@ impl StoreReplica {
         let saved = inc.state.clone();
         let state = inc.state;
         let message = inc.message;
-        let offered = inc.signatures;
         let record = inc.doc;
+        // With the signatures offered for changes queued by an earlier message (they are
+        // self-proving: a signature is checked against its author's key, whoever brought it;
+        // a relay's receipt only against the sender's). A message whose signatures do not
+        // decode is refused as it is.
+        let earlier = self.queued_proofs.borrow().get(record).cloned();
+        // This message's own come first (the endorsement kept is the first one found).
+        let offered = match (earlier, signed::decode(&inc.signatures)) {
+            (Some(earlier), Ok(mut now)) => {
+                now.extend(earlier);
+                signed::encode(&now)
+            }
+            _ => inc.signatures.to_vec(),
+        };
+        let carries_changes = !message.changes.is_empty();
         // Who may write it: who may see it as it is before this message (from the memo when
         // it is current, else from the document below).
         let memo_access = verifier.and_then(|_| {
@@ -506,12 +530,17 @@ impl StoreReplica {
             match guarded(|| doc.receive_sync_message(state, message)) {
                 Ok(received) => {
                     let changed = doc.get_heads() != before;
+                    if !changed && received.is_ok() && carries_changes {
+                        self.keep_queued_proofs(record, &inc.signatures);
+                    }
                     if !changed || received.is_err() {
                         return (
                             Some(doc),
                             Ok((received.is_ok(), changed, Proven::default())),
                         );
                     }
+                    // The queue is applied (or, if refused, dropped with the document).
+                    self.queued_proofs.borrow_mut().remove(record);
                     let new = doc.get_changes(&before);
                     let may_write =
                         |u: UserId| access_before.as_ref().is_none_or(|a| self.may_see(u, a));
@@ -607,6 +636,23 @@ impl StoreReplica {
                     refusal.0
                 );
             })
+    }
+
+    /// Keeps the signatures offered with a message that changed nothing: its changes (if any)
+    /// wait in automerge's queue for their dependencies, and are checked when a later message
+    /// brings those.
+    fn keep_queued_proofs(&self, record: &RecordId, offered: &[u8]) {
+        let Ok(mut proofs) = signed::decode(offered) else {
+            return;
+        };
+        let mut kept = self.queued_proofs.borrow_mut();
+        if kept.len() >= QUEUED_PROOFS_KEPT && !kept.contains_key(record) {
+            kept.clear();
+        }
+        let entry = kept.entry(record.clone()).or_default();
+        entry.append(&mut proofs);
+        let excess = entry.len().saturating_sub(QUEUED_PROOFS_PER_DOC);
+        entry.drain(..excess);
     }
 
     /// Keeps what proved received changes, on a device (for relaying them): authors'

@@ -927,3 +927,60 @@ fn a_change_by_a_user_who_may_not_see_the_record_is_refused_even_relayed_by_one_
         .cloned();
     assert_eq!(owner, Some(Value::Ref(2)));
 }
+
+/// Takes `drop` out of the sync message for `doc` in a frame: the change and its author's
+/// signature (as when the receiver's bloom filter wrongly claims it has the change).
+fn without_change(frame: Vec<u8>, doc: &RecordId, drop: ChangeHash) -> Vec<u8> {
+    let Ok(Frame::SyncBatch(mut b)) = Frame::decode(&frame, 1 << 30) else {
+        return frame;
+    };
+    for e in &mut b.entries {
+        if &e.doc != doc {
+            continue;
+        }
+        let mut msg = automerge::sync::Message::decode(&e.message).unwrap();
+        let kept: Vec<Vec<u8>> = msg
+            .changes
+            .iter()
+            .filter(|c| automerge::Change::try_from(*c).unwrap().hash() != drop)
+            .map(<[u8]>::to_vec)
+            .collect();
+        msg.changes = kept.into();
+        e.message = msg.encode();
+        let proofs: Vec<Proof> = signed::decode(&e.signatures)
+            .unwrap()
+            .into_iter()
+            .filter(|p| !matches!(p, Proof::Author { hash, .. } if *hash == drop))
+            .collect();
+        e.signatures = signed::encode(&proofs);
+    }
+    Frame::SyncBatch(b).encode(1 << 30).unwrap()
+}
+
+#[test]
+fn a_change_that_waited_for_its_dependency_keeps_the_signature_it_came_with() {
+    let mut w = world();
+    // Enough history that two new changes travel as changes, not as the whole document.
+    for i in 0..8 {
+        rename(&mut w.rita, &w.deal, &format!("Lead {i}"), T0 + i);
+    }
+    assert!(with_hub(&mut w.rita, &mut w.hub, &honest).is_empty());
+    rename(&mut w.rita, &w.deal, "First", T0 + 100);
+    let first = heads(&w.rita, &w.deal)[0];
+    rename(&mut w.rita, &w.deal, "Second", T0 + 101);
+    let second = heads(&w.rita, &w.deal)[0];
+    // The second change arrives without the first: the hub holds it back, unapplied.
+    let deal = w.deal.clone();
+    let lacking_first = |f: Vec<u8>| without_change(f, &deal, first);
+    assert!(with_hub(&mut w.rita, &mut w.hub, &lacking_first).is_empty());
+    assert!(!heads(&w.hub, &w.deal).contains(&second));
+    // The first arrives alone, with only its own signature: both apply, the second on the
+    // signature it came with.
+    let lacking_second = |f: Vec<u8>| without_change(f, &deal, second);
+    assert!(with_hub(&mut w.rita, &mut w.hub, &lacking_second).is_empty());
+    assert_eq!(heads(&w.hub, &w.deal), vec![second]);
+    assert_eq!(
+        name(&mut w.hub, &w.deal),
+        Some(Value::Text("Second".into()))
+    );
+}
