@@ -6,73 +6,13 @@ use std::cmp::Ordering;
 
 use anyhow::{Result, bail};
 use chrono::{Local, TimeZone};
+pub(crate) use sellsync_device::names::{CatalogList, Names};
+
+// The names shown for a value the bridge pulled from Zendesk without a user.
+const _: () = assert!(sellsync_device::names::CRM_USER.0 == sellsync_bridge::pull::CRM_USER.0);
 use sellsync_model::{
-    ActivityView, Catalog, Conflict, FieldKey, Projection, RecordId, RecordState, UserId, Value,
+    ActivityView, Catalog, Conflict, FieldKey, Projection, RecordId, RecordState, Value,
 };
-
-/// What a catalog id held by a field refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CatalogList {
-    /// A user (`owner_id`, a call's `user_id`).
-    User,
-    /// A pipeline stage (`stage_id`).
-    Stage,
-    /// A deal source (`source_id`).
-    Source,
-    /// A loss reason (`loss_reason_id`).
-    LossReason,
-}
-
-impl CatalogList {
-    /// The list a field's id points into, by the field's name (as in the record schema).
-    pub(crate) fn of(key: &FieldKey) -> Option<CatalogList> {
-        match key {
-            FieldKey::Std(name) => match name.as_str() {
-                "owner_id" | "user_id" | "creator_id" => Some(CatalogList::User),
-                "stage_id" => Some(CatalogList::Stage),
-                "source_id" => Some(CatalogList::Source),
-                "loss_reason_id" => Some(CatalogList::LossReason),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            CatalogList::User => "user",
-            CatalogList::Stage => "stage",
-            CatalogList::Source => "source",
-            CatalogList::LossReason => "loss reason",
-        }
-    }
-
-    /// The entries of this list: id and name, in id order.
-    fn entries(self, catalog: &Catalog) -> Vec<(u64, &str)> {
-        match self {
-            CatalogList::User => catalog
-                .users
-                .values()
-                .map(|u| (u.id, u.name.as_str()))
-                .collect(),
-            CatalogList::Stage => catalog
-                .stages
-                .values()
-                .map(|s| (s.id, s.name.as_str()))
-                .collect(),
-            CatalogList::Source => catalog
-                .sources
-                .values()
-                .map(|s| (s.id, s.name.as_str()))
-                .collect(),
-            CatalogList::LossReason => catalog
-                .loss_reasons
-                .values()
-                .map(|s| (s.id, s.name.as_str()))
-                .collect(),
-        }
-    }
-}
 
 /// What a person typed for a field, with a catalog entry's name replaced by its id
 /// (`stage_id=Qualified` → `stage_id=2`, case and surrounding spaces ignored). Ids, empty
@@ -119,37 +59,6 @@ pub(crate) fn choices(catalog: &Catalog, key: &FieldKey) -> Option<String> {
         .map(|(id, name)| format!("{name} ({id})"))
         .collect();
     Some(listed.join(", "))
-}
-
-/// Names for what records refer to, from the catalog the hub shared.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Names<'a> {
-    pub(crate) catalog: &'a Catalog,
-}
-
-impl Names<'_> {
-    /// A user's name, or `user N` for one the catalog does not list.
-    pub(crate) fn user(&self, user: UserId) -> String {
-        // User 0 is the CRM itself: a value Zendesk reported without naming one of its users.
-        if user == sellsync_bridge::pull::CRM_USER {
-            return "Zendesk".to_owned();
-        }
-        self.catalog
-            .users
-            .get(&user.0)
-            .map_or_else(|| format!("user {}", user.0), |u| u.name.clone())
-    }
-
-    /// A field's value as a person reads it: a catalog id as its entry's name.
-    pub(crate) fn value(&self, key: &FieldKey, value: &Value) -> String {
-        if let (Value::Ref(id), Some(list)) = (value, CatalogList::of(key)) {
-            if let Some((_, name)) = list.entries(self.catalog).iter().find(|(i, _)| i == id) {
-                return (*name).to_owned();
-            }
-            return format!("{} {id}", list.what());
-        }
-        value.to_string()
-    }
 }
 
 /// A hybrid-clock or wall time (unix ms) in this machine's time zone, to the minute.

@@ -22,6 +22,7 @@
 mod changes;
 mod device;
 mod error;
+pub mod names;
 
 pub use changes::{ChangeCallback, ChangeStream};
 pub use device::{
