@@ -30,7 +30,7 @@ pub(crate) struct DeviceArgs {
 impl DeviceArgs {
     /// Whether the command runs until stopped (and logs what it serves).
     pub(crate) fn serves(&self) -> bool {
-        matches!(self.cmd, DeviceCmd::Serve { .. })
+        matches!(self.cmd, DeviceCmd::Serve { .. } | DeviceCmd::Ui { .. })
     }
 }
 
@@ -77,6 +77,18 @@ enum DeviceCmd {
         /// Address to listen on, e.g. 0.0.0.0:7071 (port 0: any free port, printed at start).
         #[arg(long)]
         listen: String,
+    },
+    /// Serve the conflict page on this machine until ctrl-c: open the printed link in a
+    /// browser. Holds the store while it runs; with --sync-every it syncs with the hub in the
+    /// background, and the page shows what each sync brings.
+    Ui {
+        /// Address to listen on (port 0: any free port). Keep it on loopback: the page is for
+        /// this machine's browser.
+        #[arg(long, default_value = "127.0.0.1:7072")]
+        listen: String,
+        /// Sync with the hub every this many seconds (0: never).
+        #[arg(long, default_value_t = 30)]
+        sync_every: u64,
     },
     /// List the deals held.
     Deals {
@@ -374,10 +386,15 @@ pub(crate) fn run(args: DeviceArgs) -> Result<()> {
     if let DeviceCmd::Serve { listen } = &args.cmd {
         return serve(path, listen);
     }
+    if let DeviceCmd::Ui { listen, sync_every } = &args.cmd {
+        return ui(path, listen, *sync_every);
+    }
     let device = open(path)?;
     let d = &device;
     match args.cmd {
-        DeviceCmd::Init { .. } | DeviceCmd::Serve { .. } => unreachable!("handled above"),
+        DeviceCmd::Init { .. } | DeviceCmd::Serve { .. } | DeviceCmd::Ui { .. } => {
+            unreachable!("handled above")
+        }
         DeviceCmd::Sync {
             peer,
             peer_id,
@@ -884,6 +901,35 @@ fn serve(path: &Path, listen: &str) -> Result<()> {
         outln!("listening on wss://{addr}/")?;
         serving.await;
         Ok(())
+    })
+}
+
+/// `ui`: the conflict page, until ctrl-c.
+fn ui(path: &Path, listen: &str, sync_every: u64) -> Result<()> {
+    let device = open(path)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "warning: the conflict page listens on {addr}, beyond this machine; anyone with \
+                 the link's token can decide this device's conflicts"
+            );
+        }
+        let config = sellsync_ui::UiConfig {
+            token: sellsync_ui::new_token(),
+            listen: addr,
+            sync_every: (sync_every > 0).then(|| std::time::Duration::from_secs(sync_every)),
+        };
+        outln!("listening on http://{addr}/?token={}", config.token)?;
+        sellsync_ui::serve(device, listener, config, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the conflict page")
     })
 }
 

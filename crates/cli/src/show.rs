@@ -290,6 +290,7 @@ pub(crate) fn conflicts(names: Names<'_>, title: &str, conflicts: &[Conflict]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sellsync_model::UserId;
 
     #[test]
     fn ids_sort_as_people_count() {

@@ -1305,6 +1305,15 @@ impl Device {
         })
     }
 
+    /// The open conflicts of one record, with the base of each field conflict (empty when it
+    /// has none).
+    pub fn record_conflicts(&self, id: &RecordId) -> Result<Vec<OpenConflict>, DeviceError> {
+        self.with_node(|n| {
+            let p = Device::project(n, id)?;
+            with_bases(n, id, p.conflicts)
+        })
+    }
+
     /// Notifications for this device's user (`unread`: only those not dismissed), oldest first.
     pub fn notifications(&self, unread: bool) -> Result<Vec<DeviceNotification>, DeviceError> {
         self.with_node(|n| {

@@ -1,0 +1,576 @@
+//! The pages, rendered from what the device facade returns. Pure: no I/O, no clock (the time
+//! "now" is passed in), so every page is a function of its inputs.
+
+use chrono::{Local, TimeZone};
+use maud::{DOCTYPE, Markup, html};
+use sellsync_device::names::{CatalogList, Names};
+use sellsync_device::{
+    AuditEntry, Candidate, Catalog, Conflict, DeviceId, DeviceNotification, FieldKey, OpenConflict,
+    Projection, RecordConflicts, RecordId, Slot, Value,
+};
+
+/// What every page reads: the catalog (for names), this device (for "yours"), and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The catalog the hub shared.
+    pub catalog: &'a Catalog,
+    /// This device: a candidate written here is "yours".
+    pub me: &'a DeviceId,
+    /// Now, in ms since the epoch (for "3 h ago").
+    pub now_ms: i64,
+}
+
+impl Context<'_> {
+    fn names(&self) -> Names<'_> {
+        Names {
+            catalog: self.catalog,
+        }
+    }
+
+    fn value(&self, key: &FieldKey, value: &Value, currency: Option<&str>) -> String {
+        match (value, currency) {
+            (Value::Money(_), Some(c)) => format!("{value} {c}"),
+            _ => self.names().value(key, value),
+        }
+    }
+}
+
+/// A record in the inbox: its id, its name, its open conflicts.
+#[derive(Debug)]
+pub struct InboxRow {
+    /// The record.
+    pub conflicts: RecordConflicts,
+    /// Its name (or id, when it has none).
+    pub title: String,
+}
+
+/// Which conflicts the inbox lists.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct Filter {
+    /// A conflict kind (`field`, `record`, `validation`, `refused`, `permission`,
+    /// `relationship`); empty: every kind.
+    #[serde(default)]
+    pub kind: String,
+    /// A field name; empty: every field.
+    #[serde(default)]
+    pub field: String,
+}
+
+impl Filter {
+    fn admits(&self, c: &Conflict) -> bool {
+        (self.kind.is_empty() || kind_of(c) == self.kind)
+            && (self.field.is_empty()
+                || c.slot().is_some_and(|s| s.field.to_string() == self.field))
+    }
+}
+
+/// The conflict kinds, as the filter names them.
+pub const KINDS: [&str; 6] = [
+    "field",
+    "record",
+    "validation",
+    "refused",
+    "permission",
+    "relationship",
+];
+
+fn kind_of(c: &Conflict) -> &'static str {
+    match c {
+        Conflict::Field { .. } => "field",
+        Conflict::Record { .. } => "record",
+        Conflict::Validation { .. } => "validation",
+        Conflict::Refused { .. } => "refused",
+        Conflict::Permission { .. } => "permission",
+        Conflict::Relationship { .. } => "relationship",
+    }
+}
+
+/// What a conflict is about, as a person reads it.
+fn headline(c: &Conflict) -> String {
+    match c {
+        Conflict::Field { slot, .. } => format!("{} was changed in two places", label(slot)),
+        Conflict::Record { .. } => "Deleted while someone edited it".into(),
+        Conflict::Validation { slot, .. } => format!("{}: a value that is not valid", label(slot)),
+        Conflict::Refused { field, .. } => match field {
+            Some(f) => format!("Zendesk refused {f}"),
+            None => "Zendesk refused a change".into(),
+        },
+        Conflict::Permission { slot: Some(s), .. } => format!("No permission to change {s}"),
+        Conflict::Permission { slot: None, .. } => "The hub no longer takes this copy".into(),
+        Conflict::Relationship { slot, .. } => {
+            format!("{}: points at a missing record", label(slot))
+        }
+    }
+}
+
+/// A field's name for people: `stage_id` → `Stage`.
+fn label(slot: &Slot) -> String {
+    let field = slot.field.to_string();
+    let bare = field
+        .strip_prefix("custom_fields.")
+        .unwrap_or(&field)
+        .trim_end_matches("_id")
+        .replace('_', " ");
+    let mut chars = bare.chars();
+    let head = chars.next().map(|c| c.to_uppercase().collect::<String>());
+    let named = head.unwrap_or_default() + chars.as_str();
+    match &slot.activity {
+        Some(a) => format!("{named} of {a}"),
+        None => named,
+    }
+}
+
+/// When a conflict started: its oldest time.
+pub fn oldest(c: &Conflict) -> i64 {
+    match c {
+        Conflict::Field { candidates, .. } => candidates.iter().map(|c| c.at).min(),
+        Conflict::Record { deleted_by, .. } => deleted_by.iter().map(|c| c.at).min(),
+        Conflict::Refused { at, .. } | Conflict::Permission { at, .. } => Some(*at),
+        Conflict::Validation { .. } | Conflict::Relationship { .. } => None,
+    }
+    .unwrap_or(i64::MAX)
+}
+
+/// `2026-12-02 14:05` in this machine's time zone.
+pub fn local_time(ms: i64) -> String {
+    match Local.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.format("%Y-%m-%d %H:%M").to_string()
+        }
+        chrono::LocalResult::None => format!("{ms} ms"),
+    }
+}
+
+/// How long ago `at_ms` was: `just now`, `5 min ago`, `3 h ago`, `2 days ago`.
+pub fn ago(now_ms: i64, at_ms: i64) -> String {
+    let s = (now_ms - at_ms).max(0) / 1000;
+    match s {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86_400 => format!("{} h ago", s / 3600),
+        86_400..172_800 => "1 day ago".into(),
+        _ => format!("{} days ago", s / 86_400),
+    }
+}
+
+fn page(title: &str, token_banner: Option<Markup>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · sellsync" }
+                link rel="stylesheet" href="/assets/style.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                header.top {
+                    a.home href="/inbox" { "sellsync" }
+                    span.sub { "conflicts on this device" }
+                }
+                @if let Some(b) = token_banner { (b) }
+                div #live role="status" aria-live="polite" {}
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+/// The inbox: every record with open conflicts, oldest first, and the notifications.
+pub fn inbox(
+    cx: Context<'_>,
+    rows: &[InboxRow],
+    notifications: &[DeviceNotification],
+    filter: &Filter,
+) -> Markup {
+    let mut shown: Vec<(&InboxRow, Vec<&OpenConflict>, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let open: Vec<&OpenConflict> = r
+                .conflicts
+                .conflicts
+                .iter()
+                .filter(|c| filter.admits(&c.conflict))
+                .collect();
+            let first = open.iter().map(|c| oldest(&c.conflict)).min()?;
+            Some((r, open, first))
+        })
+        .collect();
+    shown.sort_by_key(|(r, _, first)| (*first, r.conflicts.record.clone()));
+    let total: usize = shown.iter().map(|(_, c, _)| c.len()).sum();
+    let fields: std::collections::BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| r.conflicts.conflicts.iter())
+        .filter_map(|c| c.conflict.slot().map(|s| s.field.to_string()))
+        .collect();
+    let body = html! {
+        h1 { "Conflicts" }
+        form.filters method="get" action="/inbox" {
+            label { "Kind "
+                select name="kind" {
+                    option value="" selected[filter.kind.is_empty()] { "every kind" }
+                    @for k in KINDS { option value=(k) selected[filter.kind == k] { (k) } }
+                }
+            }
+            label { "Field "
+                select name="field" {
+                    option value="" selected[filter.field.is_empty()] { "every field" }
+                    @for f in &fields { option value=(f) selected[&filter.field == f] { (f) } }
+                }
+            }
+            button type="submit" { "Filter" }
+        }
+        p #summary { (total) " open conflict" @if total != 1 { "s" } " in " (shown.len()) " record" @if shown.len() != 1 { "s" } }
+        @if shown.is_empty() {
+            p.empty { "Nothing to decide. Every change on this device went through." }
+        } @else {
+            ol.inbox {
+                @for (row, open, first) in &shown {
+                    li.row data-record=(row.conflicts.record) {
+                        a href={ "/record/" (row.conflicts.record) } {
+                            span.title { (row.title) }
+                            span.count { (open.len()) " to decide" }
+                        }
+                        ul.kinds {
+                            @for c in open { li { (headline(&c.conflict)) } }
+                        }
+                        @if *first != i64::MAX {
+                            span.when title=(local_time(*first)) { "since " (ago(cx.now_ms, *first)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !fields.is_empty() {
+            section.bulk aria-labelledby="bulk-h" {
+                h2 #bulk-h { "All at once" }
+                ul { @for f in &fields {
+                    li { a href={ "/bulk?field=" (f) } { "Take the latest value for every " (f) " conflict" } }
+                } }
+            }
+        }
+        section.notifications aria-labelledby="notes-h" {
+            h2 #notes-h { "Values of yours that gave way" }
+            @if notifications.is_empty() { p.empty { "None." } }
+            ul { @for n in notifications {
+                @if let Some(d) = &n.detail {
+                    li {
+                        a href={ "/record/" (d.record) } { (d.record) } ": your " (label(&d.slot)) " "
+                        strong { (cx.value(&d.slot.field, &d.yours, None)) }
+                        " gave way to " strong { (cx.value(&d.slot.field, &d.kept, None)) }
+                        " by " (cx.names().user(d.kept_by)) " (" (ago(cx.now_ms, d.kept_at)) ")"
+                        form.inline method="post" action={ "/notifications/" (n.id) "/dismiss" } {
+                            button type="submit" { "Dismiss" }
+                        }
+                    }
+                }
+            } }
+        }
+    };
+    page("Conflicts", None, body)
+}
+
+/// What the record page says above the conflicts after an action.
+#[derive(Debug)]
+pub enum Banner {
+    /// Nothing.
+    None,
+    /// The action went through.
+    Done(String),
+    /// The conflict changed between showing and deciding: look again.
+    Changed(String),
+    /// The input was refused.
+    Refused(String),
+}
+
+/// One record's conflicts, side by side, with its audit trail.
+pub fn record(
+    cx: Context<'_>,
+    p: &Projection,
+    conflicts: &[OpenConflict],
+    banner: &Banner,
+) -> Markup {
+    let id = &p.record.id;
+    let title = title(p);
+    let currency = match p.record.fields.get(&FieldKey::Std("currency".into())) {
+        Some(Value::Text(c)) => Some(c.as_str()),
+        _ => None,
+    };
+    let body = html! {
+        p.back { a href="/inbox" { "← All conflicts" } }
+        h1 { (title) }
+        p.meta { (id) @if let Some(crm) = p.record.crm_id { " · Zendesk " (crm) } }
+        @match banner {
+            Banner::None => {},
+            Banner::Done(s) => p.banner.done role="status" { (s) },
+            Banner::Changed(s) => p.banner.changed role="alert" { "This changed while you looked: " (s) ". Here it is as it stands now." },
+            Banner::Refused(s) => p.banner.refused role="alert" { (s) },
+        }
+        @if conflicts.is_empty() {
+            p.empty { "No open conflicts on this record." }
+        }
+        @for (i, c) in conflicts.iter().enumerate() {
+            section.conflict id={ "c" (i) } tabindex="-1" data-kind=(kind_of(&c.conflict)) aria-labelledby={ "h" (i) } {
+                h2 id={ "h" (i) } { (headline(&c.conflict)) }
+                (conflict(cx, p, c, currency))
+            }
+        }
+        section.audit aria-labelledby="audit-h" {
+            h2 #audit-h { "History of decisions" }
+            @if p.audit.is_empty() { p.empty { "No decisions yet." } }
+            ol.timeline { @for e in &p.audit { li { (audit(cx, e, currency)) } } }
+        }
+        p.keys { "Keys: " kbd { "j" } "/" kbd { "k" } " next/previous conflict, " kbd { "m" } " keep mine, "
+            kbd { "t" } " take theirs, " kbd { "1" } "–" kbd { "9" } " pick, " kbd { "e" } " type a value." }
+    };
+    page(&title, None, body)
+}
+
+/// A record's name, or its id.
+pub fn title(p: &Projection) -> String {
+    let key = if p.record.kind == sellsync_device::RecordKind::Contact {
+        "last_name"
+    } else {
+        "name"
+    };
+    match p.record.fields.get(&FieldKey::Std(key.into())) {
+        Some(Value::Text(t)) if !t.trim().is_empty() => t.clone(),
+        _ => p.record.id.to_string(),
+    }
+}
+
+fn who(cx: Context<'_>, c: &Candidate) -> Markup {
+    html! {
+        span.who { (cx.names().user(c.by)) }
+        " on " span.device { (c.device) }
+        ", " time datetime=(c.at) title=(local_time(c.at)) { (local_time(c.at)) " (" (ago(cx.now_ms, c.at)) ")" }
+    }
+}
+
+fn conflict(cx: Context<'_>, p: &Projection, c: &OpenConflict, currency: Option<&str>) -> Markup {
+    let id = &p.record.id;
+    let action = |what: &str| format!("/record/{id}/{what}");
+    match &c.conflict {
+        Conflict::Field {
+            slot, candidates, ..
+        } => {
+            let seen: Vec<&str> = candidates.iter().map(|c| c.op.as_str()).collect();
+            let mine = candidates.iter().any(|c| &c.device == cx.me);
+            let others: std::collections::BTreeSet<String> = candidates
+                .iter()
+                .filter(|c| &c.device != cx.me)
+                .map(|c| c.value.to_string())
+                .collect();
+            html! {
+                form.resolve method="post" action=(action("resolve")) {
+                    input type="hidden" name="slot" value=(slot);
+                    input type="hidden" name="seen" value=(seen.join(","));
+                    table.sides {
+                        thead { tr { th scope="col" { "" } th scope="col" { "Value" } th scope="col" { "Who, where, when" } th scope="col" { span.visually-hidden { "Action" } } } }
+                        tbody {
+                            tr.base {
+                                th scope="row" { "Base" }
+                                td { @match &c.base {
+                                    Some(v) => (cx.value(&slot.field, v, currency)),
+                                    None => em { "not one value (the sides started from different ones)" },
+                                } }
+                                td { "what both sides started from" }
+                                td {}
+                            }
+                            @for (n, cand) in candidates.iter().enumerate() {
+                                tr.candidate.mine[&cand.device == cx.me] {
+                                    th scope="row" { @if &cand.device == cx.me { "Yours" } @else { "Theirs" } }
+                                    td.value { (cx.value(&slot.field, &cand.value, currency)) }
+                                    td { (who(cx, cand)) }
+                                    td { button type="submit" name="choice" value={ "pick-" (n + 1) } data-key=(n + 1) { "Pick this" } }
+                                }
+                            }
+                        }
+                    }
+                    div.actions {
+                        @if mine { button type="submit" name="choice" value="mine" data-key="m" { "Keep mine" } }
+                        @if others.len() == 1 { button type="submit" name="choice" value="theirs" data-key="t" { "Take theirs" } }
+                    }
+                    div.merge {
+                        label for={ "v-" (slot) } { "Or a value of your own for " (label(slot)) }
+                        (input_for(cx, slot, &format!("v-{slot}")))
+                        button type="submit" name="choice" value="value" data-key="e" { "Use this value" }
+                    }
+                }
+            }
+        }
+        Conflict::Record {
+            deleted_by,
+            restored_by,
+            unseen_edits,
+            held_activities,
+        } => html! {
+            p { "Deleted by " @for (i, d) in deleted_by.iter().enumerate() { @if i > 0 { ", " } (who(cx, d)) }
+                @if !restored_by.is_empty() { "; restored by " @for (i, r) in restored_by.iter().enumerate() { @if i > 0 { ", " } (who(cx, r)) } }
+                "." }
+            p { (unseen_edits) " edit(s) the delete did not see" @if !held_activities.is_empty() { ", and " (held_activities.len()) " note(s) or task(s) held with the record" } "." }
+            form.inline method="post" action=(action("record")) {
+                button type="submit" name="choice" value="restore" data-key="m" { "Restore with the edits" }
+                button type="submit" name="choice" value="delete" data-key="t" { "Confirm the delete" }
+            }
+        },
+        Conflict::Validation {
+            slot,
+            value,
+            message,
+            source,
+        } => html! {
+            p { "The value " strong { (value) } " is refused"
+                @if source == "crm" { " by Zendesk" } ": " (message) }
+            form.inline method="post" action=(action("fix")) {
+                input type="hidden" name="slot" value=(slot);
+                label for={ "f-" (slot) } { "A valid value for " (label(slot)) }
+                (input_for(cx, slot, &format!("f-{slot}")))
+                button type="submit" data-key="e" { "Save and send" }
+            }
+        },
+        Conflict::Refused {
+            activity,
+            field,
+            refusal,
+            message,
+            at,
+        } => html! {
+            p { "Zendesk said (" (format!("{refusal:?}").to_lowercase()) ", " (ago(cx.now_ms, *at)) "): " q { (message) } }
+            @if let Some(f) = field { p { "About " (f) "." } }
+            form.inline method="post" action=(action("retry")) {
+                @if let Some(a) = activity { input type="hidden" name="activity" value=(a); }
+                button type="submit" data-key="m" { "Send again as it is" }
+                @if activity.is_some() { button type="submit" name="discard" value="1" data-key="t" { "Discard it" } }
+            }
+        },
+        Conflict::Permission { slot, message, at } => html! {
+            p { (message) " (" (ago(cx.now_ms, *at)) ")" }
+            @if let Some(s) = slot {
+                form.inline method="post" action=(action("retry")) {
+                    input type="hidden" name="slot" value=(s);
+                    button type="submit" data-key="m" { "Send again" }
+                }
+            } @else {
+                p { "Copy what you need first: discarding brings back the hub's copy and drops what this device wrote in it." }
+                textarea.copy readonly rows="4" aria-label="This device's copy, as text" { (copy_text(cx, p)) }
+                form.inline method="post" action=(action("discard")) {
+                    button type="submit" data-key="t" { "Discard my copy" }
+                }
+            }
+        },
+        Conflict::Relationship { target, status, .. } => html! {
+            p { "It points at " (format!("{target:?}")) ", which is " (format!("{status:?}").to_lowercase()) ". Change the field to fix it." }
+        },
+    }
+}
+
+/// The record as this device holds it, as text a person can copy elsewhere.
+fn copy_text(cx: Context<'_>, p: &Projection) -> String {
+    let mut out = String::new();
+    for (k, v) in &p.record.fields {
+        out.push_str(&format!("{k}: {}\n", cx.value(k, v, None)));
+    }
+    if !p.record.tags.is_empty() {
+        let tags: Vec<&str> = p.record.tags.iter().map(String::as_str).collect();
+        out.push_str(&format!("tags: {}\n", tags.join(", ")));
+    }
+    for a in p.record.activities.iter().filter(|a| !a.deleted) {
+        if let Some(text) = &a.content {
+            out.push_str(&format!("{}: {text}\n", a.id));
+        }
+        for (k, v) in &a.fields {
+            out.push_str(&format!("{}.{k}: {v}\n", a.id));
+        }
+    }
+    out
+}
+
+/// An input that fits the field: a list of the catalog's entries for a stage, user, source or
+/// loss reason; a money input that takes at most two decimals; a date picker; text otherwise.
+fn input_for(cx: Context<'_>, slot: &Slot, id: &str) -> Markup {
+    if let Some(list) = CatalogList::of(&slot.field) {
+        let entries = list.entries(cx.catalog);
+        if !entries.is_empty() {
+            return html! {
+                select id=(id) name="value" {
+                    @for (n, name) in entries { option value=(n) { (name) } }
+                }
+            };
+        }
+    }
+    let field = slot.field.to_string();
+    match field.as_str() {
+        "value" => html! {
+            input id=(id) name="value" inputmode="decimal" pattern="-?[0-9]+([.][0-9]{1,2})?"
+                title="an amount with at most two decimals, e.g. 1350.00" autocomplete="off";
+        },
+        f if f.ends_with("_date") || f == "due_date" || f == "estimated_close_date" => html! {
+            input id=(id) name="value" type="date";
+        },
+        _ => html! { input id=(id) name="value" autocomplete="off"; },
+    }
+}
+
+fn audit(cx: Context<'_>, e: &AuditEntry, currency: Option<&str>) -> Markup {
+    let show = |v: &Value| match &e.slot {
+        Some(s) => cx.value(&s.field, v, currency),
+        None => v.to_string(),
+    };
+    let chosen = match &e.chosen {
+        sellsync_device::Chosen::Value(v) => show(v),
+        sellsync_device::Chosen::Restore => "restore the record".into(),
+        sellsync_device::Chosen::Delete => "delete the record".into(),
+    };
+    html! {
+        time datetime=(e.at) { (local_time(e.at)) }
+        " · " strong { @match &e.slot { Some(s) => (label(s)), None => "Record" } }
+        ": " (chosen) " "
+        @match e.by {
+            Some(u) => { "(decided by " (cx.names().user(u)) @if let Some(d) = &e.device { " on " (d) } ")" },
+            None => { "(automatically, " (e.policy) ")" },
+        }
+        @if e.candidates.len() > 1 {
+            ul.candidates { @for c in &e.candidates { li { (show(&c.value)) " by " (cx.names().user(c.by)) } } }
+        }
+    }
+}
+
+/// The page that lists what "take the latest" would change, before it does.
+pub fn bulk(
+    cx: Context<'_>,
+    field: &str,
+    rows: &[(RecordId, String, Slot, Vec<String>, Candidate)],
+) -> Markup {
+    let body = html! {
+        p.back { a href="/inbox" { "← All conflicts" } }
+        h1 { "Take the latest " (field) " everywhere" }
+        @if rows.is_empty() {
+            p.empty { "No open conflict on " (field) "." }
+        } @else {
+            p { "This keeps, for each of these " (rows.len()) " records, the value written last:" }
+            form method="post" action="/bulk" {
+                input type="hidden" name="field" value=(field);
+                table.sides {
+                    thead { tr { th scope="col" { "Record" } th scope="col" { "Kept" } th scope="col" { "Written by" } } }
+                    tbody { @for (id, title, slot, seen, latest) in rows {
+                        tr {
+                            td { a href={ "/record/" (id) } { (title) } }
+                            td { (cx.value(&slot.field, &latest.value, None)) }
+                            td { (who(cx, latest)) }
+                        }
+                        input type="hidden" name="item" value={ (id) "|" (slot) "|" (seen.join(",")) "|" (latest.op) };
+                    } }
+                }
+                button type="submit" { "Keep the latest for all " (rows.len()) }
+            }
+        }
+    };
+    page("Take the latest", None, body)
+}
+
+/// A page for a refused request (no token, a foreign origin) or a missing record.
+pub fn error(status: &str, message: &str) -> Markup {
+    page(status, None, html! { h1 { (status) } p { (message) } })
+}
