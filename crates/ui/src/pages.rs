@@ -383,7 +383,8 @@ fn conflict(cx: Context<'_>, p: &Projection, c: &OpenConflict, currency: Option<
                                     th scope="row" { @if &cand.device == cx.me { "Yours" } @else { "Theirs" } }
                                     td.value { (cx.value(&slot.field, &cand.value, currency)) }
                                     td { (who(cx, cand)) }
-                                    td { button type="submit" name="choice" value={ "pick-" (n + 1) } data-key=(n + 1) { "Pick this" } }
+                                    td { button type="submit" name="choice" value={ "pick-" (n + 1) } data-key=(n + 1)
+                                        aria-label={ "Pick " (cx.value(&slot.field, &cand.value, currency)) } { "Pick this" } }
                                 }
                             }
                         }
