@@ -575,3 +575,186 @@ pub fn bulk(
 pub fn error(status: &str, message: &str) -> Markup {
     page(status, None, html! { h1 { (status) } p { (message) } })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sellsync_device::{RecordKind, UserId};
+    use sellsync_model::{SellRecord, Tier};
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn cand(value: &str, device: &str, by: u64, at: i64) -> Candidate {
+        Candidate {
+            value: Value::Text(value.into()),
+            at,
+            by: UserId(by),
+            device: device.parse().unwrap(),
+            op: format!("{at}@{device}"),
+        }
+    }
+
+    fn field(name: &str, candidates: Vec<Candidate>) -> OpenConflict {
+        OpenConflict {
+            conflict: Conflict::Field {
+                slot: Slot::record(FieldKey::Std(name.into())),
+                tier: Tier::Manual,
+                candidates,
+            },
+            base: Some(Value::Text("base".into())),
+        }
+    }
+
+    fn row(id: &str, conflicts: Vec<OpenConflict>) -> InboxRow {
+        InboxRow {
+            conflicts: RecordConflicts {
+                record: id.parse().unwrap(),
+                kind: RecordKind::Deal,
+                conflicts,
+            },
+            title: format!("Title of {id}"),
+        }
+    }
+
+    fn projection(id: &str) -> Projection {
+        Projection {
+            record: SellRecord {
+                id: id.parse().unwrap(),
+                kind: RecordKind::Deal,
+                crm_id: None,
+                state: sellsync_device::RecordState::Live,
+                fields: Default::default(),
+                tags: Default::default(),
+                activities: Vec::new(),
+            },
+            conflicts: Vec::new(),
+            notifications: Vec::new(),
+            audit: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn times_read_as_people_say_them() {
+        assert_eq!(ago(NOW, NOW - 5_000), "just now");
+        assert_eq!(ago(NOW, NOW - 5 * 60_000), "5 min ago");
+        assert_eq!(ago(NOW, NOW - 3 * 3_600_000), "3 h ago");
+        assert_eq!(ago(NOW, NOW - 30 * 3_600_000), "1 day ago");
+        assert_eq!(ago(NOW, NOW - 80 * 3_600_000), "3 days ago");
+        // A clock ahead of this one is "just now", not a negative time.
+        assert_eq!(ago(NOW, NOW + 60_000), "just now");
+        assert_eq!(
+            label(&Slot::record(FieldKey::Std("stage_id".into()))),
+            "Stage"
+        );
+        assert_eq!(
+            label(&"custom_fields.Region".parse::<Slot>().unwrap()),
+            "Region"
+        );
+    }
+
+    #[test]
+    fn the_inbox_lists_the_oldest_first_and_filters_by_kind_and_field() {
+        let catalog = Catalog::example();
+        let me: DeviceId = "rita-phone".parse().unwrap();
+        let cx = Context {
+            catalog: &catalog,
+            me: &me,
+            now_ms: NOW,
+        };
+        let rows = vec![
+            row(
+                "deal-new",
+                vec![field(
+                    "name",
+                    vec![
+                        cand("a", "rita-phone", 2, NOW - 1000),
+                        cand("b", "carl-laptop", 3, NOW - 900),
+                    ],
+                )],
+            ),
+            row(
+                "deal-old",
+                vec![field(
+                    "value",
+                    vec![
+                        cand("c", "rita-phone", 2, NOW - 9000),
+                        cand("d", "carl-laptop", 3, NOW - 8000),
+                    ],
+                )],
+            ),
+        ];
+        let all = inbox(cx, &rows, &[], &Filter::default()).into_string();
+        let (old, new) = (
+            all.find("Title of deal-old").unwrap(),
+            all.find("Title of deal-new").unwrap(),
+        );
+        assert!(old < new, "oldest first");
+        assert!(all.contains("2 open conflicts in 2 records"));
+        let by_field = Filter {
+            kind: String::new(),
+            field: "value".into(),
+        };
+        let one = inbox(cx, &rows, &[], &by_field).into_string();
+        assert!(one.contains("Title of deal-old") && !one.contains("Title of deal-new"));
+        let by_kind = Filter {
+            kind: "record".into(),
+            field: String::new(),
+        };
+        let none = inbox(cx, &rows, &[], &by_kind).into_string();
+        assert!(none.contains("Nothing to decide"), "{none}");
+    }
+
+    #[test]
+    fn the_actions_offered_fit_the_candidates_and_values_are_escaped() {
+        let catalog = Catalog::example();
+        let me: DeviceId = "rita-phone".parse().unwrap();
+        let cx = Context {
+            catalog: &catalog,
+            me: &me,
+            now_ms: NOW,
+        };
+        let p = projection("deal-x");
+        // Mine and one other value: keep mine, take theirs.
+        let two = field(
+            "name",
+            vec![
+                cand("<script>x</script>", "rita-phone", 2, NOW),
+                cand("b", "carl-laptop", 3, NOW),
+            ],
+        );
+        let page = record(cx, &p, &[two], &Banner::None).into_string();
+        assert!(page.contains("Keep mine") && page.contains("Take theirs"));
+        assert!(page.contains("Rita Rep") && page.contains("Carl Colleague"));
+        assert!(!page.contains("<script>x") && page.contains("&lt;script&gt;x"));
+        // Two others, none mine: neither; each candidate can still be picked.
+        let mut others = field(
+            "name",
+            vec![
+                cand("a", "olga-tablet", 3, NOW),
+                cand("b", "carl-laptop", 3, NOW),
+            ],
+        );
+        others.base = None;
+        let page = record(cx, &p, &[others], &Banner::None).into_string();
+        assert!(
+            !page.contains("Keep mine") && !page.contains("Take theirs"),
+            "{page}"
+        );
+        assert_eq!(page.matches("value=\"pick-").count(), 2);
+        assert!(page.contains("not one value"));
+        // A stage is chosen from the catalog's stages; a changed conflict says so.
+        let stage = field("stage_id", vec![cand("x", "rita-phone", 2, NOW)]);
+        let page = record(
+            cx,
+            &p,
+            &[stage],
+            &Banner::Changed("a sync brought a value".into()),
+        )
+        .into_string();
+        assert!(
+            page.contains("<option value=\"12\">Qualified</option>"),
+            "{page}"
+        );
+        assert!(page.contains("This changed while you looked: a sync brought a value"));
+    }
+}
