@@ -20,6 +20,11 @@ struct Scene {
 }
 
 fn scene() -> Scene {
+    scene_with(&["deal-acme"])
+}
+
+/// [`scene`] with the same conflicts on each deal of `deals`.
+fn scene_with(deals: &[&str]) -> Scene {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -61,38 +66,34 @@ fn scene() -> Scene {
             "device", "--store", store, "init", "--hub", &url, "--token", t,
         ]);
     }
-    ok(&[
-        "device",
-        "--store",
-        &rita,
-        "create-deal",
-        "--id",
-        "deal-acme",
-        "name=Acme renewal",
-        "value=1000.00",
-        "currency=EUR",
-        "stage_id=12",
-    ]);
+    for (n, deal) in deals.iter().enumerate() {
+        let name = if n == 0 {
+            "name=Acme renewal".to_owned()
+        } else {
+            format!("name=Deal {n}")
+        };
+        ok(&[
+            "device",
+            "--store",
+            &rita,
+            "create-deal",
+            "--id",
+            deal,
+            &name,
+            "value=1000.00",
+            "currency=EUR",
+            "stage_id=12",
+        ]);
+    }
     ok(&["device", "--store", &rita, "sync"]);
     ok(&["device", "--store", &carl, "sync"]);
-    ok(&[
-        "device",
-        "--store",
-        &rita,
-        "set",
-        "deal-acme",
-        "value=1500.00",
-        "stage_id=13",
-    ]);
-    ok(&[
-        "device",
-        "--store",
-        &carl,
-        "set",
-        "deal-acme",
-        "value=1200.00",
-        "stage_id=14",
-    ]);
+    for deal in deals {
+        let set = |store: &str, value: &str, stage: &str| {
+            ok(&["device", "--store", store, "set", deal, value, stage]);
+        };
+        set(&rita, "value=1500.00", "stage_id=13");
+        set(&carl, "value=1200.00", "stage_id=14");
+    }
     for store in [&rita, &carl, &rita] {
         ok(&["device", "--store", store, "sync"]);
     }
@@ -377,5 +378,66 @@ fn a_sync_in_the_background_reaches_an_open_page_as_an_event() {
     assert!(
         heard.contains("event: changed") && heard.contains("deal-acme"),
         "{heard}"
+    );
+}
+
+#[test]
+fn take_the_latest_for_a_field_lists_what_it_keeps_and_leaves_what_changed_meanwhile() {
+    sellsync_hub_bridge::install_crypto_provider();
+    let s = scene_with(&["deal-a", "deal-b", "deal-c"]);
+    let (_ui, base, token) = serve_ui(&s.rita);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = format!("sellsync_ui={token}");
+    let send = |r: reqwest::RequestBuilder| {
+        rt.block_on(async {
+            let resp = r.header(COOKIE, &cookie).send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        })
+    };
+    let (status, page) = send(http.get(format!("{base}/bulk?field=value")));
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Keep the latest for all 3"), "{page}");
+    assert_eq!(
+        page.matches("1200.00 EUR").count(),
+        3,
+        "Carl's, the later: {page}"
+    );
+    let items: Vec<String> = page
+        .match_indices("name=\"item\" value=\"")
+        .map(|(at, m)| {
+            let rest = &page[at + m.len()..];
+            rest[..rest.find('"').unwrap()].replace("&amp;", "&")
+        })
+        .collect();
+    assert_eq!(items.len(), 3);
+    // One of them changes before the rep confirms: its item names candidates no longer there.
+    let mut form: Vec<(&str, String)> = vec![("field", "value".into())];
+    form.push(("item", items[0].clone()));
+    form.push(("item", items[1].clone()));
+    let (id_c, rest) = items[2].split_once('|').unwrap();
+    let (slot, rest) = rest.split_once('|').unwrap();
+    let (_, op) = rest.split_once('|').unwrap();
+    form.push(("item", format!("{id_c}|{slot}|{op},9@someone|{op}")));
+    let body = form
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect::<Vec<_>>();
+    let (status, page) = send(
+        http.post(format!("{base}/bulk"))
+            .header(ORIGIN, &base)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(urlencoded(&body)),
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{page}");
+    assert!(page.contains("2 decided") && page.contains(id_c), "{page}");
+    let (_, inbox) = send(http.get(format!("{base}/inbox?field=value")));
+    assert!(inbox.contains("1 open conflict in 1 record"), "{inbox}");
+    assert!(
+        inbox.contains(&format!("data-record=\"{id_c}\"")),
+        "{inbox}"
     );
 }

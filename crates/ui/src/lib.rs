@@ -540,19 +540,12 @@ struct BulkQuery {
     field: String,
 }
 
-/// For every field conflict on `field`: the record, its title, the slot, the candidates seen,
-/// and the latest one.
-type BulkRow = (
-    RecordId,
-    String,
-    Slot,
-    Vec<String>,
-    sellsync_device::Candidate,
-);
-
-fn bulk_rows(d: &Device, field: &str) -> Result<Vec<BulkRow>, DeviceError> {
+/// Every field conflict on `field` (of a record, not of an activity), with its latest
+/// candidate.
+fn bulk_rows(d: &Device, field: &str) -> Result<Vec<pages::BulkRow>, DeviceError> {
     let mut rows = Vec::new();
     for rc in d.conflicts()? {
+        let p = d.record(&rc.record)?;
         for c in rc.conflicts {
             let Conflict::Field {
                 slot, candidates, ..
@@ -570,12 +563,14 @@ fn bulk_rows(d: &Device, field: &str) -> Result<Vec<BulkRow>, DeviceError> {
             else {
                 continue;
             };
-            let title = d
-                .record(&rc.record)
-                .map(|p| pages::title(&p))
-                .unwrap_or_else(|_| rc.record.to_string());
-            let seen = candidates.iter().map(|c| c.op.clone()).collect();
-            rows.push((rc.record.clone(), title, slot, seen, latest));
+            rows.push(pages::BulkRow {
+                id: rc.record.clone(),
+                title: pages::title(&p),
+                currency: pages::currency_of(&p).map(str::to_owned),
+                slot,
+                seen: candidates.iter().map(|c| c.op.clone()).collect(),
+                latest,
+            });
         }
     }
     Ok(rows)

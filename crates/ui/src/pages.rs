@@ -293,10 +293,7 @@ pub fn record(
 ) -> Markup {
     let id = &p.record.id;
     let title = title(p);
-    let currency = match p.record.fields.get(&FieldKey::Std("currency".into())) {
-        Some(Value::Text(c)) => Some(c.as_str()),
-        _ => None,
-    };
+    let currency = currency_of(p);
     let body = html! {
         p.back { a href="/inbox" { "← All conflicts" } }
         h1 { (title) }
@@ -325,6 +322,14 @@ pub fn record(
             kbd { "t" } " take theirs, " kbd { "1" } "–" kbd { "9" } " pick, " kbd { "e" } " type a value." }
     };
     page(&title, None, body)
+}
+
+/// A deal's currency (money values are shown with it).
+pub fn currency_of(p: &Projection) -> Option<&str> {
+    match p.record.fields.get(&FieldKey::Std("currency".into())) {
+        Some(Value::Text(c)) => Some(c.as_str()),
+        _ => None,
+    }
 }
 
 /// A record's name, or its id.
@@ -538,12 +543,26 @@ fn audit(cx: Context<'_>, e: &AuditEntry, currency: Option<&str>) -> Markup {
     }
 }
 
+/// One conflict "take the latest" settles: the record, its name and currency, the field, the
+/// candidates as listed (their ops) and the latest one.
+#[derive(Debug)]
+pub struct BulkRow {
+    /// The record.
+    pub id: RecordId,
+    /// Its name.
+    pub title: String,
+    /// Its currency, for money.
+    pub currency: Option<String>,
+    /// The field.
+    pub slot: Slot,
+    /// The candidates' ops, as listed.
+    pub seen: Vec<String>,
+    /// The one written last.
+    pub latest: Candidate,
+}
+
 /// The page that lists what "take the latest" would change, before it does.
-pub fn bulk(
-    cx: Context<'_>,
-    field: &str,
-    rows: &[(RecordId, String, Slot, Vec<String>, Candidate)],
-) -> Markup {
+pub fn bulk(cx: Context<'_>, field: &str, rows: &[BulkRow]) -> Markup {
     let body = html! {
         p.back { a href="/inbox" { "← All conflicts" } }
         h1 { "Take the latest " (field) " everywhere" }
@@ -555,13 +574,15 @@ pub fn bulk(
                 input type="hidden" name="field" value=(field);
                 table.sides {
                     thead { tr { th scope="col" { "Record" } th scope="col" { "Kept" } th scope="col" { "Written by" } } }
-                    tbody { @for (id, title, slot, seen, latest) in rows {
+                    tbody { @for r in rows {
                         tr {
-                            td { a href={ "/record/" (id) } { (title) } }
-                            td { (cx.value(&slot.field, &latest.value, None)) }
-                            td { (who(cx, latest)) }
+                            td {
+                                a href={ "/record/" (r.id) } { (r.title) }
+                                input type="hidden" name="item" value={ (r.id) "|" (r.slot) "|" (r.seen.join(",")) "|" (r.latest.op) };
+                            }
+                            td { (cx.value(&r.slot.field, &r.latest.value, r.currency.as_deref())) }
+                            td { (who(cx, &r.latest)) }
                         }
-                        input type="hidden" name="item" value={ (id) "|" (slot) "|" (seen.join(",")) "|" (latest.op) };
                     } }
                 }
                 button type="submit" { "Keep the latest for all " (rows.len()) }
