@@ -73,6 +73,10 @@ struct HubRun {
     /// Seconds between the bridge's pull-and-push rounds.
     #[arg(long, default_value_t = 10)]
     bridge_every: u64,
+    /// Serve the dashboard (the organisation's open conflicts, the figures by week, the bridge,
+    /// the devices) on this address, e.g. 127.0.0.1:7073; the link with its token is printed.
+    #[arg(long)]
+    ui: Option<String>,
     /// Seconds a peer credential handed to a device stays valid (default: 7 days).
     #[arg(long, default_value_t = credential::DEFAULT_CREDENTIAL_TTL_MS / 1000)]
     credential_ttl: i64,
@@ -118,6 +122,17 @@ enum HubCmd {
     },
     /// List the devices the hub issued tokens to, with their tokens.
     Devices {
+        /// The hub's store file.
+        #[arg(long)]
+        store: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The organisation's conflict figures, per week: share of syncs that met a conflict, share
+    /// resolved automatically, median time to a person's decision; and who has conflicts
+    /// waiting. Works while the hub runs.
+    Stats {
         /// The hub's store file.
         #[arg(long)]
         store: PathBuf,
@@ -178,6 +193,7 @@ pub(crate) fn run(args: HubArgs) -> Result<()> {
         }) => revoke(&store, token_id, device, json),
         Some(HubCmd::Devices { store, json }) => devices(&store, json),
         Some(HubCmd::ReloadAcl { store, json }) => reload_acl(&store, json),
+        Some(HubCmd::Stats { store, json }) => stats(&store, json),
         None => serve(args.run),
     }
 }
@@ -296,6 +312,63 @@ fn devices(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn stats(path: &Path, json: bool) -> Result<()> {
+    use sellsync_service::stats::Stats;
+    let stats: Stats = match ask_running_hub(path, &AdminRequest::Stats)? {
+        Some(v) => serde_json::from_value(v).context("the hub's answer")?,
+        None => Node::open(open_stopped_hub(path)?, Some(Acl::default()))?.stats()?,
+    };
+    if json {
+        println!("{}", serde_json::to_value(&stats)?);
+        return Ok(());
+    }
+    let now = net::now_ms();
+    let pct = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
+    let span = |ms: i64| {
+        let m = ms / 60_000;
+        match m {
+            0..60 => format!("{m} min"),
+            60..2880 => format!("{} h {} min", m / 60, m % 60),
+            _ => format!("{} days", m / 1440),
+        }
+    };
+    println!("open conflicts: {}", stats.open_conflicts);
+    if !stats.waiting.is_empty() {
+        println!("waiting for a decision:");
+    }
+    for w in &stats.waiting {
+        let who = w.name.clone().unwrap_or_else(|| format!("user {}", w.user));
+        println!(
+            "  {who} (user {}): {} open, the oldest for {}",
+            w.user,
+            w.open,
+            span((now - w.oldest_ms).max(0))
+        );
+    }
+    if stats.weeks.is_empty() {
+        println!("no syncs or resolutions yet");
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:>6} {:>15} {:>9} {:>7} {:>11} {:>17}",
+        "week", "syncs", "with conflicts", "auto", "manual", "auto share", "median to decide"
+    );
+    for w in &stats.weeks {
+        println!(
+            "{:<9} {:>6} {:>15} {:>9} {:>7} {:>11} {:>17}",
+            w.week,
+            w.syncs,
+            pct(w.share_of_syncs_with_conflicts),
+            w.resolved_automatically,
+            w.resolved_manually,
+            pct(w.share_resolved_automatically),
+            w.median_ms_to_manual_resolution
+                .map_or("-".to_owned(), span)
+        );
+    }
+    Ok(())
+}
+
 fn reload_acl(path: &Path, json: bool) -> Result<()> {
     match ask_running_hub(path, &AdminRequest::ReloadAcl)? {
         Some(v) => {
@@ -401,6 +474,7 @@ fn serve(run: HubRun) -> Result<()> {
         _ => None,
     };
     let health_bridge = bridge.clone();
+    let dashboard_bridge = bridge.clone();
     let reload = reload_acl_from(run.acl.clone(), run.credential_ttl.saturating_mul(1000));
     let every = Duration::from_secs(run.bridge_every.max(1));
     let rt = tokio::runtime::Runtime::new()?;
@@ -449,6 +523,26 @@ fn serve(run: HubRun) -> Result<()> {
             None => None,
         };
         println!("listening on {scheme}://{addr}/");
+        if let Some(ui) = &run.ui {
+            let listener = tokio::net::TcpListener::bind(ui)
+                .await
+                .with_context(|| format!("the dashboard: listening on {ui}"))?;
+            let at = listener.local_addr()?;
+            let config = sellsync_ui::UiConfig {
+                token: sellsync_ui::new_token(),
+                listen: at,
+                sync_every: None,
+            };
+            // On stderr: stdout's first line is the sync address, which scripts read.
+            eprintln!("dashboard on http://{at}/?token={}", config.token);
+            let source = dashboard_source(shared.clone(), dashboard_bridge.clone());
+            tokio::spawn(sellsync_ui::serve_hub(
+                source,
+                listener,
+                config,
+                stop_requested(stopped.clone()),
+            ));
+        }
         let extras = net::Extras {
             tls,
             health: Some(Arc::new(move || bridge_health(health_bridge.as_deref()))),
@@ -512,6 +606,53 @@ fn bridge_health(
         }
     };
     serde_json::Map::from_iter([("bridge".to_owned(), value)])
+}
+
+/// What the dashboard shows, read from the running hub on each request.
+fn dashboard_source(
+    node: SharedNode,
+    bridge: Option<Arc<Bridge<ZendeskHttp>>>,
+) -> sellsync_ui::DashboardSource {
+    use sellsync_ui::pages::{BridgeHealth, Dashboard, Run};
+    Arc::new(move || {
+        let mut n = node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stats = n.stats().map_err(|e| e.to_string())?;
+        let devices = admin::devices(&n.store(), net::now_ms()).map_err(|e| e.to_string())?;
+        let users = n
+            .replica_ref()
+            .catalog()
+            .users
+            .values()
+            .map(|u| (u.id, u.name.clone()))
+            .collect();
+        drop(n);
+        let run = |r: &Option<sellsync_hub_bridge::RunSummary>| {
+            r.as_ref().map(|r| Run {
+                ended_ms: r.ended_ms,
+                result: r.result.clone(),
+                done: r.done,
+            })
+        };
+        let bridge = bridge.as_deref().map(|b| {
+            let s = b.status();
+            BridgeHealth {
+                crm_url: s.crm_url.clone(),
+                last_pull: run(&s.last_pull),
+                last_push: run(&s.last_push),
+                queue: s.queue,
+                unreachable_since_ms: s.crm_reach.unreachable_since_ms,
+                last_error: s.errors.back().map(|e| e.message.clone()),
+            }
+        });
+        Ok(Dashboard {
+            stats,
+            devices,
+            bridge,
+            users,
+        })
+    })
 }
 
 /// Resolves once a stop was requested (ctrl-c), or at once if it already was.

@@ -213,6 +213,34 @@ fn hub_tokens_and_two_devices_show_the_same_conflict() {
             "{audit}"
         );
     }
+
+    // The organisation's figures, from the running hub: every sync counted, the one that met
+    // the conflict among them, Rita's decision with its wait, nothing open.
+    let stats = json(&["hub", "stats", "--store", hub_store, "--json"]);
+    assert_eq!(stats["open_conflicts"], 0, "{stats}");
+    let weeks = stats["weeks"].as_array().unwrap();
+    let syncs: u64 = weeks.iter().map(|w| w["syncs"].as_u64().unwrap()).sum();
+    let met: u64 = weeks
+        .iter()
+        .map(|w| w["syncs_with_conflicts"].as_u64().unwrap())
+        .sum();
+    let manual: u64 = weeks
+        .iter()
+        .map(|w| w["resolved_manually"].as_u64().unwrap())
+        .sum();
+    assert!(syncs >= 10 && (1..syncs).contains(&met), "{stats}");
+    assert_eq!(manual, 1, "{stats}");
+    assert!(
+        weeks
+            .iter()
+            .any(|w| w["median_ms_to_manual_resolution"].as_i64().is_some()),
+        "{stats}"
+    );
+    let text = ok(&["hub", "stats", "--store", hub_store]);
+    assert!(
+        text.contains("open conflicts: 0") && text.contains("median to decide"),
+        "{text}"
+    );
 }
 
 #[test]

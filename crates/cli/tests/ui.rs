@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Running, ok, start, start_command};
+use common::{BIN, Running, ok, start_command};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 
@@ -17,14 +18,16 @@ struct Scene {
     _hub: Running,
     rita: String,
     carl: String,
+    /// The hub's dashboard link, when it serves one.
+    dashboard: Option<String>,
 }
 
 fn scene() -> Scene {
-    scene_with(&["deal-acme"])
+    scene_with(&["deal-acme"], false)
 }
 
-/// [`scene`] with the same conflicts on each deal of `deals`.
-fn scene_with(deals: &[&str]) -> Scene {
+/// [`scene`] with the same conflicts on each deal of `deals`, and the hub's dashboard.
+fn scene_with(deals: &[&str], dashboard: bool) -> Scene {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -47,20 +50,27 @@ fn scene_with(deals: &[&str]) -> Scene {
         .to_owned()
     };
     let (t_rita, t_carl) = (token("2", "rita-phone"), token("3", "carl-laptop"));
-    let (hub, url) = start(
-        &[
-            "hub",
-            "--store",
-            &hub_store,
-            "--listen",
-            "127.0.0.1:0",
-            "--acl",
-            &p("acl.toml"),
-            "--catalog",
-            &p("catalog.json"),
-        ],
-        Stdio::null(),
-    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["hub", "--store", &hub_store, "--listen", "127.0.0.1:0"])
+        .args(["--acl", &p("acl.toml"), "--catalog", &p("catalog.json")]);
+    if dashboard {
+        cmd.args(["--ui", "127.0.0.1:0"]).stderr(Stdio::piped());
+    } else {
+        cmd.stderr(Stdio::null());
+    }
+    let (mut hub, url) = start_command(cmd);
+    let dashboard = hub.0.stderr.take().map(|err| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(link) = line.strip_prefix("dashboard on ") {
+                    let _ = tx.send(link.to_owned());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the hub prints its dashboard link")
+    });
     for (store, t) in [(&rita, &t_rita), (&carl, &t_carl)] {
         ok(&[
             "device", "--store", store, "init", "--hub", &url, "--token", t,
@@ -102,6 +112,7 @@ fn scene_with(deals: &[&str]) -> Scene {
         _hub: hub,
         rita,
         carl,
+        dashboard,
     }
 }
 
@@ -384,7 +395,7 @@ fn a_sync_in_the_background_reaches_an_open_page_as_an_event() {
 #[test]
 fn take_the_latest_for_a_field_lists_what_it_keeps_and_leaves_what_changed_meanwhile() {
     sellsync_hub_bridge::install_crypto_provider();
-    let s = scene_with(&["deal-a", "deal-b", "deal-c"]);
+    let s = scene_with(&["deal-a", "deal-b", "deal-c"], false);
     let (_ui, base, token) = serve_ui(&s.rita);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::builder()
@@ -440,4 +451,42 @@ fn take_the_latest_for_a_field_lists_what_it_keeps_and_leaves_what_changed_meanw
         inbox.contains(&format!("data-record=\"{id_c}\"")),
         "{inbox}"
     );
+}
+
+#[test]
+fn the_hub_dashboard_shows_who_must_decide_and_refuses_without_its_token() {
+    sellsync_hub_bridge::install_crypto_provider();
+    let s = scene_with(&["deal-acme"], true);
+    let link = s.dashboard.clone().unwrap();
+    let (base, token) = link.split_once("/?token=").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |cookie: Option<String>| {
+        rt.block_on(async {
+            let mut r = http.get(format!("{base}/dashboard"));
+            if let Some(c) = cookie {
+                r = r.header(COOKIE, c);
+            }
+            let resp = r.send().await.unwrap();
+            (resp.status(), resp.text().await.unwrap())
+        })
+    };
+    assert_eq!(get(None).0, StatusCode::UNAUTHORIZED);
+    let (status, page) = get(Some(format!("sellsync_ui={token}")));
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // Two conflicts (value, stage), each waiting for Rita and Carl, by name.
+    assert!(page.contains("2 open conflicts"), "{page}");
+    assert!(
+        page.contains("Rita Rep") && page.contains("Carl Colleague"),
+        "{page}"
+    );
+    assert!(
+        page.contains("rita-phone") && page.contains("carl-laptop"),
+        "{page}"
+    );
+    assert!(page.contains("This hub runs no bridge"), "{page}");
+    assert!(page.contains("By week") && page.contains("-W"), "{page}");
 }

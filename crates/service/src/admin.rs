@@ -65,6 +65,8 @@ pub enum AdminRequest {
     Devices,
     /// Read the hub's access file again and apply it to the next sessions.
     ReloadAcl,
+    /// The organisation's conflict figures ([`crate::stats`]).
+    Stats,
 }
 
 /// The answer to one admin command: its result as JSON, or why it was refused.
@@ -242,6 +244,10 @@ pub fn handle(node: &mut Node, reload_acl: &ReloadAcl, req: &AdminRequest) -> Ad
         AdminRequest::ReloadAcl => reload_acl(node)
             .map(|what| serde_json::json!({ "reloaded": what }))
             .map_err(AdminError::Invalid),
+        AdminRequest::Stats => node
+            .stats()
+            .map(|s| json(&s))
+            .map_err(|e| AdminError::Invalid(e.to_string())),
     };
     match result {
         Ok(v) => AdminAnswer::Ok(v),
@@ -255,6 +261,7 @@ fn command_name(req: &AdminRequest) -> &'static str {
         AdminRequest::Revoke { .. } => "revoke",
         AdminRequest::Devices => "devices",
         AdminRequest::ReloadAcl => "reload-acl",
+        AdminRequest::Stats => "stats",
     }
 }
 

@@ -27,6 +27,7 @@ pub mod net;
 mod node;
 mod replica;
 pub mod signed;
+pub mod stats;
 pub mod token;
 
 pub use acl::{Acl, AclError};

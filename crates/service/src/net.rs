@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use sellsync_model::RecordId;
 use sellsync_store::StoreRead;
-use sellsync_sync::{CloseReason, Effect, Effects, Event, Limits, Peer, Session};
+use sellsync_sync::{CloseReason, Effect, Effects, Event, Limits, Peer, Role, Session};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
@@ -630,8 +630,18 @@ async fn accept_one<S>(
             return;
         }
     };
-    match run_session(ws, node, session, false, cfg).await {
+    match run_session(ws, node.clone(), session, false, cfg).await {
         Ok(o) => {
+            // A hub counts each finished sync of a device in its conflict figures.
+            if o.finished && o.peer.as_ref().is_some_and(|p| p.role == Role::Device) {
+                let touched = o.changed.clone();
+                let counted =
+                    tokio::task::spawn_blocking(move || lock(&node).count_sync(&touched, now_ms()))
+                        .await;
+                if let Ok(Err(e)) = counted {
+                    tracing::warn!(%addr, "counting the sync: {e}");
+                }
+            }
             // Who it was (as authenticated, not as claimed) and how it ended.
             let device = o.peer.as_ref().map(|p| p.node.to_string());
             let user = o.peer.as_ref().and_then(|p| p.user).map(|u| u.0);

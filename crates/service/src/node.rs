@@ -478,6 +478,66 @@ impl Node {
         })))
     }
 
+    /// On a hub: counts one finished sync of a device in this week's figures
+    /// ([`crate::stats`]), as one with a conflict if a record it sent changes for (`touched`)
+    /// is in conflict now. Nothing on a device.
+    pub fn count_sync(&mut self, touched: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+        if self.identity.role != Role::Hub {
+            return Ok(());
+        }
+        let key = format!(
+            "{}{}",
+            crate::stats::SYNCS_KEY,
+            crate::stats::week_of(now_ms)
+        );
+        self.store().write(|w| {
+            let mut counts = w
+                .kv_get(&key)?
+                .and_then(|b| crate::stats::SyncCounts::decode(&b))
+                .unwrap_or_default();
+            counts.syncs += 1;
+            let mut met = false;
+            for id in touched {
+                if w.conflicts(id)?.is_some() {
+                    met = true;
+                    break;
+                }
+            }
+            counts.with_conflicts += u64::from(met);
+            w.kv_put(&key, &counts.encode())
+        })?;
+        Ok(())
+    }
+
+    /// The organisation's conflict figures from every record held here and the sync counts
+    /// ([`crate::stats::compute`]).
+    pub fn stats(&mut self) -> Result<crate::stats::Stats, NodeError> {
+        let mut audits = Vec::new();
+        let mut open = Vec::new();
+        for (id, _) in self.records()? {
+            if let Some(p) = self.project(&id)? {
+                audits.extend(p.audit);
+                open.extend(p.conflicts);
+            }
+        }
+        let syncs = self
+            .store()
+            .read()?
+            .kv_prefix(crate::stats::SYNCS_KEY)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let week = k.strip_prefix(crate::stats::SYNCS_KEY)?.to_owned();
+                Some((week, crate::stats::SyncCounts::decode(&v)?))
+            })
+            .collect();
+        let mut stats = crate::stats::compute(&audits, &open, &syncs);
+        let users = &self.replica.catalog().users;
+        for w in &mut stats.waiting {
+            w.name = users.get(&w.user).map(|u| u.name.clone());
+        }
+        Ok(stats)
+    }
+
     /// Every record id held, with its kind (the catalog excluded), in id order.
     pub fn records(&self) -> Result<Vec<(RecordId, String)>, NodeError> {
         let mut out: Vec<(RecordId, String)> = self

@@ -22,6 +22,7 @@
 pub mod pages;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -59,11 +60,16 @@ pub fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What every request is checked against (see [`guard`]).
+#[derive(Clone)]
+struct Guard {
+    token: String,
+    loopback: bool,
+}
+
 #[derive(Clone)]
 struct App {
     device: Device,
-    token: String,
-    loopback: bool,
 }
 
 /// Serves the page on `listener` until `shutdown` completes, syncing in the background when
@@ -95,8 +101,8 @@ pub async fn serve(
 
 /// The page's routes, behind the token and origin guard.
 pub fn router(device: Device, config: &UiConfig) -> Router {
-    let app = App {
-        device,
+    let app = App { device };
+    let checks = Guard {
         token: config.token.clone(),
         loopback: config.listen.ip().is_loopback(),
     };
@@ -114,8 +120,48 @@ pub fn router(device: Device, config: &UiConfig) -> Router {
         .route("/events", get(events))
         .route("/assets/style.css", get(style))
         .route("/assets/app.js", get(script))
-        .layer(middleware::from_fn_with_state(app.clone(), guard))
+        .layer(middleware::from_fn_with_state(checks, guard))
         .with_state(app)
+}
+
+/// Reads what the hub's dashboard shows, on each request (on the blocking pool).
+pub type DashboardSource = Arc<dyn Fn() -> Result<pages::Dashboard, String> + Send + Sync>;
+
+/// The hub's dashboard (`/dashboard`), behind the same token, origin and host checks.
+pub fn hub_router(source: DashboardSource, config: &UiConfig) -> Router {
+    let checks = Guard {
+        token: config.token.clone(),
+        loopback: config.listen.ip().is_loopback(),
+    };
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route(
+            "/dashboard",
+            get(move || {
+                let source = source.clone();
+                async move {
+                    match tokio::task::spawn_blocking(move || source()).await {
+                        Ok(Ok(d)) => html(pages::dashboard(now_ms(), &d)),
+                        Ok(Err(e)) => refused(StatusCode::INTERNAL_SERVER_ERROR, &e),
+                        Err(e) => refused(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                    }
+                }
+            }),
+        )
+        .route("/assets/style.css", get(style))
+        .layer(middleware::from_fn_with_state(checks, guard))
+}
+
+/// Serves the hub's dashboard on `listener` until `shutdown` completes.
+pub async fn serve_hub(
+    source: DashboardSource,
+    listener: tokio::net::TcpListener,
+    config: UiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, hub_router(source, &config))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn refused(status: StatusCode, message: &str) -> Response {
@@ -153,7 +199,7 @@ fn loopback_host(host: &str) -> bool {
 /// the cookie or an `Authorization: Bearer` header); a loopback `Host` on a loopback server;
 /// for anything but GET, an `Origin` that is this server (a bearer header stands in for a
 /// script that sends none).
-async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
+async fn guard(State(app): State<Guard>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let host = headers
         .get(header::HOST)

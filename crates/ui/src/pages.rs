@@ -153,7 +153,12 @@ pub fn ago(now_ms: i64, at_ms: i64) -> String {
     }
 }
 
-fn page(title: &str, token_banner: Option<Markup>, body: Markup) -> Markup {
+fn page(title: &str, body: Markup) -> Markup {
+    page_for(title, "conflicts on this device", "/inbox", true, body)
+}
+
+/// A page of the device's (`script`: with its live updates and keys) or of the hub's.
+fn page_for(title: &str, what: &str, home: &str, script: bool, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -162,14 +167,13 @@ fn page(title: &str, token_banner: Option<Markup>, body: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · sellsync" }
                 link rel="stylesheet" href="/assets/style.css";
-                script src="/assets/app.js" defer {}
+                @if script { script src="/assets/app.js" defer {} }
             }
             body {
                 header.top {
-                    a.home href="/inbox" { "sellsync" }
-                    span.sub { "conflicts on this device" }
+                    a.home href=(home) { "sellsync" }
+                    span.sub { (what) }
                 }
-                @if let Some(b) = token_banner { (b) }
                 div #live role="status" aria-live="polite" {}
                 main #main { (body) }
             }
@@ -268,7 +272,7 @@ pub fn inbox(
             } }
         }
     };
-    page("Conflicts", None, body)
+    page("Conflicts", body)
 }
 
 /// What the record page says above the conflicts after an action.
@@ -321,7 +325,7 @@ pub fn record(
         p.keys { "Keys: " kbd { "j" } "/" kbd { "k" } " next/previous conflict, " kbd { "m" } " keep mine, "
             kbd { "t" } " take theirs, " kbd { "1" } "–" kbd { "9" } " pick, " kbd { "e" } " type a value." }
     };
-    page(&title, None, body)
+    page(&title, body)
 }
 
 /// A deal's currency (money values are shown with it).
@@ -589,12 +593,12 @@ pub fn bulk(cx: Context<'_>, field: &str, rows: &[BulkRow]) -> Markup {
             }
         }
     };
-    page("Take the latest", None, body)
+    page("Take the latest", body)
 }
 
 /// A page for a refused request (no token, a foreign origin) or a missing record.
 pub fn error(status: &str, message: &str) -> Markup {
-    page(status, None, html! { h1 { (status) } p { (message) } })
+    page(status, html! { h1 { (status) } p { (message) } })
 }
 
 #[cfg(test)]
@@ -778,4 +782,143 @@ mod tests {
         );
         assert!(page.contains("This changed while you looked: a sync brought a value"));
     }
+}
+
+/// A bridge's last run of one kind: when it ended and how (`ok`, or why not).
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// When it ended (ms).
+    pub ended_ms: i64,
+    /// `ok`, or what went wrong.
+    pub result: String,
+    /// What it carried.
+    pub done: u64,
+}
+
+/// The bridge's health as the dashboard shows it.
+#[derive(Debug, Clone)]
+pub struct BridgeHealth {
+    /// The Zendesk account.
+    pub crm_url: String,
+    /// The last pull.
+    pub last_pull: Option<Run>,
+    /// The last push.
+    pub last_push: Option<Run>,
+    /// Records waiting to be pushed.
+    pub queue: u64,
+    /// Since when Zendesk does not answer (`None`: it answers).
+    pub unreachable_since_ms: Option<i64>,
+    /// The latest error.
+    pub last_error: Option<String>,
+}
+
+/// What the hub's dashboard shows.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    /// The conflict figures.
+    pub stats: sellsync_service::stats::Stats,
+    /// The devices the hub issued tokens to.
+    pub devices: Vec<sellsync_service::admin::DeviceEntry>,
+    /// The bridge, when the hub runs one.
+    pub bridge: Option<BridgeHealth>,
+    /// User names by id (the catalog's).
+    pub users: std::collections::BTreeMap<u64, String>,
+}
+
+/// The hub's dashboard: who must decide what, the figures by week, the bridge, the devices.
+pub fn dashboard(now_ms: i64, d: &Dashboard) -> Markup {
+    let user = |u: u64| {
+        d.users
+            .get(&u)
+            .cloned()
+            .unwrap_or_else(|| format!("user {u}"))
+    };
+    let pct = |s: Option<f64>| s.map_or("–".to_owned(), |s| format!("{:.0} %", s * 100.0));
+    let span = |ms: i64| {
+        let m = ms / 60_000;
+        match m {
+            0..60 => format!("{m} min"),
+            60..2880 => format!("{} h {} min", m / 60, m % 60),
+            _ => format!("{} days", m / 1440),
+        }
+    };
+    let run = |r: &Option<Run>| match r {
+        Some(r) => format!(
+            "{} ({}, {} done)",
+            ago(now_ms, r.ended_ms),
+            r.result,
+            r.done
+        ),
+        None => "not yet".to_owned(),
+    };
+    let body = html! {
+        h1 { "The organisation's conflicts" }
+        p #summary { (d.stats.open_conflicts) " open conflict" @if d.stats.open_conflicts != 1 { "s" } }
+        section aria-labelledby="wait-h" {
+            h2 #wait-h { "Who must decide" }
+            @if d.stats.waiting.is_empty() { p.empty { "Nobody: nothing is waiting." } } @else {
+                table.sides {
+                    thead { tr { th scope="col" { "User" } th scope="col" { "Open" } th scope="col" { "Oldest" } } }
+                    tbody { @for w in &d.stats.waiting { tr {
+                        td { (w.name.clone().unwrap_or_else(|| user(w.user))) }
+                        td { (w.open) }
+                        td title=(local_time(w.oldest_ms)) { "waiting " (span((now_ms - w.oldest_ms).max(0))) }
+                    } } }
+                }
+            }
+        }
+        section aria-labelledby="weeks-h" {
+            h2 #weeks-h { "By week" }
+            @if d.stats.weeks.is_empty() { p.empty { "No syncs or decisions yet." } } @else {
+                table.sides {
+                    thead { tr {
+                        th scope="col" { "Week" } th scope="col" { "Syncs" } th scope="col" { "Met a conflict" }
+                        th scope="col" { "Resolved automatically" } th scope="col" { "Decided by a person" }
+                        th scope="col" { "Median time to decide" }
+                    } }
+                    tbody { @for w in &d.stats.weeks { tr {
+                        td { (w.week) } td { (w.syncs) } td { (pct(w.share_of_syncs_with_conflicts)) }
+                        td { (w.resolved_automatically) " (" (pct(w.share_resolved_automatically)) ")" }
+                        td { (w.resolved_manually) }
+                        td { (w.median_ms_to_manual_resolution.map_or("–".to_owned(), span)) }
+                    } } }
+                }
+            }
+        }
+        section aria-labelledby="bridge-h" {
+            h2 #bridge-h { "The bridge to Zendesk" }
+            @match &d.bridge {
+                None => p.empty { "This hub runs no bridge." },
+                Some(b) => dl.facts {
+                    dt { "Account" } dd { (b.crm_url) }
+                    dt { "Zendesk" } dd { @match b.unreachable_since_ms {
+                        None => "answers",
+                        Some(t) => { "unreachable since " (local_time(t)) " (" (ago(now_ms, t)) ")" },
+                    } }
+                    dt { "Last pull" } dd { (run(&b.last_pull)) }
+                    dt { "Last push" } dd { (run(&b.last_push)) }
+                    dt { "Waiting to be pushed" } dd { (b.queue) " record(s)" }
+                    dt { "Latest error" } dd { (b.last_error.clone().unwrap_or_else(|| "none".into())) }
+                },
+            }
+        }
+        section aria-labelledby="devices-h" {
+            h2 #devices-h { "Devices" }
+            table.sides {
+                thead { tr { th scope="col" { "Device" } th scope="col" { "User" } th scope="col" { "Tokens" } } }
+                tbody { @for dev in &d.devices { tr {
+                    td { (dev.device) }
+                    td { (user(dev.user)) }
+                    td { @if dev.live { "live" } @else { "revoked" } " (" (dev.tokens.len()) ")" }
+                } } }
+            }
+        }
+    };
+    page_for(
+        "Dashboard",
+        "the hub's dashboard",
+        "/dashboard",
+        false,
+        body,
+    )
 }
