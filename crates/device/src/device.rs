@@ -1305,6 +1305,29 @@ impl Device {
         })
     }
 
+    /// Every record with open conflicts, each projected once (its fields, for its name; its
+    /// conflicts, without their bases), in id order: what an inbox lists, at about half the
+    /// cost of [`Device::conflicts`].
+    pub fn conflicted_records(&self) -> Result<Vec<Projection>, DeviceError> {
+        self.with_node(|n| {
+            let ids: Vec<RecordId> = n
+                .store()
+                .read()?
+                .all_conflicts()?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                match n.project(&id).map_err(|e| node_error(e, Some(&id)))? {
+                    Some(p) if !p.conflicts.is_empty() => out.push(p),
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The open conflicts of one record, with the base of each field conflict (empty when it
     /// has none).
     pub fn record_conflicts(&self, id: &RecordId) -> Result<Vec<OpenConflict>, DeviceError> {

@@ -295,14 +295,26 @@ fn html(m: Markup) -> Response {
 
 async fn inbox(State(app): State<App>, Query(filter): Query<Filter>) -> Response {
     let got = blocking(&app, |d| {
-        let mut rows = Vec::new();
-        for conflicts in d.conflicts()? {
-            let title = d
-                .record(&conflicts.record)
-                .map(|p| pages::title(&p))
-                .unwrap_or_else(|_| conflicts.record.to_string());
-            rows.push(InboxRow { conflicts, title });
-        }
+        // The inbox shows no bases: each record is projected once, without them.
+        let rows: Vec<InboxRow> = d
+            .conflicted_records()?
+            .into_iter()
+            .map(|p| InboxRow {
+                title: pages::title(&p),
+                conflicts: sellsync_device::RecordConflicts {
+                    record: p.record.id,
+                    kind: p.record.kind,
+                    conflicts: p
+                        .conflicts
+                        .into_iter()
+                        .map(|conflict| sellsync_device::OpenConflict {
+                            conflict,
+                            base: None,
+                        })
+                        .collect(),
+                },
+            })
+            .collect();
         Ok((rows, d.notifications(true)?, d.catalog()?, d.id()?))
     })
     .await;
