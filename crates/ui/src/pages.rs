@@ -393,7 +393,7 @@ fn conflict(cx: Context<'_>, p: &Projection, c: &OpenConflict, currency: Option<
                                     td.value { (cx.value(&slot.field, &cand.value, currency)) }
                                     td { (who(cx, cand)) }
                                     td { button type="submit" name="choice" value={ "pick-" (n + 1) } data-key=(n + 1)
-                                        aria-label={ "Pick " (cx.value(&slot.field, &cand.value, currency)) } { "Pick this" } }
+                                        aria-label={ "Pick this: " (cx.value(&slot.field, &cand.value, currency)) } { "Pick this" } }
                                 }
                             }
                         }
