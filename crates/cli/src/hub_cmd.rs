@@ -324,14 +324,7 @@ fn stats(path: &Path, json: bool) -> Result<()> {
     }
     let now = net::now_ms();
     let pct = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
-    let span = |ms: i64| {
-        let m = ms / 60_000;
-        match m {
-            0..60 => format!("{m} min"),
-            60..2880 => format!("{} h {} min", m / 60, m % 60),
-            _ => format!("{} days", m / 1440),
-        }
-    };
+    let span = sellsync_ui::pages::duration;
     println!("open conflicts: {}", stats.open_conflicts);
     if !stats.waiting.is_empty() {
         println!("waiting for a decision:");

@@ -153,6 +153,16 @@ pub fn ago(now_ms: i64, at_ms: i64) -> String {
     }
 }
 
+/// A span of time for people: `12 min`, `3 h 5 min`, `4 days`.
+pub fn duration(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    match m {
+        0..60 => format!("{m} min"),
+        60..2880 => format!("{} h {} min", m / 60, m % 60),
+        _ => format!("{} days", m / 1440),
+    }
+}
+
 fn page(title: &str, body: Markup) -> Markup {
     page_for(title, "conflicts on this device", "/inbox", true, body)
 }
@@ -834,14 +844,7 @@ pub fn dashboard(now_ms: i64, d: &Dashboard) -> Markup {
             .unwrap_or_else(|| format!("user {u}"))
     };
     let pct = |s: Option<f64>| s.map_or("–".to_owned(), |s| format!("{:.0} %", s * 100.0));
-    let span = |ms: i64| {
-        let m = ms / 60_000;
-        match m {
-            0..60 => format!("{m} min"),
-            60..2880 => format!("{} h {} min", m / 60, m % 60),
-            _ => format!("{} days", m / 1440),
-        }
-    };
+    let span = duration;
     let run = |r: &Option<Run>| match r {
         Some(r) => format!(
             "{} ({}, {} done)",
