@@ -110,6 +110,28 @@ try {
   await small.screenshot({ path: `${shots}/record-phone.png`, fullPage: true });
   await phone.close();
 
+  // The hub's dashboard, in the same browser: who must decide, the bridge, the devices. Its
+  // cookie must not log the device's page out (one cookie jar per host, not per port).
+  const board = await desktop.newPage();
+  await board.goto(env("SELLSYNC_DASHBOARD"));
+  check("the dashboard link opens the dashboard", new URL(board.url()).pathname === "/dashboard", board.url());
+  const boardText = await board.textContent("main");
+  check("the dashboard counts the open conflicts", boardText.includes("2 open conflicts"), boardText);
+  check("…names who must decide", boardText.includes(rita) && boardText.includes(carl), boardText);
+  check("…says Zendesk answers", boardText.includes("answers"), boardText);
+  check("…lists both devices with their last sync",
+    boardText.includes("rita-phone") && boardText.includes("carl-laptop") && !boardText.includes("never"), boardText);
+  await axe(board, "dashboard");
+  await board.screenshot({ path: `${shots}/dashboard-desktop.png`, fullPage: true });
+  const back = await desktop.request.get(`${base}/inbox`, { maxRedirects: 0 });
+  check("the device's page still opens after the dashboard's", back.status() === 200, String(back.status()));
+  await board.close();
+  const phoneBoard = await (await browser.newContext({ viewport: { width: 360, height: 740 }, isMobile: true, bypassCSP: true })).newPage();
+  await phoneBoard.goto(env("SELLSYNC_DASHBOARD"));
+  await noHorizontalScroll(phoneBoard, "dashboard");
+  await axe(phoneBoard, "dashboard at phone width");
+  await phoneBoard.context().close();
+
   // Live: Carl renames the deal on his device; the open page shows it without a reload.
   await page.waitForFunction(() => document.body.dataset.live === "1");
   carlSets(`name=${title} (renamed by Carl)`);

@@ -301,11 +301,16 @@ fn devices(path: &Path, json: bool) -> Result<()> {
     }
     for d in &list {
         let ids: Vec<&str> = d.tokens.iter().map(|t| t.token_id.as_str()).collect();
+        let last_sync = d.last_sync_ms.map_or_else(
+            || "never synced".to_owned(),
+            |t| format!("synced {}", sellsync_ui::pages::ago(net::now_ms(), t)),
+        );
         println!(
-            "{:<24} user {:<8} {:<8} tokens {}",
+            "{:<24} user {:<8} {:<8} {:<32} tokens {}",
             d.device,
             d.user,
             if d.live { "live" } else { "revoked" },
+            last_sync,
             ids.join(", ")
         );
     }

@@ -241,6 +241,17 @@ fn hub_tokens_and_two_devices_show_the_same_conflict() {
         text.contains("open conflicts: 0") && text.contains("median to decide"),
         "{text}"
     );
+
+    // Each device's last sync, as the hub noted it.
+    let devices = json(&["hub", "devices", "--store", hub_store, "--json"]);
+    let devices = devices.as_array().unwrap();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    assert!(
+        devices.iter().all(|d| d["last_sync_ms"].as_i64().is_some()),
+        "{devices:?}"
+    );
+    let text = ok(&["hub", "devices", "--store", hub_store]);
+    assert!(text.contains("synced just now"), "{text}");
 }
 
 #[test]

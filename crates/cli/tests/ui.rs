@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Running, ok, start_command};
+use common::{BIN, Running, dashboard_link, ok, start_command};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 
@@ -24,6 +23,13 @@ struct Scene {
 
 fn scene() -> Scene {
     scene_with(&["deal-acme"], false)
+}
+
+/// The cookie that carries `token` for the page at `base` (`http://127.0.0.1:PORT`): named by
+/// the port, as the page sets it.
+fn cookie_for(base: &str, token: &str) -> String {
+    let port = base.rsplit_once(':').map_or("", |(_, p)| p);
+    format!("sellsync_ui_{port}={token}")
 }
 
 /// [`scene`] with the same conflicts on each deal of `deals`, and the hub's dashboard.
@@ -59,18 +65,7 @@ fn scene_with(deals: &[&str], dashboard: bool) -> Scene {
         cmd.stderr(Stdio::null());
     }
     let (mut hub, url) = start_command(cmd);
-    let dashboard = hub.0.stderr.take().map(|err| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Some(link) = line.strip_prefix("dashboard on ") {
-                    let _ = tx.send(link.to_owned());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the hub prints its dashboard link")
-    });
+    let dashboard = dashboard.then(|| dashboard_link(&mut hub));
     for (store, t) in [(&rita, &t_rita), (&carl, &t_carl)] {
         ok(&[
             "device", "--store", store, "init", "--hub", &url, "--token", t,
@@ -163,7 +158,7 @@ fn the_page_shows_both_sides_by_name_and_a_merged_value_settles_the_conflict() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let cookie = format!("sellsync_ui={token}");
+    let cookie = cookie_for(&base, &token);
     let get = |path: &str, cookie: Option<&str>| {
         rt.block_on(async {
             let mut r = http.get(format!("{base}{path}"));
@@ -198,7 +193,7 @@ fn the_page_shows_both_sides_by_name_and_a_merged_value_settles_the_conflict() {
     // No token, a wrong one: refused. The link's token sets the cookie.
     assert_eq!(get("/inbox", None).0, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        get("/inbox", Some("sellsync_ui=0000")).0,
+        get("/inbox", Some(&cookie_for(&base, "0000"))).0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(get("/assets/app.js", None).0, StatusCode::UNAUTHORIZED);
@@ -356,7 +351,7 @@ fn a_sync_in_the_background_reaches_an_open_page_as_an_event() {
     let (_ui, base, token) = serve_ui(&s.rita);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
-    let cookie = format!("sellsync_ui={token}");
+    let cookie = cookie_for(&base, &token);
     let mut events = rt
         .block_on(
             http.get(format!("{base}/events"))
@@ -402,7 +397,7 @@ fn take_the_latest_for_a_field_lists_what_it_keeps_and_leaves_what_changed_meanw
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let cookie = format!("sellsync_ui={token}");
+    let cookie = cookie_for(&base, &token);
     let send = |r: reqwest::RequestBuilder| {
         rt.block_on(async {
             let resp = r.header(COOKIE, &cookie).send().await.unwrap();
@@ -475,7 +470,7 @@ fn the_hub_dashboard_shows_who_must_decide_and_refuses_without_its_token() {
         })
     };
     assert_eq!(get(None).0, StatusCode::UNAUTHORIZED);
-    let (status, page) = get(Some(format!("sellsync_ui={token}")));
+    let (status, page) = get(Some(cookie_for(base, token)));
     assert_eq!(status, StatusCode::OK, "{page}");
     // Two conflicts (value, stage), each waiting for Rita and Carl, by name.
     assert!(page.contains("2 open conflicts"), "{page}");
@@ -488,5 +483,95 @@ fn the_hub_dashboard_shows_who_must_decide_and_refuses_without_its_token() {
         "{page}"
     );
     assert!(page.contains("This hub runs no bridge"), "{page}");
+    // Both devices synced with the hub a moment ago.
+    assert_eq!(page.matches(">just now<").count(), 2, "{page}");
     assert!(page.contains("By week") && page.contains("-W"), "{page}");
+}
+
+#[test]
+fn a_value_of_yours_that_gave_way_is_listed_and_dismissed_from_the_inbox() {
+    sellsync_hub_bridge::install_crypto_provider();
+    let s = scene();
+    // Both set the close date offline; Carl's is the later write, so Rita's gives way (a
+    // notify-tier field: latest wins, the loser is told).
+    ok(&[
+        "device",
+        "--store",
+        &s.rita,
+        "set",
+        "deal-acme",
+        "estimated_close_date=2027-03-01",
+    ]);
+    std::thread::sleep(Duration::from_millis(20));
+    ok(&[
+        "device",
+        "--store",
+        &s.carl,
+        "set",
+        "deal-acme",
+        "estimated_close_date=2027-04-15",
+    ]);
+    for store in [&s.rita, &s.carl, &s.rita] {
+        ok(&["device", "--store", store, "sync"]);
+    }
+    let (ui, base, token) = serve_ui(&s.rita);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cookie = cookie_for(&base, &token);
+    let inbox = || {
+        rt.block_on(async {
+            let r = http.get(format!("{base}/inbox")).header(COOKIE, &cookie);
+            r.send().await.unwrap().text().await.unwrap()
+        })
+    };
+    let page = inbox();
+    let notes = &page[page.find("Values of yours that gave way").unwrap()..];
+    assert!(
+        notes.contains("2027-03-01") && notes.contains("2027-04-15"),
+        "{notes}"
+    );
+    assert!(notes.contains("Carl Colleague"), "{notes}");
+    let action = notes
+        .split("action=\"")
+        .nth(1)
+        .and_then(|a| a.split('"').next())
+        .expect("a dismiss form")
+        .to_owned();
+    assert!(action.ends_with("/dismiss"), "{action}");
+
+    // From another site: refused, and the notification stays.
+    let post = |origin: &str| {
+        rt.block_on(async {
+            http.post(format!("{base}{action}"))
+                .header(COOKIE, &cookie)
+                .header(ORIGIN, origin)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    assert_eq!(post("http://evil.example"), StatusCode::FORBIDDEN);
+    assert!(inbox().contains(&action));
+    assert_eq!(post(&base), StatusCode::SEE_OTHER);
+    let page = inbox();
+    let notes = &page[page.find("Values of yours that gave way").unwrap()..];
+    assert!(
+        !notes.contains(&action) && notes.contains("None."),
+        "{notes}"
+    );
+    // The device's own list agrees (once the page's process lets go of the store).
+    drop(ui);
+    let listed = common::json(&[
+        "device",
+        "--store",
+        &s.rita,
+        "notifications",
+        "--unread",
+        "--json",
+    ]);
+    assert_eq!(listed, serde_json::json!([]), "{listed}");
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, ok, start_command};
+use common::{BIN, dashboard_link, ok, start_command};
 use sellsync_sim::{Sim, SimConfig, demo_data, token_for};
 use serde_json::Value;
 
@@ -81,9 +81,11 @@ fn the_conflict_page_in_chromium() {
     hub.args(["hub", "--store", &hub_store, "--listen", "127.0.0.1:0"])
         .args(["--acl", &p("acl.toml")])
         .args(["--zendesk-url", &crm, "--bridge-every", "1"])
+        .args(["--ui", "127.0.0.1:0"])
         .env("SELLSYNC_ZENDESK_TOKEN", token_for(ADMIN))
-        .stderr(Stdio::null());
-    let (_hub, url) = start_command(hub);
+        .stderr(Stdio::piped());
+    let (mut hub, url) = start_command(hub);
+    let dashboard = dashboard_link(&mut hub);
     for (store, t) in [(&rita, &t_rita), (&carl, &t_carl)] {
         ok(&[
             "device", "--store", store, "init", "--hub", &url, "--token", t,
@@ -157,6 +159,7 @@ fn the_conflict_page_in_chromium() {
         .arg("browser.mjs")
         .current_dir(root.join("tests/ui"))
         .env("SELLSYNC_UI", &link)
+        .env("SELLSYNC_DASHBOARD", &dashboard)
         .env("SELLSYNC_BIN", BIN)
         .env("CARL_STORE", &carl)
         .env("DEAL", &id)

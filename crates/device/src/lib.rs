@@ -33,7 +33,7 @@ pub use device::{
 pub use error::DeviceError;
 /// The model types the facade's API speaks.
 pub use sellsync_model::{
-    ActivityId, ActivityView, AuditEntry, Candidate, Catalog, Choice, Chosen, Conflict, CrmReach,
-    DeviceId, FieldKey, Money, Projection, RecordChoice, RecordId, RecordKind, RecordState,
-    RefusalTarget, Slot, UserId, Value,
+    ActivityId, ActivityKind, ActivityView, AuditEntry, Candidate, Catalog, Choice, Chosen,
+    Conflict, CrmReach, DeviceId, FieldKey, Money, Projection, RecordChoice, RecordId, RecordKind,
+    RecordState, RefusalTarget, Slot, UserId, Value,
 };

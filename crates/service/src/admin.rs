@@ -126,6 +126,9 @@ pub struct DeviceEntry {
     pub live: bool,
     /// Its tokens, oldest first.
     pub tokens: Vec<TokenInfo>,
+    /// When it last finished a sync with this hub (ms), if ever.
+    #[serde(default)]
+    pub last_sync_ms: Option<i64>,
 }
 
 /// Issues a device token on a hub store at `now_ms`.
@@ -189,9 +192,11 @@ pub fn devices(store: &Store, now_ms: i64) -> Result<Vec<DeviceEntry>, AdminErro
             .or_default()
             .push(t);
     }
+    let last_sync = crate::stats::last_syncs(&store.read()?)?;
     Ok(by_device
         .into_iter()
         .map(|(device, tokens)| DeviceEntry {
+            last_sync_ms: last_sync.get(&device).copied(),
             user: tokens.last().map_or(0, |t| t.user.0),
             live: tokens.iter().any(|t| {
                 t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|exp| now_ms < exp)

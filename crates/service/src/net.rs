@@ -633,11 +633,17 @@ async fn accept_one<S>(
     match run_session(ws, node.clone(), session, false, cfg).await {
         Ok(o) => {
             // A hub counts each finished sync of a device in its conflict figures.
-            if o.finished && o.peer.as_ref().is_some_and(|p| p.role == Role::Device) {
+            if let Some(peer) = o
+                .peer
+                .as_ref()
+                .filter(|p| o.finished && p.role == Role::Device)
+            {
                 let touched = o.changed.clone();
-                let counted =
-                    tokio::task::spawn_blocking(move || lock(&node).count_sync(&touched, now_ms()))
-                        .await;
+                let device = peer.node.clone();
+                let counted = tokio::task::spawn_blocking(move || {
+                    lock(&node).count_sync(&device, &touched, now_ms())
+                })
+                .await;
                 if let Ok(Err(e)) = counted {
                     tracing::warn!(%addr, "counting the sync: {e}");
                 }

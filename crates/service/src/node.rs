@@ -478,10 +478,15 @@ impl Node {
         })))
     }
 
-    /// On a hub: counts one finished sync of a device in this week's figures
+    /// On a hub: counts one finished sync of `device` in this week's figures
     /// ([`crate::stats`]), as one with a conflict if a record it sent changes for (`touched`)
-    /// is in conflict now. Nothing on a device.
-    pub fn count_sync(&mut self, touched: &[RecordId], now_ms: i64) -> Result<(), NodeError> {
+    /// is in conflict now, and notes the time as the device's last sync. Nothing on a device.
+    pub fn count_sync(
+        &mut self,
+        device: &sellsync_model::DeviceId,
+        touched: &[RecordId],
+        now_ms: i64,
+    ) -> Result<(), NodeError> {
         if self.identity.role != Role::Hub {
             return Ok(());
         }
@@ -504,7 +509,11 @@ impl Node {
                 }
             }
             counts.with_conflicts += u64::from(met);
-            w.kv_put(&key, &counts.encode())
+            w.kv_put(&key, &counts.encode())?;
+            w.kv_put(
+                &format!("{}{device}", crate::stats::LAST_SYNC_KEY),
+                &now_ms.to_le_bytes(),
+            )
         })?;
         Ok(())
     }

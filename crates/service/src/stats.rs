@@ -13,6 +13,24 @@ use serde::{Deserialize, Serialize};
 /// a conflict, each a little-endian u64).
 pub const SYNCS_KEY: &str = "service/stats/syncs/";
 
+/// Key-value prefix of each device's last finished sync with the hub (`<prefix><device>`: unix
+/// ms, a little-endian i64).
+pub const LAST_SYNC_KEY: &str = "service/stats/last-sync/";
+
+/// Each device's last finished sync with the hub (ms), by device id.
+pub fn last_syncs(
+    r: &impl sellsync_store::StoreRead,
+) -> Result<BTreeMap<String, i64>, sellsync_store::StoreError> {
+    Ok(r.kv_prefix(LAST_SYNC_KEY)?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let device = k.strip_prefix(LAST_SYNC_KEY)?.to_owned();
+            let ms = i64::from_le_bytes(v.as_slice().try_into().ok()?);
+            Some((device, ms))
+        })
+        .collect())
+}
+
 /// The ISO week a time falls in, as `2026-W49` (UTC).
 pub fn week_of(ms: i64) -> String {
     let t = Utc

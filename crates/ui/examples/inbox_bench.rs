@@ -173,7 +173,7 @@ async fn main() {
         listen: addr,
         sync_every: None,
     };
-    let cookie = format!("Cookie: sellsync_ui={}", config.token);
+    let cookie = format!("Cookie: {}={}", config.cookie_name(), config.token);
     tokio::spawn(sellsync_ui::serve(
         rita.clone(),
         listener,

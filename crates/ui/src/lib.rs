@@ -39,9 +39,6 @@ use sellsync_device::{
     ActivityId, Choice, Conflict, Device, DeviceError, RecordChoice, RecordId, RefusalTarget, Slot,
 };
 
-/// The cookie that carries the token after the first visit.
-const COOKIE: &str = "sellsync_ui";
-
 /// How the page is served.
 #[derive(Debug, Clone)]
 pub struct UiConfig {
@@ -54,6 +51,15 @@ pub struct UiConfig {
     pub sync_every: Option<Duration>,
 }
 
+impl UiConfig {
+    /// The cookie that carries the token after the first visit: named by port, because a
+    /// browser keeps one cookie jar per host, not per port, and a device's page and a hub's
+    /// dashboard on one machine must not overwrite each other's.
+    pub fn cookie_name(&self) -> String {
+        format!("sellsync_ui_{}", self.listen.port())
+    }
+}
+
 /// A fresh secret token: 128 random bits, hex.
 pub fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
@@ -64,7 +70,18 @@ pub fn new_token() -> String {
 #[derive(Clone)]
 struct Guard {
     token: String,
+    cookie: String,
     loopback: bool,
+}
+
+impl Guard {
+    fn new(config: &UiConfig) -> Guard {
+        Guard {
+            token: config.token.clone(),
+            cookie: config.cookie_name(),
+            loopback: config.listen.ip().is_loopback(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -102,10 +119,7 @@ pub async fn serve(
 /// The page's routes, behind the token and origin guard.
 pub fn router(device: Device, config: &UiConfig) -> Router {
     let app = App { device };
-    let checks = Guard {
-        token: config.token.clone(),
-        loopback: config.listen.ip().is_loopback(),
-    };
+    let checks = Guard::new(config);
     Router::new()
         .route("/", get(|| async { Redirect::to("/inbox") }))
         .route("/inbox", get(inbox))
@@ -114,6 +128,7 @@ pub fn router(device: Device, config: &UiConfig) -> Router {
         .route("/record/{id}/record", post(resolve_record))
         .route("/record/{id}/fix", post(fix))
         .route("/record/{id}/retry", post(retry))
+        .route("/record/{id}/note", post(fix_note))
         .route("/record/{id}/discard", post(discard))
         .route("/notifications/{id}/dismiss", post(dismiss))
         .route("/bulk", get(bulk_page).post(bulk))
@@ -129,10 +144,7 @@ pub type DashboardSource = Arc<dyn Fn() -> Result<pages::Dashboard, String> + Se
 
 /// The hub's dashboard (`/dashboard`), behind the same token, origin and host checks.
 pub fn hub_router(source: DashboardSource, config: &UiConfig) -> Router {
-    let checks = Guard {
-        token: config.token.clone(),
-        loopback: config.listen.ip().is_loopback(),
-    };
+    let checks = Guard::new(config);
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route(
@@ -169,13 +181,13 @@ fn refused(status: StatusCode, message: &str) -> Response {
     (status, Html(pages::error(title, message).into_string())).into_response()
 }
 
-fn token_of_cookie(headers: &HeaderMap) -> Option<&str> {
+fn token_of_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| kv.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Compares in time independent of where the strings differ.
@@ -224,7 +236,7 @@ async fn guard(State(app): State<Guard>, req: Request, next: Next) -> Response {
     let presented = from_query
         .as_deref()
         .or(bearer)
-        .or_else(|| token_of_cookie(headers));
+        .or_else(|| token_of_cookie(headers, &app.cookie));
     if !presented.is_some_and(|t| same_secret(t, &app.token)) {
         return refused(
             StatusCode::UNAUTHORIZED,
@@ -249,8 +261,8 @@ async fn guard(State(app): State<Guard>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     if set_cookie
         && let Ok(v) = HeaderValue::from_str(&format!(
-            "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-            app.token
+            "{}={}; HttpOnly; SameSite=Strict; Path=/",
+            app.cookie, app.token
         ))
     {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -569,6 +581,32 @@ async fn retry(
             d.retry_refused(id, &RefusalTarget::Record)?;
         }
         Ok("sent again".into())
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct NoteForm {
+    activity: String,
+    text: String,
+}
+
+/// A refused note's text, edited: the bridge sends it with its next round.
+async fn fix_note(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Form(f): Form<NoteForm>,
+) -> Response {
+    act(&app, &id, move |d, id| {
+        let note: ActivityId = f
+            .activity
+            .parse()
+            .map_err(|e| invalid("activity", format!("{e}")))?;
+        if f.text.trim().is_empty() {
+            return Err(invalid("text", "a note needs some text"));
+        }
+        d.fix_refused_note(id, &note, &f.text)?;
+        Ok("note saved, to be sent again".into())
     })
     .await
 }

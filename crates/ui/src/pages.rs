@@ -5,8 +5,8 @@ use chrono::{Local, TimeZone};
 use maud::{DOCTYPE, Markup, html};
 use sellsync_device::names::{CatalogList, Names};
 use sellsync_device::{
-    AuditEntry, Candidate, Catalog, Conflict, DeviceId, DeviceNotification, FieldKey, OpenConflict,
-    Projection, RecordConflicts, RecordId, Slot, Value,
+    ActivityId, ActivityKind, ActivityView, AuditEntry, Candidate, Catalog, Conflict, DeviceId,
+    DeviceNotification, FieldKey, OpenConflict, Projection, RecordConflicts, RecordId, Slot, Value,
 };
 
 /// What every page reads: the catalog (for names), this device (for "yours"), and the time.
@@ -459,6 +459,14 @@ fn conflict(cx: Context<'_>, p: &Projection, c: &OpenConflict, currency: Option<
         } => html! {
             p { "Zendesk said (" (format!("{refusal:?}").to_lowercase()) ", " (ago(cx.now_ms, *at)) "): " q { (message) } }
             @if let Some(f) = field { p { "About " (f) "." } }
+            @if let Some(note) = activity.as_ref().and_then(|a| refused_note(p, a)) {
+                form method="post" action=(action("note")) {
+                    input type="hidden" name="activity" value=(note.id);
+                    label for={ "n-" (note.id) } { "The note's text" }
+                    textarea #{ "n-" (note.id) } name="text" rows="4" required { (note.content.clone().unwrap_or_default()) }
+                    button type="submit" data-key="e" { "Save the text and send" }
+                }
+            }
             form.inline method="post" action=(action("retry")) {
                 @if let Some(a) = activity { input type="hidden" name="activity" value=(a); }
                 button type="submit" data-key="m" { "Send again as it is" }
@@ -484,6 +492,14 @@ fn conflict(cx: Context<'_>, p: &Projection, c: &OpenConflict, currency: Option<
             p { "It points at " (format!("{target:?}")) ", which is " (format!("{status:?}").to_lowercase()) ". Change the field to fix it." }
         },
     }
+}
+
+/// The note `activity` of the record, when it is one (a refused note's text can be edited).
+fn refused_note<'p>(p: &'p Projection, activity: &ActivityId) -> Option<&'p ActivityView> {
+    p.record
+        .activities
+        .iter()
+        .find(|a| &a.id == activity && a.kind == ActivityKind::Note && !a.deleted)
 }
 
 /// The record as this device holds it, as text a person can copy elsewhere.
@@ -792,6 +808,52 @@ mod tests {
         );
         assert!(page.contains("This changed while you looked: a sync brought a value"));
     }
+
+    #[test]
+    fn a_refused_notes_text_can_be_edited_and_a_refused_task_only_sent_again_or_discarded() {
+        let catalog = Catalog::example();
+        let me: DeviceId = "rita-phone".parse().unwrap();
+        let cx = Context {
+            catalog: &catalog,
+            me: &me,
+            now_ms: NOW,
+        };
+        let activity = |id: &str, kind: ActivityKind, content: Option<&str>| ActivityView {
+            id: id.parse().unwrap(),
+            kind,
+            crm_id: None,
+            deleted: false,
+            created_by: UserId(2),
+            created_at: NOW,
+            content: content.map(str::to_owned),
+            fields: Default::default(),
+        };
+        let refused = |id: &str| OpenConflict {
+            conflict: Conflict::Refused {
+                activity: Some(id.parse().unwrap()),
+                field: None,
+                refusal: sellsync_model::FlagKind::Validation,
+                message: "content is too long".into(),
+                at: NOW,
+            },
+            base: None,
+        };
+        let mut p = projection("deal-x");
+        p.record.activities = vec![
+            activity("n-1", ActivityKind::Note, Some("Called <b>twice</b>")),
+            activity("t-1", ActivityKind::Task, None),
+        ];
+        let page = record(cx, &p, &[refused("n-1")], &Banner::None).into_string();
+        assert!(page.contains("action=\"/record/deal-x/note\""), "{page}");
+        assert!(
+            page.contains("Called &lt;b&gt;twice&lt;/b&gt;</textarea>"),
+            "{page}"
+        );
+        assert!(page.contains("content is too long") && page.contains("Discard it"));
+        let page = record(cx, &p, &[refused("t-1")], &Banner::None).into_string();
+        assert!(!page.contains("/note\""), "{page}");
+        assert!(page.contains("Send again as it is") && page.contains("Discard it"));
+    }
 }
 
 /// A bridge's last run of one kind: when it ended and how (`ok`, or why not).
@@ -908,10 +970,17 @@ pub fn dashboard(now_ms: i64, d: &Dashboard) -> Markup {
         section aria-labelledby="devices-h" {
             h2 #devices-h { "Devices" }
             table.sides {
-                thead { tr { th scope="col" { "Device" } th scope="col" { "User" } th scope="col" { "Tokens" } } }
+                thead { tr {
+                    th scope="col" { "Device" } th scope="col" { "User" } th scope="col" { "Last sync" }
+                    th scope="col" { "Tokens" }
+                } }
                 tbody { @for dev in &d.devices { tr {
                     td { (dev.device) }
                     td { (user(dev.user)) }
+                    @match dev.last_sync_ms {
+                        Some(t) => td title=(local_time(t)) { (ago(now_ms, t)) },
+                        None => td { "never" },
+                    }
                     td { @if dev.live { "live" } @else { "revoked" } " (" (dev.tokens.len()) ")" }
                 } } }
             }

@@ -71,3 +71,19 @@ pub(crate) fn start_command(mut cmd: Command) -> (Running, String) {
         .to_owned();
     (running, url)
 }
+
+/// The dashboard link a hub started with `--ui` and a piped stderr prints (`dashboard on
+/// LINK`). The rest of its stderr is read and dropped, so that the hub never blocks on it.
+pub(crate) fn dashboard_link(hub: &mut Running) -> String {
+    let err = hub.0.stderr.take().expect("the hub's stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if let Some(link) = line.strip_prefix("dashboard on ") {
+                let _ = tx.send(link.to_owned());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the hub prints its dashboard link")
+}
